@@ -1,0 +1,163 @@
+"""Calibration: the noise parameter that meets a target epsilon (PRIVACY_MATH.md section 5).
+
+:func:`solve_monotone` is the generic routine: given ``epsilon(x)`` monotone in a positive
+parameter ``x``, find the least private ``x`` whose epsilon is still ``<= target``. It
+brackets the root geometrically, then narrows the bracket with Brent's method on
+``log x`` and always returns the bracket end that was *evaluated* and meets the target,
+so the returned parameter fed back to the accountant satisfies the target by construction.
+
+:func:`calibrate` applies it to a mechanism family: Gaussian ``sigma`` (epsilon decreases
+with sigma), Laplace ``u0`` and an LMO scaling factor (epsilon increases with them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from scipy.optimize import brentq
+
+from noise_search.accountants import PrivacySpent, check_accounting_inputs, get_accountant
+from noise_search.errors import CalibrationError, UnsupportedError, check_range
+from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A calibrated mechanism and its (re-checked) privacy spend."""
+
+    mechanism: Mechanism
+    spent: PrivacySpent
+    target_epsilon: float
+
+
+def solve_monotone(
+    epsilon_of: Callable[[float], float],
+    target: float,
+    *,
+    increasing: bool,
+    start: float = 1.0,
+    lower: float = 1e-8,
+    upper: float = 1e8,
+    rel_tol: float = 1e-4,
+) -> tuple[float, float]:
+    """Largest (``increasing``) or smallest (decreasing) ``x`` in ``[lower, upper]`` with
+    ``epsilon_of(x) <= target``, to relative precision ``rel_tol``.
+
+    Returns ``(x, epsilon_of(x))``; ``epsilon_of(x) <= target`` always holds.
+    Raises :class:`CalibrationError` when no ``x`` in range meets the target.
+    """
+    cache: dict[float, float] = {}
+
+    def f(log_x: float) -> float:
+        if log_x not in cache:
+            cache[log_x] = float(epsilon_of(math.exp(log_x)))
+        return cache[log_x]
+
+    def ok(log_x: float) -> bool:
+        return f(log_x) <= target
+
+    lo_lim, hi_lim = math.log(lower), math.log(upper)
+    x = min(max(math.log(start), lo_lim), hi_lim)
+    good: float | None = x if ok(x) else None
+    bad: float | None = None if good is not None else x
+    # From a feasible point walk towards less noise until infeasible; from an infeasible
+    # one walk towards more noise until feasible. Steps double each time.
+    less_noise = 1.0 if increasing else -1.0
+    direction = less_noise if good is not None else -less_noise
+    step = math.log(4.0)
+    while (good is None or bad is None) and lo_lim < x + direction * 1e-12 < hi_lim:
+        x = min(max(x + direction * step, lo_lim), hi_lim)
+        step *= 2.0
+        if ok(x):
+            good = x
+        else:
+            bad = x
+    if good is None:
+        raise CalibrationError(
+            f"no parameter in [{lower:g}, {upper:g}] reaches epsilon <= {target:g} "
+            f"(best found {min(cache.values()):.4g})"
+        )
+    if bad is None:
+        return math.exp(good), f(good)
+
+    def g(log_x: float) -> float:
+        v = f(log_x)
+        return (v - target) if math.isfinite(v) else 1e300
+
+    tol = math.log1p(rel_tol)
+    try:
+        root = brentq(g, min(good, bad), max(good, bad), xtol=tol / 4, maxiter=200)
+    except ValueError:  # g does not change sign numerically (flat or non-finite): bisect
+        root = 0.5 * (good + bad)
+    # Walk `good` to the root side without ever returning an unchecked point.
+    for cand in (root, root - tol / 2 if increasing else root + tol / 2):
+        if ok(cand) and abs(cand - bad) < abs(good - bad):
+            good = cand
+    while abs(good - bad) > tol:
+        mid = 0.5 * (good + bad)
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return math.exp(good), f(good)
+
+
+def calibrate(
+    family: str | LMO,
+    *,
+    epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str = "rdp",
+    rel_tol: float = 1e-4,
+) -> Calibration:
+    """Calibrate ``gaussian`` (sigma), ``laplace`` (u0) or an LMO (scale of ``u``) to ``epsilon``.
+
+    Passing an :class:`LMO` calibrates ``base.scaled(c)`` over the factor ``c``.
+    """
+    target = check_range("epsilon", epsilon, gt=0.0)
+    q, t, d = check_accounting_inputs(sample_rate, steps, delta)
+    acc = get_accountant(accountant)
+
+    def spend(m: Mechanism) -> PrivacySpent:
+        return acc.epsilon(m, sample_rate=q, steps=t, delta=d)
+
+    if isinstance(family, LMO):
+        base = family
+        if not acc.supports(base):
+            raise UnsupportedError(f"accountant: '{acc.name}' does not support the lmo mechanism (use rdp)")
+        factor, _ = solve_monotone(
+            lambda c: spend(base.scaled(c)).epsilon, target, increasing=True, start=1.0, rel_tol=rel_tol
+        )
+        mech: Mechanism = base.scaled(factor)
+    elif family == "gaussian":
+        sigma, _ = solve_monotone(
+            lambda s: spend(Gaussian(s)).epsilon,
+            target,
+            increasing=False,
+            start=1.0,
+            lower=1e-3,
+            upper=1e5,
+            rel_tol=rel_tol,
+        )
+        mech = Gaussian(sigma)
+    elif family == "laplace":
+        u0, _ = solve_monotone(
+            lambda u: spend(Laplace(u)).epsilon,
+            target,
+            increasing=True,
+            start=1.0,
+            lower=1e-6,
+            upper=1e4,
+            rel_tol=rel_tol,
+        )
+        mech = Laplace(u0)
+    else:
+        raise UnsupportedError(f"mechanism: calibration supports gaussian, laplace or an LMO base, got {family!r}")
+    spent = spend(mech)
+    if not spent.epsilon <= target:  # defensive: solve_monotone already guarantees this
+        raise CalibrationError(f"calibrated {mech} spends {spent.epsilon} > target {target}")
+    return Calibration(mech, spent, target)

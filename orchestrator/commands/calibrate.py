@@ -1,0 +1,50 @@
+"""``lmo-dp calibrate``: the least noise that meets a target epsilon."""
+
+from __future__ import annotations
+
+import argparse
+
+from noise_search.calibration import calibrate
+from orchestrator.cli import add_json_flag
+from orchestrator.commands._common import add_accounting_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="noise multiplier (gaussian) or inverse scale (laplace) for a target epsilon")
+    p.add_argument("--mechanism", required=True, choices=["gaussian", "laplace"])
+    p.add_argument("--epsilon", type=float, required=True, help="target epsilon > 0")
+    add_accounting_args(p)
+    add_json_flag(p)
+    p.set_defaults(handler=run, render=render)
+
+
+def run(args: argparse.Namespace) -> dict:
+    cal = calibrate(
+        args.mechanism,
+        epsilon=args.epsilon,
+        delta=args.delta,
+        sample_rate=args.sample_rate,
+        steps=args.steps,
+        accountant=args.accountant,
+    )
+    param = {"sigma": cal.mechanism.sigma} if args.mechanism == "gaussian" else {"u": cal.mechanism.u0}
+    return {
+        "mechanism": args.mechanism,
+        **param,
+        "epsilon": cal.spent.epsilon,
+        "target_epsilon": cal.target_epsilon,
+        "delta": cal.spent.delta,
+        "order": cal.spent.order,
+        "accountant": cal.spent.accountant,
+        "sample_rate": args.sample_rate,
+        "steps": args.steps,
+    }
+
+
+def render(r: dict) -> str:
+    name, value = ("sigma", r["sigma"]) if "sigma" in r else ("u0", r["u"])
+    return (
+        f"{r['mechanism']}: {name} = {value:.6g} gives epsilon = {r['epsilon']:.6g} "
+        f"(target {r['target_epsilon']:g}) at delta = {r['delta']:g}\n"
+        f"  accountant {r['accountant']}, sample rate {r['sample_rate']:g}, {r['steps']} steps"
+    )
