@@ -1,0 +1,189 @@
+"""MLflow tracking for searches, trials and sweeps.
+
+Uses an explicit :class:`mlflow.MlflowClient` (no fluent global "active run"), so it is safe
+in Ray workers and never leaves a run open behind the caller's back: :meth:`Tracker.run` is
+a context manager that ends the run FINISHED, or FAILED/KILLED when the body raises.
+
+Where runs go:
+
+* ``MLFLOW_TRACKING_URI`` when set (a server such as ``http://127.0.0.1:5000``, or any URI
+  MLflow accepts);
+* otherwise a local SQLite store ``./mlruns-lmodp/mlflow.db`` with artifacts under
+  ``./mlruns-lmodp/artifacts`` (MLflow 3 deprecates the plain ``./mlruns`` file store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from noise_search.errors import LmoDpError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DIR = "mlruns-lmodp"
+
+#: Tag carrying the Ray Tune trial id; a resumed sweep finds its runs by it.
+TRIAL_TAG = "lmodp.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+KIND_TAG = "lmodp.kind"
+
+
+class TrackingError(LmoDpError):
+    """The tracking store could not be reached or written."""
+
+
+def local_store_dir(base: str | os.PathLike[str] | None = None) -> Path:
+    return Path(base or Path.cwd()).resolve() / DEFAULT_DIR
+
+
+def tracking_uri(base: str | os.PathLike[str] | None = None) -> str:
+    """The tracking URI lmo-dp uses: ``MLFLOW_TRACKING_URI`` or the local SQLite default."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{local_store_dir(base) / 'mlflow.db'}"
+
+
+def tracking_configured() -> bool:
+    """Whether the user pointed lmo-dp at a tracking store (``MLFLOW_TRACKING_URI`` set)."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def _clean_params(params: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for k, v in params.items():
+        text = "null" if v is None else str(v)
+        out[str(k)] = text if len(text) <= 6000 else text[:5997] + "..."
+    return out
+
+
+class Tracker:
+    """A thin, explicit-client wrapper over MLflow for lmo-dp's runs."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.uri = uri or tracking_uri()
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        self._mlflow = mlflow
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+        except Exception as exc:  # MLflow raises many types for an unreachable store
+            raise TrackingError(f"MLflow tracking store {self.uri} is not usable: {exc}") from exc
+
+    # --- experiments --------------------------------------------------------------------
+    def experiment_id(self, name: str) -> str:
+        """Id of experiment ``name``, created (with a local artifact folder if local) if needed."""
+        try:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                if exp.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(exp.experiment_id)
+                return exp.experiment_id
+            location = None
+            if self.uri.startswith("sqlite:///"):
+                store = Path(self.uri[len("sqlite:///") :]).parent
+                location = (store / "artifacts").as_uri()
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception as exc:
+            raise TrackingError(f"cannot open MLflow experiment {name!r} at {self.uri}: {exc}") from exc
+
+    # --- runs -----------------------------------------------------------------------------
+    def start_run(
+        self,
+        experiment: str,
+        *,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> str:
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=all_tags)
+        return run.info.run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    @contextlib.contextmanager
+    def run(
+        self,
+        experiment: str,
+        *,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Iterator[str]:
+        """Open (or re-open ``run_id``) and always close a run: FINISHED, or FAILED/KILLED."""
+        rid = run_id or self.start_run(experiment, run_name=run_name, tags=tags, parent_run_id=parent_run_id)
+        if run_id:
+            self.client.update_run(run_id, status="RUNNING")
+        try:
+            yield rid
+        except KeyboardInterrupt:
+            self.end_run(rid, "KILLED")
+            raise
+        except BaseException:
+            self.end_run(rid, "FAILED")
+            raise
+        else:
+            self.end_run(rid, "FINISHED")
+
+    def find_runs(self, experiment: str, *, tag: str, value: str) -> list[Any]:
+        """Runs of ``experiment`` whose tag ``tag`` equals ``value`` (newest first)."""
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        escaped = value.replace("'", "\\'")
+        return list(
+            self.client.search_runs(
+                [exp.experiment_id],
+                filter_string=f"tags.`{tag}` = '{escaped}'",
+                order_by=["attributes.start_time DESC"],
+            )
+        )
+
+    # --- logging --------------------------------------------------------------------------
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in _clean_params(params).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float | None], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), ts, step or 0)
+            for k, v in metrics.items()
+            if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))
+        ]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i : i + 500])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v))
+
+    def log_artifact(self, run_id: str, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_dict(self, run_id: str, data: Any, name: str) -> None:
+        self.client.log_dict(run_id, data, name)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
