@@ -22,6 +22,7 @@ Opacus and dp-accounting are imported lazily, so importing this module stays lig
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
@@ -99,15 +100,72 @@ def lmo_rdp_curve(mech: LMO | Laplace, sample_rate: float, orders: np.ndarray = 
     return subsampled_rdp(log_ea, np.asarray(orders, float), sample_rate)[0]
 
 
+@lru_cache(maxsize=1)
+def _opacus_rdp_analysis():
+    """Opacus's RDP analysis module, ``opacus/accountants/analysis/rdp.py``.
+
+    That file needs only math, numpy and scipy, but importing it through the package runs
+    ``opacus/__init__``, which imports torch (3-9 s per process; it dominated a noise search's
+    Gaussian calibration in every fresh Ray worker). Unless opacus is already imported, the file
+    is loaded on its own under a private name: same code, same numbers.
+    """
+    import importlib
+    import importlib.util
+    import sys
+
+    name = "opacus.accountants.analysis.rdp"
+    if name in sys.modules or "opacus" in sys.modules:
+        return importlib.import_module(name)
+    spec = importlib.util.find_spec("opacus")  # locates the package without executing it
+    if spec is None or not spec.submodule_search_locations:
+        return importlib.import_module(name)
+    path = f"{next(iter(spec.submodule_search_locations))}/accountants/analysis/rdp.py"
+    file_spec = importlib.util.spec_from_file_location("_lmodp_opacus_rdp_analysis", path)
+    module = importlib.util.module_from_spec(file_spec)
+    file_spec.loader.exec_module(module)
+    return module
+
+
 def gaussian_rdp_curve(sigma: float, sample_rate: float, orders: np.ndarray = GAUSSIAN_ORDERS) -> np.ndarray:
     """Per-step RDP of the Poisson-sampled Gaussian mechanism, from Opacus's analysis."""
-    from opacus.accountants.analysis.rdp import compute_rdp
-
+    compute_rdp = _opacus_rdp_analysis().compute_rdp
     return np.asarray(compute_rdp(q=sample_rate, noise_multiplier=sigma, steps=1, orders=list(orders)), float)
 
 
+def pure_dp_epsilon(mech: Mechanism) -> float:
+    """Per-release pure-DP epsilon (``D_inf``) without sampling, or ``inf`` if not pure DP.
+
+    Laplace: ``u0``. LMO: the largest possible ``u`` when it is bounded (only a Uniform
+    component present), since a mixture of ``eps(u)``-DP releases is ``max eps(u)``-DP.
+    """
+    if isinstance(mech, Laplace):
+        return mech.u0
+    if isinstance(mech, LMO):
+        p = mech.arrays
+        if p.a1[0] == 0.0 and p.a3[0] == 0.0:
+            return float(p.a4[0] * p.U_b[0])
+    return math.inf
+
+
+def pure_dp_composition(eps0: float, sample_rate: float, steps: int) -> float:
+    """``T`` Poisson-sampled ``eps0``-DP releases: ``T * log(1 + q (e^eps0 - 1))`` (delta = 0).
+
+    Amplification by Poisson sampling under add/remove neighbours (Li, Qardaji & Su 2012)
+    followed by basic composition.
+    """
+    if not math.isfinite(eps0):
+        return math.inf
+    return steps * math.log1p(sample_rate * math.expm1(eps0))
+
+
 class RdpAccountant(Accountant):
-    """Renyi-DP accountant; ``orders`` overrides the default orders for every mechanism."""
+    """Renyi-DP accountant; ``orders`` overrides the default orders for every mechanism.
+
+    For mechanisms that are also pure DP (Laplace; LMO with bounded ``u``) the reported
+    epsilon is the smaller of the RDP conversion and pure-DP composition (both proven
+    bounds); the latter is reported with ``order = inf``. It only wins for a handful of
+    unsampled releases, where RDP's conversion overhead dominates.
+    """
 
     name = "rdp"
 
@@ -128,6 +186,9 @@ class RdpAccountant(Accountant):
 
     def _epsilon(self, mechanism: Mechanism, q: float, steps: int, delta: float) -> PrivacySpent:
         res = epsilon_at_order(self.curve(mechanism, q), self.orders_for(mechanism), steps, delta)
+        pure = pure_dp_composition(pure_dp_epsilon(mechanism), q, steps)
+        if pure < res.epsilon:
+            return PrivacySpent(pure, delta, self.name, math.inf)
         return PrivacySpent(res.epsilon, delta, self.name, res.order)
 
 
@@ -167,7 +228,9 @@ class PrvAccountant(Accountant):
         acc = PRVAccountant()
         acc.history = [(mechanism.sigma, q, steps)]
         eps_error = max(self.rel_error * eps_rdp, 1e-6)
-        eps = float(acc.get_epsilon(delta=delta, eps_error=eps_error, delta_error=delta / 1000))
+        with warnings.catch_warnings():  # Opacus warns about its own internal RDP orders
+            warnings.simplefilter("ignore", UserWarning)
+            eps = float(acc.get_epsilon(delta=delta, eps_error=eps_error, delta_error=delta / 1000))
         # PRV can only tighten RDP; never report more than the proven RDP value.
         return PrivacySpent(min(max(eps, 0.0), eps_rdp), delta, self.name, None)
 

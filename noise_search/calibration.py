@@ -89,12 +89,16 @@ def solve_monotone(
     tol = math.log1p(rel_tol)
     try:
         root = brentq(g, min(good, bad), max(good, bad), xtol=tol / 4, maxiter=200)
-    except ValueError:  # g does not change sign numerically (flat or non-finite): bisect
-        root = 0.5 * (good + bad)
-    # Walk `good` to the root side without ever returning an unchecked point.
-    for cand in (root, root - tol / 2 if increasing else root + tol / 2):
-        if ok(cand) and abs(cand - bad) < abs(good - bad):
-            good = cand
+        probes = (root - tol / 2, root + tol / 2)
+    except ValueError:  # no numerical sign change (flat or non-finite): plain bisection
+        probes = ()
+    # Classify the two points around Brent's root: they usually close the bracket at once.
+    for x in probes:
+        if min(good, bad) < x < max(good, bad):
+            if ok(x):
+                good = x
+            else:
+                bad = x
     while abs(good - bad) > tol:
         mid = 0.5 * (good + bad)
         if ok(mid):

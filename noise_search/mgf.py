@@ -103,7 +103,7 @@ def _dlog_mgf_uniform01(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.nda
     x = np.abs(s) * (hi - lo)
     small = x < 2 * _UNIFORM_SERIES_BELOW
     xs = np.where(small, 1.0, x)
-    far = np.where(s > 0, hi, lo) + np.sign(s) * (hi - lo) * (1.0 / np.expm1(xs) - 1.0 / xs)
+    far = np.where(s > 0, hi, lo) + np.sign(s) * (hi - lo) * (np.exp(-xs) / -np.expm1(-xs) - 1.0 / xs)
     y = 0.5 * np.where(small, x, 0.0)
     near = 0.5 * (lo + hi) + np.sign(s) * 0.5 * (hi - lo) * (y / 3.0 - y**3 / 45.0)
     return np.where(small, near, far)
@@ -172,9 +172,24 @@ def log_inverse_moment(p: MixtureArrays, m: float, *, block: int = 4096) -> np.n
         raise ValueError("m must be > 0")
     n = len(p)
     out = np.empty(n)
-    t_nodes = np.exp(_ES_LOG_T)
+    t_nodes = inverse_moment_nodes()
     for start in range(0, n, block):
         rows = p.take(slice(start, start + block))
-        log_terms = log_mgf(rows, -t_nodes) + ((m - 1.0) * _ES_LOG_T + _ES_LOG_W)[None, :]
-        out[start : start + block] = logsumexp(log_terms, axis=1) - gammaln(m)
+        out[start : start + block] = log_inverse_moment_from_log_mgf(log_mgf(rows, -t_nodes), m)
     return np.where(p.zero_concentration() > m, out, np.inf)
+
+
+def inverse_moment_nodes() -> np.ndarray:
+    """Quadrature nodes ``t_i > 0`` (shape ``(nodes,)``) used by :func:`log_inverse_moment`."""
+    return np.exp(_ES_LOG_T)
+
+
+def log_inverse_moment_from_log_mgf(log_mgf_neg: np.ndarray, m: float) -> np.ndarray:
+    """The quadrature of :func:`log_inverse_moment` from precomputed ``log M(-t_i)``.
+
+    ``log_mgf_neg`` has shape ``(n, nodes)``, column ``i`` holding ``log M(-t_i)`` at
+    :func:`inverse_moment_nodes`. Lets a caller compute ``log M`` its own way (e.g. once per
+    distinct component); it does not mask divergent moments (``zero_concentration <= m``).
+    """
+    log_terms = log_mgf_neg + ((m - 1.0) * _ES_LOG_T + _ES_LOG_W)[None, :]
+    return logsumexp(log_terms, axis=1) - gammaln(m)

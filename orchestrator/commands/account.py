@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def render(r: dict) -> str:
-    order = f" (RDP order {r['order']:g})" if r["order"] is not None else ""
+    order = ""
+    if r["order"] is not None:
+        order = f" (RDP order {r['order']:g})" if r["order"] != float("inf") else " (pure-DP composition)"
     return (
         f"{r['mechanism']}: epsilon = {r['epsilon']:.6g} at delta = {r['delta']:g}{order}\n"
         f"  accountant {r['accountant']}, sample rate {r['sample_rate']:g}, {r['steps']} steps"

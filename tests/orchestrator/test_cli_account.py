@@ -1,0 +1,264 @@
+"""`lmo-dp account` and `lmo-dp calibrate`: the JSON contract, library agreement, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli, run_console
+
+from noise_search.accountants import compute_epsilon
+from noise_search.calibration import calibrate
+from noise_search.mechanisms import LMO, Gaussian, Laplace
+
+PAPER = Path(__file__).resolve().parents[2] / "reference" / "paper_params"
+ACCOUNT_KEYS = {"mechanism", "accountant", "epsilon", "delta", "order", "sample_rate", "steps"}
+Q, T = 2048 / 67349, 197
+
+
+def test_account_json_matches_library_for_each_mechanism(capsys):
+    cases = [
+        (["--mechanism", "gaussian", "--sigma", "2.5"], Gaussian(2.5), "rdp"),
+        (["--mechanism", "gaussian", "--sigma", "2.5", "--accountant", "pld"], Gaussian(2.5), "pld"),
+        (["--mechanism", "laplace", "--u", "0.4"], Laplace(0.4), "rdp"),
+        (
+            ["--mechanism", "lmo", "--params", PAPER / "fig6_lmo_eps1.json"],
+            LMO.from_json(PAPER / "fig6_lmo_eps1.json"),
+            "rdp",
+        ),
+    ]
+    for flags, mech, acc in cases:
+        r = run_cli(capsys, "account", *flags, "--sample-rate", Q, "--steps", T, "--delta", "1e-10", "--json")
+        assert r.code == 0, r.err
+        data = r.json()
+        assert set(data) == ACCOUNT_KEYS
+        expected = compute_epsilon(mech, sample_rate=Q, steps=T, delta=1e-10, accountant=acc)
+        assert data["epsilon"] == expected.epsilon and data["order"] == expected.order
+        assert data["mechanism"] == mech.name and data["accountant"] == acc and data["steps"] == T
+        assert r.out.count("\n") == 1  # one JSON object, nothing else on stdout
+
+
+def test_human_output_names_the_numbers(capsys):
+    r = run_cli(
+        capsys,
+        "account",
+        "--mechanism",
+        "laplace",
+        "--u",
+        "0.3",
+        "--sample-rate",
+        "1",
+        "--steps",
+        "1",
+        "--delta",
+        "1e-10",
+    )
+    assert r.code == 0 and "epsilon = 0.3" in r.out and "pure-DP" in r.out
+
+
+def test_calibrate_json_round_trips_through_account(capsys):
+    r = run_cli(
+        capsys,
+        "calibrate",
+        "--mechanism",
+        "gaussian",
+        "--epsilon",
+        "1",
+        "--delta",
+        "1e-5",
+        "--sample-rate",
+        Q,
+        "--steps",
+        T,
+        "--json",
+    )
+    assert r.code == 0, r.err
+    data = r.json()
+    assert {"mechanism", "sigma", "epsilon", "delta", "sample_rate", "steps"} <= set(data)
+    assert data["epsilon"] <= 1.0
+    lib = calibrate("gaussian", epsilon=1.0, delta=1e-5, sample_rate=Q, steps=T)
+    assert data["sigma"] == lib.mechanism.sigma
+    back = run_cli(
+        capsys,
+        "account",
+        "--mechanism",
+        "gaussian",
+        "--sigma",
+        repr(data["sigma"]),
+        "--sample-rate",
+        Q,
+        "--steps",
+        T,
+        "--delta",
+        "1e-5",
+        "--json",
+    ).json()
+    assert back["epsilon"] == data["epsilon"]
+    r = run_cli(
+        capsys,
+        "calibrate",
+        "--mechanism",
+        "laplace",
+        "--epsilon",
+        "2",
+        "--delta",
+        "1e-5",
+        "--sample-rate",
+        Q,
+        "--steps",
+        T,
+        "--json",
+    )
+    assert r.code == 0 and r.json()["u"] > 0 and r.json()["epsilon"] <= 2.0
+
+
+BAD_INPUTS = [
+    (["--mechanism", "gaussian", "--sigma", "-1"], "--sigma"),
+    (["--mechanism", "gaussian", "--sigma", "0"], "--sigma"),
+    (["--mechanism", "gaussian"], "--sigma"),
+    (["--mechanism", "laplace", "--u", "0"], "--u"),
+    (["--mechanism", "gaussian", "--sigma", "abc"], "--sigma"),
+    (["--mechanism", "cauchy", "--sigma", "1"], "--mechanism"),
+    (["--mechanism", "lmo", "--params", "/nonexistent/params.json"], "params"),
+]
+
+
+@pytest.mark.parametrize(("flags", "needle"), BAD_INPUTS)
+def test_bad_mechanism_input_exits_2_with_one_line(capsys, flags, needle):
+    r = run_cli(capsys, "account", *flags, "--sample-rate", "0.1", "--steps", "10", "--delta", "1e-5")
+    assert r.code == 2 and r.out == ""
+    assert len(r.err.strip().splitlines()) == 1 and needle in r.err
+
+
+@pytest.mark.parametrize(
+    ("q", "steps", "delta", "needle"),
+    [
+        ("0", "10", "1e-5", "--sample-rate"),
+        ("1.5", "10", "1e-5", "--sample-rate"),
+        ("-0.1", "10", "1e-5", "--sample-rate"),
+        ("0.1", "0", "1e-5", "--steps"),
+        ("0.1", "2.5", "1e-5", "--steps"),
+        ("0.1", "10", "0", "--delta"),
+        ("0.1", "10", "1", "--delta"),
+        ("0.1", "10", "-1e-5", "--delta"),
+    ],
+)
+def test_bad_accounting_input_exits_2_with_one_line(capsys, q, steps, delta, needle):
+    r = run_cli(
+        capsys,
+        "account",
+        "--mechanism",
+        "gaussian",
+        "--sigma",
+        "1",
+        "--sample-rate",
+        q,
+        "--steps",
+        steps,
+        "--delta",
+        delta,
+        "--json",
+    )
+    assert r.code == 2 and r.out == ""
+    assert len(r.err.strip().splitlines()) == 1 and needle in r.err
+
+
+def test_malformed_and_out_of_range_params_files(capsys, tmp_path):
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{ a1: 0.1")
+    neg = tmp_path / "neg.json"
+    neg.write_text(
+        json.dumps({"a1": 0.1, "a3": 0.1, "a4": 0.1, "G_k": 1, "G_theta": -0.5, "E_lambda": 5, "U_a": 0, "U_b": 1})
+    )
+    missing = tmp_path / "missing.json"
+    missing.write_text(json.dumps({"a1": 0.1}))
+    for path, needle in ((bad_json, "not valid JSON"), (neg, "G_theta"), (missing, "missing")):
+        r = run_cli(
+            capsys,
+            "account",
+            "--mechanism",
+            "lmo",
+            "--params",
+            path,
+            "--sample-rate",
+            "1",
+            "--steps",
+            "1",
+            "--delta",
+            "1e-10",
+        )
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and needle in r.err
+
+
+def test_unsupported_accountant_is_bad_input(capsys):
+    r = run_cli(
+        capsys,
+        "account",
+        "--mechanism",
+        "lmo",
+        "--params",
+        PAPER / "fig6_lmo_eps1.json",
+        "--accountant",
+        "pld",
+        "--sample-rate",
+        "1",
+        "--steps",
+        "1",
+        "--delta",
+        "1e-10",
+    )
+    assert r.code == 2 and "rdp" in r.err
+
+
+def test_calibrate_bad_input(capsys):
+    r = run_cli(
+        capsys,
+        "calibrate",
+        "--mechanism",
+        "gaussian",
+        "--epsilon",
+        "-1",
+        "--sample-rate",
+        "0.1",
+        "--steps",
+        "10",
+        "--delta",
+        "1e-5",
+    )
+    assert r.code == 2 and "--epsilon" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_console_script_end_to_end():
+    """The installed `lmo-dp` entry point, as other tools call it."""
+    r = run_console(
+        "account",
+        "--mechanism",
+        "laplace",
+        "--u",
+        "0.5",
+        "--sample-rate",
+        "0.01",
+        "--steps",
+        "100",
+        "--delta",
+        "1e-5",
+        "--json",
+    )
+    assert r.code == 0, r.err
+    assert set(r.json()) == ACCOUNT_KEYS
+    bad = run_console(
+        "account",
+        "--mechanism",
+        "laplace",
+        "--u",
+        "0.5",
+        "--sample-rate",
+        "2",
+        "--steps",
+        "100",
+        "--delta",
+        "1e-5",
+        "--json",
+    )
+    assert bad.code == 2 and bad.out == "" and len(bad.err.strip().splitlines()) == 1
