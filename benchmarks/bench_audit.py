@@ -9,8 +9,8 @@ lower bound, the gap between them and the audit's wall time.
     .venv/bin/python benchmarks/bench_audit.py [--epsilons 1,3,8] [--json]
 
 The LMO base defaults to the paper's parameter file
-``../shared/reference/paper_params/optimized_epsilon_lmo_eps_1.0.json`` when it exists (only its
-shape matters: calibration rescales it), otherwise to :data:`FALLBACK_LMO_BASE`.
+``reference/paper_params/optimized_epsilon_lmo_eps_1.0.json`` (only its shape matters:
+calibration rescales it); ``--lmo-params`` picks another.
 """
 
 from __future__ import annotations
@@ -26,18 +26,14 @@ from noise_search.mechanisms import LMO
 from trainers.audit import run_audit
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_BASE = ROOT.parent / "shared" / "reference" / "paper_params" / "optimized_epsilon_lmo_eps_1.0.json"
-#: Base mixture used when the paper's file is not there (a Gamma + Exponential + Uniform mix).
-FALLBACK_LMO_BASE = LMO(a1=1.0, a3=0.2, a4=0.2, G_k=2.0, G_theta=0.5, E_lambda=2.0, U_a=1.0, U_b=2.0)
+PAPER_BASE = ROOT / "reference" / "paper_params" / "optimized_epsilon_lmo_eps_1.0.json"
 TIME_LIMIT_S = 60.0
 
 
 def lmo_base(path: str | None) -> tuple[LMO, str]:
     if path:
         return LMO.from_json(path), path
-    if PAPER_BASE.exists():
-        return LMO.from_json(PAPER_BASE), str(PAPER_BASE)
-    return FALLBACK_LMO_BASE, "built-in FALLBACK_LMO_BASE"
+    return LMO.from_json(PAPER_BASE), str(PAPER_BASE.relative_to(ROOT))
 
 
 def parameter(mech) -> str:
