@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,9 @@ class Tracker:
         return run.info.run_id
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        # Against a server MLflow prints "View run ... at: URL" on stdout; stdout is for --json results.
+        with contextlib.redirect_stdout(sys.stderr):
+            self.client.set_terminated(run_id, status=status)
 
     @contextlib.contextmanager
     def run(
