@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
-from scipy.special import gammaln, logsumexp
+from scipy.special import gammaln
 
 # Below this half-width the uniform factor uses its Taylor series; the next omitted term
 # is below 1e-21 in absolute value.
@@ -192,4 +192,19 @@ def log_inverse_moment_from_log_mgf(log_mgf_neg: np.ndarray, m: float) -> np.nda
     distinct component); it does not mask divergent moments (``zero_concentration <= m``).
     """
     log_terms = log_mgf_neg + ((m - 1.0) * _ES_LOG_T + _ES_LOG_W)[None, :]
-    return logsumexp(log_terms, axis=1) - gammaln(m)
+    return _logsumexp_rows(log_terms) - gammaln(m)
+
+
+def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    """``log(sum(exp(x), axis=1))`` for a 2-D array, shifted by the row maximum.
+
+    Same result as ``scipy.special.logsumexp(x, axis=1)`` up to rounding (a row of ``-inf``
+    gives ``-inf``, a ``+inf`` entry gives ``+inf``), in about half the time on the
+    ``(rows, 417)`` quadrature arrays, which dominate the noise search's objective cost.
+    """
+    top = x.max(axis=1)
+    top = np.where(np.isfinite(top), top, 0.0)
+    shifted = x - top[:, None]
+    np.exp(shifted, out=shifted)
+    with np.errstate(divide="ignore"):
+        return np.log(shifted.sum(axis=1)) + top
