@@ -185,6 +185,10 @@ class Tracker:
     def log_artifact(self, run_id: str, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
+    def log_artifacts(self, run_id: str, folder: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Every file under ``folder`` (recursively)."""
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
     def log_dict(self, run_id: str, data: Any, name: str) -> None:
         self.client.log_dict(run_id, data, name)
 

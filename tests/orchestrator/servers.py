@@ -329,9 +329,13 @@ def start_ray_cluster(
         )
         for i, ip in enumerate(cluster.worker_ips):
             log = temp_dir / f"ray-start-worker{i}.log"
+            # each node needs its own temp dir: nodes sharing one session dir also share its
+            # runtime_resources, and one node's cleanup deletes a job's working_dir under another
+            worker_temp = temp_dir / f"w{i}"
+            worker_temp.mkdir()
             worker = spawn(
                 [ray, "start", f"--address={cluster.address}", f"--node-ip-address={ip}",
-                 *_ray_node_ports(head=False), *common],
+                 f"--temp-dir={worker_temp}", *_ray_node_ports(head=False), *common],
                 log,
                 env,
             )  # fmt: skip

@@ -1,0 +1,29 @@
+"""``lmo-dp report --experiment NAME --out DIR [--run-id ID] [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from orchestrator.cli import add_json_flag
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="plots and an HTML page of a sweep, read from MLflow")
+    p.add_argument("--experiment", required=True, help="MLflow experiment of the sweep")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--run-id", help="the sweep's parent run (default: the newest sweep run)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
+    add_json_flag(p)
+    p.set_defaults(handler=run, render=lambda r: f"report: {r['report']}")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from orchestrator.report import find_parent_run, write_report
+    from orchestrator.tracking import Tracker
+
+    tracker = Tracker()
+    parent = find_parent_run(tracker, args.experiment, args.run_id)
+    index = write_report(tracker, args.experiment, args.out, parent_run_id=parent.info.run_id)
+    if not args.no_log:
+        tracker.log_artifacts(parent.info.run_id, index.parent, "report")
+    return {"experiment": args.experiment, "parent_run_id": parent.info.run_id, "report": str(index)}

@@ -1,0 +1,38 @@
+"""``lmo-dp sweep --config FILE.yaml [--address ADDR] [--resume] [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from orchestrator.cli import add_json_flag
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="noise search + a Ray Tune grid of DP trials, tracked in MLflow")
+    p.add_argument("--config", required=True, help="sweep config YAML (see examples/sweep-tiny.yaml)")
+    p.add_argument("--address", help="Ray cluster address host:port (default: RAY_ADDRESS or a local instance)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its storage path")
+    add_json_flag(p)
+    p.set_defaults(handler=run, render=render)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from orchestrator.sweep import run_sweep, stdout_to_stderr
+    from orchestrator.sweep_config import SweepConfig
+
+    cfg = SweepConfig.from_yaml(args.config)
+    if args.json:
+        with stdout_to_stderr():
+            return run_sweep(cfg, address=args.address, resume=args.resume)
+    return run_sweep(cfg, address=args.address, resume=args.resume)
+
+
+def render(r: dict) -> str:
+    lines = [f"sweep {r['experiment']}: {len(r['trials'])} trials (MLflow parent run {r['parent_run_id']})"]
+    for t in r["trials"]:
+        metric = next((f"{k} {v:.4g}" for k, v in t["metrics"].items() if k in ("accuracy", "perplexity")), "")
+        eps = "" if t["epsilon"] is None else f"epsilon {t['epsilon']:.4g} <= {t['epsilon_target']:g}"
+        lines.append(f"  {t['key']:<36} {t['status']:<10} {eps:<24} {metric}")
+    lines.append(f"report: {r['report']}")
+    lines.append(f"browse: mlflow ui --backend-store-uri {r['tracking_uri']}")
+    return "\n".join(lines)

@@ -1,0 +1,232 @@
+"""The sweep config: a YAML file validated once into a typed, frozen object.
+
+Example (``examples/sweep-tiny.yaml``)::
+
+    experiment: lmo-dp-sweep-tiny
+    model:    {task: classification, max_length: 48, lora: {rank: 4, target_modules: [query, value]}}
+    data:     {name: movie-reviews, max_train_examples: 300, max_eval_examples: 200}
+    privacy:  {epsilons: [1.0, 8.0], delta: 1.0e-5, mechanisms: [gaussian, laplace, lmo], clip: 1.0}
+    search:   {objective: mean-abs, space: paper, strategy: grid}
+    training: {epochs: 1, batch_size: 32, learning_rate: 0.005}
+    seeds: [0]
+    resources: {cpus_per_trial: 1, workers: 1}
+    max_concurrent_trials: 2
+    storage_path: lmodp-out/sweeps
+
+The ``model``, ``data`` and ``training`` sections are those of a trial config
+(:mod:`trainers.config`); ``training.seed`` is replaced by each value of ``seeds`` and
+``training.learning_rate`` by each value of ``learning_rates`` when that list is given.
+Every error names its field (``section.key``) and allowed range (CLI exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from noise_search.errors import InputError, ParameterError
+from trainers.config import (
+    DataSettings,
+    ModelSettings,
+    TrainingSettings,
+    TrialConfig,
+    _Section,
+    validation_to_input_error,
+)
+
+SWEEP_MECHANISMS: tuple[str, ...] = ("gaussian", "laplace", "lmo")
+
+
+class SweepPrivacy(_Section):
+    epsilons: tuple[float, ...] = Field(description="target epsilons (> 0), one trial group per value")
+    delta: float = Field(1e-5, gt=0, lt=1, description="target delta in (0, 1)")
+    mechanisms: tuple[Literal["gaussian", "laplace", "lmo"], ...] = Field(
+        SWEEP_MECHANISMS, description="noise families to compare"
+    )
+    clip: float = Field(1.0, gt=0, description="clipping bound C > 0 (L2 for gaussian, L1 for laplace/lmo)")
+    accountant: Literal["rdp", "prv", "pld"] = Field(
+        "rdp", description="accountant for gaussian (rdp|prv|pld) and laplace (rdp|pld); lmo always uses rdp"
+    )
+
+    @field_validator("epsilons")
+    @classmethod
+    def _epsilons(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v:
+            raise ParameterError("privacy.epsilons", "must list at least one target epsilon > 0")
+        for e in v:
+            if not e > 0:
+                raise ParameterError("privacy.epsilons", f"every target must be > 0, got {e!r}")
+        if len(set(v)) != len(v):
+            raise ParameterError("privacy.epsilons", f"targets must be distinct, got {list(v)}")
+        return tuple(float(e) for e in v)
+
+    @field_validator("mechanisms")
+    @classmethod
+    def _mechanisms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ParameterError("privacy.mechanisms", f"must list at least one of {', '.join(SWEEP_MECHANISMS)}")
+        if len(set(v)) != len(v):
+            raise ParameterError("privacy.mechanisms", f"mechanisms must be distinct, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _accountant(self) -> SweepPrivacy:
+        if self.accountant == "prv" and "laplace" in self.mechanisms:
+            raise ParameterError("privacy.accountant", "prv supports gaussian only; use rdp or pld with laplace")
+        return self
+
+
+class SweepSearch(_Section):
+    objective: Literal["mean-abs", "variance", "usefulness"] = "mean-abs"
+    gamma: float | None = Field(None, gt=0, description="usefulness threshold gamma > 0 (objective usefulness)")
+    space: Literal["paper", "wide"] = "paper"
+    strategy: Literal["grid", "optimize"] = "grid"
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _gamma(self) -> SweepSearch:
+        if self.objective == "usefulness" and self.gamma is None:
+            raise ParameterError("search.gamma", "required (> 0) for objective usefulness")
+        return self
+
+
+class Resources(_Section):
+    cpus_per_trial: int = Field(1, ge=1, le=1024, description="CPUs per trial (per worker when workers > 1)")
+    gpus_per_trial: float = Field(0.0, ge=0, le=64, description="GPUs per trial (per worker when workers > 1)")
+    workers: int = Field(1, ge=1, le=1024, description="Ray Train data-parallel workers per trial (>= 1)")
+    memory_gb: float | None = Field(None, gt=0, description="memory reserved per trial (per worker), in GiB")
+
+
+class SweepAudit(_Section):
+    canaries: int = Field(ge=2, description="gradient canaries per trial (>= 2)")
+    confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the lower bound, in (0, 1)")
+
+
+class SweepConfig(_Section):
+    """A grid of trials: epsilon x mechanism x seed [x learning rate]."""
+
+    experiment: str = Field("lmo-dp-sweep", min_length=1, description="MLflow experiment (and Tune run) name")
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    privacy: SweepPrivacy
+    search: SweepSearch = Field(default_factory=SweepSearch)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    seeds: tuple[int, ...] = Field((0,), description="one trial per seed (>= 0)")
+    learning_rates: tuple[float, ...] | None = Field(None, description="optional learning-rate grid (> 0 each)")
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent_trials: int | None = Field(None, ge=1, description="at most this many trials at once")
+    max_retries: int = Field(1, ge=0, le=100, description="times a failing trial is retried")
+    storage_path: str = Field("lmodp-out/sweeps", min_length=1, description="local folder or s3:// URI for Tune")
+    audit: SweepAudit | None = None
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, v: str) -> str:
+        bad = set(v) & set('/\\?*:"<>|')
+        if bad or v.strip() != v:
+            raise ParameterError("experiment", f"must be a plain name (no {''.join(sorted(bad)) or 'edge spaces'})")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(s < 0 for s in v) or len(set(v)) != len(v):
+            raise ParameterError("seeds", f"must be a non-empty list of distinct integers >= 0, got {list(v)}")
+        return v
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _lrs(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if v is not None and (not v or any(not (0 < x <= 10) for x in v) or len(set(v)) != len(v)):
+            raise ParameterError("learning_rates", f"must be distinct values in (0, 10], got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> SweepConfig:
+        n = self.data.max_train_examples
+        if n is not None and self.training.batch_size > n:
+            raise ParameterError(
+                "training.batch_size", f"must be <= data.max_train_examples ({n}), got {self.training.batch_size}"
+            )
+        if self.data.name == "nyt-editorials" and self.model.task != "causal-lm":
+            raise ParameterError("data.name", "'nyt-editorials' is unlabelled: use it with model.task causal-lm")
+        return self
+
+    # --- loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "config") -> SweepConfig:
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: must be a mapping with at least a privacy section")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise validation_to_input_error(exc) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> SweepConfig:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise InputError(f"--config: cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"--config: {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    # --- the grid ----------------------------------------------------------------------------
+    def learning_rate_grid(self) -> tuple[float, ...]:
+        return self.learning_rates or (self.training.learning_rate,)
+
+    def storage_uri(self, cwd: str | os.PathLike[str] | None = None) -> str:
+        """``storage_path`` as Tune needs it: a URI, or an absolute local path.
+
+        When the config does not set ``storage_path``, ``$LMODP_STORAGE_PATH`` (set on the
+        nodes by ``cluster.yaml``) is used if present.
+        """
+        path = self.storage_path
+        if "storage_path" not in self.model_fields_set and os.environ.get("LMODP_STORAGE_PATH"):
+            path = os.environ["LMODP_STORAGE_PATH"]
+        if "://" in path:
+            return path
+        return str((Path(cwd or Path.cwd()) / path).resolve())
+
+    def trial_config(
+        self, *, mechanism: str, epsilon: float, seed: int, learning_rate: float, params: dict[str, Any], name: str
+    ) -> TrialConfig:
+        """The trial config of one grid point, with its noise parameters given explicitly."""
+        accountant = self.privacy.accountant if mechanism != "lmo" else "rdp"
+        if mechanism == "laplace" and accountant == "prv":
+            accountant = "rdp"
+        return TrialConfig.from_dict(
+            {
+                "name": name,
+                "experiment": self.experiment,
+                "model": self.model.model_dump(mode="json"),
+                "data": self.data.model_dump(mode="json"),
+                "privacy": {
+                    "mechanism": mechanism,
+                    "epsilon": epsilon,
+                    "delta": self.privacy.delta,
+                    "clip": self.privacy.clip,
+                    "accountant": accountant,
+                    "params": params,
+                    "on_budget": "refuse",
+                },
+                "training": {
+                    **self.training.model_dump(mode="json"),
+                    "seed": seed,
+                    "learning_rate": learning_rate,
+                    "threads": self.resources.cpus_per_trial,
+                },
+            },
+            source=f"trial {name}",
+        )

@@ -1,0 +1,68 @@
+"""MLflow records of training trials, shared by ``lmo-dp train`` and sweeps.
+
+A trial run holds: params (the flattened trial config, the plan and the noise), per-step
+``loss`` / ``epsilon`` / ``batch_size`` metrics, the final evaluation metrics with
+``epsilon_spent``, ``epsilon_planned`` and ``epsilon_target``, and artifacts ``noise.json``,
+``dataset.json`` and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from orchestrator.tracking import Tracker
+
+
+class StepLogger:
+    """An ``on_step`` callback that buffers per-step metrics and writes them in batches."""
+
+    def __init__(self, tracker: Tracker, run_id: str, every: int = 25) -> None:
+        self.tracker, self.run_id, self.every = tracker, run_id, every
+        self.buffer: list[Any] = []
+
+    def __call__(self, record: Any) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        if record.loss is not None:
+            self.buffer.append(Metric("loss", float(record.loss), ts, record.step))
+        if record.epsilon is not None:
+            self.buffer.append(Metric("epsilon", float(record.epsilon), ts, record.step))
+        self.buffer.append(Metric("batch_size", float(record.batch_size), ts, record.step))
+        if len(self.buffer) >= self.every * 3:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.tracker.client.log_batch(self.run_id, metrics=self.buffer)
+            self.buffer = []
+
+
+def final_metrics(result: Any) -> dict[str, float | None]:
+    """Evaluation metrics plus the privacy spend of a :class:`~trainers.engine.TrainResult`."""
+    out: dict[str, float | None] = dict(result.metrics)
+    out.update({"epsilon_spent": result.epsilon, "steps_taken": float(result.steps)})
+    if result.privacy_plan is not None:
+        out["epsilon_planned"] = result.privacy_plan.planned.epsilon
+        out["epsilon_target"] = result.privacy_plan.target_epsilon
+    return out
+
+
+def log_result(tracker: Tracker, run_id: str, result: Any, summary: dict[str, Any]) -> None:
+    """Plan and noise params, final metrics and artifacts of a finished trial."""
+    plan = {
+        "plan.sample_rate": result.sample_rate,
+        "plan.steps": result.planned_steps,
+        "plan.n_train": result.dataset["train_size"],
+        "data.sha256": result.dataset["sha256"],
+        "noise.source": result.noise_source,
+    }
+    if result.mechanism is not None:
+        plan.update({f"noise.{k}": v for k, v in result.mechanism.to_dict().items()})
+    tracker.log_params(run_id, plan)
+    tracker.log_metrics(run_id, final_metrics(result), step=result.steps)
+    if result.mechanism is not None:
+        tracker.log_dict(run_id, {**result.mechanism.to_dict(), "clip": result.config.privacy.clip}, "noise.json")
+    tracker.log_dict(run_id, result.dataset, "dataset.json")
+    tracker.log_dict(run_id, summary, "result.json")
