@@ -107,7 +107,9 @@ def _one_line(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
-    command = "lmo-dp"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    named = next((a for a in argv if not a.startswith("-")), None)
+    command = f"lmo-dp {named}" if named in COMMANDS else "lmo-dp"
     args = None
     try:
         args = parser.parse_args(argv)

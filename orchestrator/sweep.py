@@ -273,6 +273,7 @@ def _report_final(summary: dict[str, Any]) -> None:
         "epsilon_spent": summary.get("epsilon"),
         "mlflow_run_id": summary.get("mlflow_run_id"),
         "error": summary.get("error"),
+        "train_seconds": summary.get("train_seconds"),
     }
     flat.update({f"metric/{k}": v for k, v in (summary.get("metrics") or {}).items()})
     tune.report({k: v for k, v in flat.items() if v is not None})
@@ -327,7 +328,13 @@ def _run_local(trial_cfg: Any, tracker: Tracker, run_id: str, trial_fn: TrialFn 
     summary = result.summary()
     summary["mlflow_run_id"] = run_id
     log_result(tracker, run_id, result, summary)
-    return {"status": "finished", "epsilon": result.epsilon, "metrics": result.metrics, "mlflow_run_id": run_id}
+    return {
+        "status": "finished",
+        "epsilon": result.epsilon,
+        "metrics": result.metrics,
+        "mlflow_run_id": run_id,
+        "train_seconds": result.seconds,
+    }
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -603,10 +610,12 @@ def _run(
                         verbose=0,
                     ),
                 )
+            fit_started = time.perf_counter()
             grid = tuner.fit()
+            trials_seconds = time.perf_counter() - fit_started
             results = list(grid)
         else:
-            results = []
+            results, trials_seconds = [], 0.0
     except KeyboardInterrupt:
         status = "interrupted"
         tracker.end_run(parent_run_id, "KILLED")
@@ -650,6 +659,8 @@ def _run(
         "run_dir": run_dir,
         "tracking_uri": uri,
         "trials": trials,
+        "seconds": time.perf_counter() - t0,
+        "trials_seconds": trials_seconds,
     }
 
 
@@ -680,6 +691,7 @@ def _trial_entry(res: Any) -> dict[str, Any]:
         "status": status,
         "metrics": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("metric/")},
         "mlflow_run_id": m.get("mlflow_run_id"),
+        "train_seconds": m.get("train_seconds"),
     }
     if status == "error":
         entry["error"] = " ".join(str(res.error).split())[:500]
