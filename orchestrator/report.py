@@ -306,8 +306,8 @@ def write_report(tracker: Tracker, experiment: str, out_dir: str | Path, *, pare
         objective = _plot_noise(search, out / "noise.png")
         images.append(("noise.png", f"noise search: {objective} vs target epsilon per family"))
         for r in search.get("results", []):
-            for note in r.get("notes", []) or []:
-                notes.append(f"epsilon {r['epsilon_target']:g}: {note}")
+            if r.get("note"):
+                notes.append(f"epsilon {r['epsilon_target']:g}: {r['note']}")
     _write_csv(rows, out / "trials.csv")
     index = out / "index.html"
     index.write_text(_html(experiment, parent, rows, images, notes))
