@@ -227,6 +227,7 @@ class SweepConfig(_Section):
                     "learning_rate": learning_rate,
                     "threads": self.resources.cpus_per_trial,
                 },
+                "audit": None if self.audit is None else self.audit.model_dump(mode="json"),
             },
             source=f"trial {name}",
         )

@@ -9,6 +9,7 @@ Example (every key but ``privacy.mechanism`` has a default)::
     privacy: {mechanism: lmo, epsilon: 3.0, delta: 1.0e-5, clip: 1.0,
               search_result: search.json}          # or params: {...}
     training: {epochs: 1, batch_size: 64, learning_rate: 0.005, optimizer: adam, seed: 0}
+    audit:   {canaries: 500, confidence: 0.95}       # optional: see trainers.trial_audit
 
 Sections and ranges are in the field docs below. ``model.lora: null`` means full
 fine-tuning. ``privacy.mechanism: none`` trains without privacy (a baseline; no epsilon).
@@ -196,6 +197,13 @@ class TrainingSettings(_Section):
         raise ParameterError("training.device", f"must be cpu, cuda, cuda:N or auto, got {v!r}")
 
 
+class AuditSettings(_Section):
+    """The trial-level privacy audit (:mod:`trainers.trial_audit`): gradient canaries in training."""
+
+    canaries: int = Field(ge=2, le=1_000_000, description="number of gradient canaries M, in [2, 1e6]")
+    confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the epsilon lower bound, in (0, 1)")
+
+
 class TrialConfig(_Section):
     """One training trial."""
 
@@ -205,9 +213,12 @@ class TrialConfig(_Section):
     data: DataSettings = Field(default_factory=DataSettings)
     privacy: PrivacySettings
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    audit: AuditSettings | None = Field(None, description="gradient-canary audit (private runs only); null = none")
 
     @model_validator(mode="after")
     def _cross(self) -> TrialConfig:
+        if self.audit is not None and self.privacy.mechanism == "none":
+            raise ParameterError("audit", "needs a private run (privacy.mechanism gaussian, laplace or lmo), got none")
         n = self.data.max_train_examples
         if n is not None and self.training.batch_size > n:
             raise ParameterError(

@@ -14,11 +14,15 @@ model is loaded):
 5. ``T`` Poisson-sampled steps (:func:`trainers.sampling.poisson_loader`); before each step
    the :class:`~trainers.budget.BudgetGuard` checks that it stays within the target; after it
    the epsilon spent is computed and reported with the loss through ``on_step``;
-6. evaluate on the validation and test splits.
+6. evaluate on the validation and test splits;
+7. with ``config.audit``: the trial-level privacy audit (:mod:`trainers.trial_audit`) --
+   gradient canaries join the clipped sums through the optimizer's ``extra_contributions``
+   hook, the privatized gradients are summed after every step, and the epsilon lower bound
+   and its inputs go into the metrics (``epsilon_lower_bound``, ``audit_*``).
 
-Seeds: model/dropout, Poisson sampling (per rank) and noise each get their own seed derived
-from ``training.seed`` with ``numpy.random.SeedSequence``; sampling and noise use explicit
-``torch.Generator`` objects. A run is reproducible from its seed on the same machine and
+Seeds: model/dropout, Poisson sampling (per rank), noise and audit canaries each get their own
+seed derived from ``training.seed`` with ``numpy.random.SeedSequence``; sampling, noise and
+canaries use explicit ``torch.Generator`` objects. A run is reproducible from its seed on the same machine and
 thread count.
 
 Data parallel: when ``torch.distributed`` is initialised (gloo on CPU, NCCL on GPU) each
@@ -50,10 +54,11 @@ from trainers.evaluate import evaluate
 from trainers.models import LoadedModel, load_model
 from trainers.optimizer import ExtraContributions, make_dp_optimizer
 from trainers.sampling import poisson_loader
+from trainers.trial_audit import TrialAudit, TrialAuditResult
 
 log = logging.getLogger(__name__)
 
-SEED_MODEL, SEED_SAMPLING, SEED_NOISE = 0, 1, 2
+SEED_MODEL, SEED_SAMPLING, SEED_NOISE, SEED_AUDIT = 0, 1, 2, 3
 
 #: Harmless warnings every run would print: Opacus's hooks on a model whose inputs (token
 #: ids) need no gradient, and a transformers deprecation triggered inside PEFT.
@@ -99,6 +104,8 @@ class TrainResult:
     #: with ``train(..., keep_update=True)``: final minus initial value of every trainable
     #: parameter (CPU float32), in optimizer order -- the order ``extra_contributions`` uses
     parameter_update: list[torch.Tensor] | None = field(default=None, repr=False)
+    #: with ``config.audit`` (rank 0): the trial-level audit's scores, bits and bound
+    audit: TrialAuditResult | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """The ``lmo-dp train --json`` object (``mlflow_run_id`` is filled by the CLI)."""
@@ -191,12 +198,15 @@ def train(
     """Run one trial. Raises :class:`~noise_search.errors.InputError` for a bad config or a
     plan over budget (before any training), other ``LmoDpError`` for runtime failures.
 
-    ``extra_contributions`` is the audit hook of :mod:`trainers.optimizer` (private runs only).
+    ``extra_contributions`` is the audit hook of :mod:`trainers.optimizer` (private runs only;
+    not together with ``config.audit``, which installs its own).
     ``dataset`` replaces loading ``config.data`` (tests); the config's limits still apply.
-    ``keep_update`` fills :attr:`TrainResult.parameter_update` (the audit scores from it).
+    ``keep_update`` fills :attr:`TrainResult.parameter_update`.
     """
     started = time.perf_counter()
     cfg, t = config, config.training
+    if cfg.audit is not None and extra_contributions is not None:
+        raise ValueError("extra_contributions: config.audit installs its own canary hook; pass one or the other")
     private = cfg.privacy.mechanism != "none"
     distributed, rank, world = _distributed()
     device = resolve_device(t.device)
@@ -228,8 +238,15 @@ def train(
                 device=device,
             )
             ctx = _Run(cfg, loaded, ds, plan, privacy_plan, guard, device, distributed, rank)
-            history, stop_reason, update = _run_steps(ctx, on_step, extra_contributions, keep_update)
+            audit = _start_audit(ctx) if rank == 0 else None
+            observe = None
+            if audit is not None:
+                extra_contributions, observe = audit.contributions, audit.observe
+            history, stop_reason, update = _run_steps(ctx, on_step, extra_contributions, keep_update, observe)
+            audit_result = audit.finish(cfg.privacy.delta) if audit is not None else None
             metrics = _evaluate_all(ctx)
+            if audit_result is not None:
+                metrics.update(audit_result.metrics())
     finally:
         torch.set_num_threads(threads)
     train_losses = [h.loss for h in history[-50:] if h.loss is not None]
@@ -254,6 +271,24 @@ def train(
         history=history,
         seconds=time.perf_counter() - started,
         parameter_update=update,
+        audit=audit_result,
+    )
+
+
+def _start_audit(ctx: _Run) -> TrialAudit | None:
+    """The canaries of ``config.audit`` over the trainable parameters (None without audit)."""
+    settings, privacy_plan = ctx.cfg.audit, ctx.privacy_plan
+    if settings is None or privacy_plan is None:
+        return None
+    return TrialAudit(
+        privacy_plan.mechanism,
+        [p.shape for p in ctx.loaded.trainable_parameters],
+        clip_bound=ctx.cfg.privacy.clip,
+        sample_rate=ctx.plan.sample_rate,
+        canaries=settings.canaries,
+        confidence=settings.confidence,
+        generator=torch.Generator().manual_seed(derive_seed(ctx.cfg.training.seed, SEED_AUDIT)),
+        device=ctx.device,
     )
 
 
@@ -277,7 +312,9 @@ def _run_steps(
     on_step: StepCallback | None,
     extra_contributions: ExtraContributions | None,
     keep_update: bool,
+    observe: Callable[[list[torch.Tensor]], None] | None = None,
 ) -> tuple[list[StepRecord], str | None, list[torch.Tensor] | None]:
+    """Train; ``observe`` (private runs) gets every step's privatized gradients ``p.grad``."""
     cfg, loaded, ds, plan, privacy_plan, guard = ctx.cfg, ctx.loaded, ctx.ds, ctx.plan, ctx.privacy_plan, ctx.guard
     device, distributed, rank = ctx.device, ctx.distributed, ctx.rank
     t = cfg.training
@@ -336,6 +373,8 @@ def _run_steps(
                     p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
             if privacy_plan is not None or n > 0:
                 optimizer.step()
+            if observe is not None:
+                observe([p.grad for p in params])
             total_n = n
             if distributed:
                 on = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")

@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_tiny_sweep_submitted_to_two_nodes_with_mlflow_server_and_s3(ray_cluster, mlflow_server, s3_server,
-                                                                      tmp_path):
+def test_tiny_sweep_submitted_to_two_nodes_with_mlflow_server_and_s3(ray_cluster, mlflow_server, s3_server, tmp_path):
     cfg = yaml.safe_load((ROOT / "examples" / "sweep-tiny.yaml").read_text())
     cfg["experiment"] = "cluster-tiny"
     cfg["storage_path"] = str(tmp_path / "tune")  # both loopback nodes share this disk
