@@ -185,6 +185,18 @@ def check_resources(cfg: SweepConfig, cluster: dict[str, float]) -> None:
         )
 
 
+def check_tracking_reachable(nodes: list[dict[str, Any]]) -> None:
+    """A multi-node sweep needs a tracking server: trials on other nodes cannot reach (and must
+    not each create) the driver's local SQLite file."""
+    from orchestrator.tracking import tracking_configured
+
+    if len(nodes) > 1 and not tracking_configured():
+        raise InputError(
+            f"MLFLOW_TRACKING_URI: the Ray cluster has {len(nodes)} nodes; set it to an MLflow server every node "
+            "can reach (docs/tracking.md) -- the local SQLite default only works on one machine"
+        )
+
+
 # --- storage --------------------------------------------------------------------------------------------
 
 
@@ -517,6 +529,7 @@ def run_sweep(
         import ray
 
         check_resources(cfg, ray.cluster_resources())
+        check_tracking_reachable([n for n in ray.nodes() if n.get("Alive")])
         return _run(cfg, run_dir, manifest, resume, trial_fn)
     finally:
         if started_ray:

@@ -283,3 +283,16 @@ def test_report_command_on_a_missing_experiment(capsys, tmp_path, monkeypatch):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_multi_node_sweeps_need_a_tracking_server(monkeypatch):
+    from noise_search.errors import InputError
+    from orchestrator.sweep import check_tracking_reachable
+
+    nodes = [{"Alive": True, "NodeManagerAddress": "10.0.0.1"}, {"Alive": True, "NodeManagerAddress": "10.0.0.2"}]
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    check_tracking_reachable(nodes[:1])  # one machine: the local SQLite default is fine
+    with pytest.raises(InputError, match="MLFLOW_TRACKING_URI"):
+        check_tracking_reachable(nodes)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    check_tracking_reachable(nodes)
