@@ -122,6 +122,29 @@ def utility_points(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, fl
     return dict(out)
 
 
+def _epsilon_axis(ax, epsilons: list[float]) -> None:
+    """Log-scaled target-epsilon axis with the grid's own values as plain tick labels."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.set_xscale("log")
+    ticks = sorted({float(e) for e in epsilons if e})
+    if ticks:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.set_xlabel("target epsilon")
+
+
+def _plain_log_y(ax) -> None:
+    """Log-scaled y axis labelled with plain numbers (0.6, 2, 8) instead of 6x10^-1."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    fmt = FuncFormatter(lambda v, _pos: f"{v:g}")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(fmt)
+
+
 def _plot_utility(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -134,8 +157,7 @@ def _plot_utility(rows: list[dict[str, Any]], path: Path) -> None:
         eps = [p[0] for p in pts]
         ax.plot(eps, [p[1] for p in pts], "o-", color=FAMILY_COLORS.get(mech), label=mech)
         ax.fill_between(eps, [p[2] for p in pts], [p[3] for p in pts], color=FAMILY_COLORS.get(mech), alpha=0.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("target epsilon")
+    _epsilon_axis(ax, [r["epsilon_target"] for r in rows])
     ax.set_ylabel(f"test {metric} (mean, min-max over seeds)")
     ax.set_title(f"{metric} vs privacy budget")
     ax.grid(True, alpha=0.3)
@@ -164,7 +186,7 @@ def _plot_privacy(rows: list[dict[str, Any]], path: Path) -> None:
             color=FAMILY_COLORS.get(mech),
             label=f"{mech}: spent (upper bound)",
         )
-        lbs = [r for r in pts if r["epsilon_lower_bound"] is not None]
+        lbs = [r for r in pts if r["epsilon_lower_bound"] is not None and r["epsilon_lower_bound"] > 0]
         if lbs:
             ax.scatter(
                 [r["epsilon_target"] for r in lbs],
@@ -173,9 +195,9 @@ def _plot_privacy(rows: list[dict[str, Any]], path: Path) -> None:
                 color=FAMILY_COLORS.get(mech),
                 label=f"{mech}: audit lower bound",
             )
-    ax.set_xscale("log")
-    ax.set_xlabel("target epsilon")
-    ax.set_ylabel("epsilon")
+    _epsilon_axis(ax, targets)
+    _plain_log_y(ax)
+    ax.set_ylabel("epsilon (audit lower bounds of 0 not drawn)")
     ax.set_title("privacy spent per trial")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -212,10 +234,9 @@ def _plot_noise(search: dict[str, Any], path: Path) -> str:
         pts = [(e, v) for e, v in pts if v is not None and math.isfinite(v)]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=FAMILY_COLORS[fam], label=fam)
-    ax.set_xscale("log")
+    _epsilon_axis(ax, [r["epsilon_target"] for r in rows])
     if objective in ("mean-abs", "variance"):
-        ax.set_yscale("log")
-    ax.set_xlabel("target epsilon")
+        _plain_log_y(ax)
     ax.set_ylabel(f"{objective} per coordinate (C = 1)")
     ax.set_title("noise at the searched parameters")
     ax.grid(True, alpha=0.3)
@@ -304,7 +325,13 @@ def write_report(tracker: Tracker, experiment: str, out_dir: str | Path, *, pare
     search = search_result(tracker, parent)
     if search is not None:
         objective = _plot_noise(search, out / "noise.png")
-        images.append(("noise.png", f"noise search: {objective} vs target epsilon per family"))
+        images.append(
+            (
+                "noise.png",
+                f"noise search: {objective} per coordinate vs target epsilon per family, for sensitivity 1 in each "
+                "mechanism's own norm (L2 for Gaussian, L1 for Laplace/LMO: not directly comparable)",
+            )
+        )
         for r in search.get("results", []):
             if r.get("note"):
                 notes.append(f"epsilon {r['epsilon_target']:g}: {r['note']}")
