@@ -144,18 +144,7 @@ class PaperSpace:
     def block(self, start: int, stop: int) -> MixtureArrays:
         """Candidates ``start .. stop - 1`` as arrays."""
         _check_block(start, stop, self.size)
-        i1, i3, i4, ig, ie, iu = np.unravel_index(np.arange(start, stop), self.shape)
-        t = self._tables
-        return MixtureArrays.stack(
-            a1=t["w"][i1],
-            a3=t["w"][i3],
-            a4=t["w"][i4],
-            G_theta=t["g"][ig, 0],
-            G_k=t["g"][ig, 1],
-            E_lambda=t["e"][ie],
-            U_b=t["u"][iu, 0],
-            U_a=t["u"][iu, 1],
-        )
+        return self.take(np.arange(start, stop))
 
     def take(self, index: np.ndarray) -> MixtureArrays:
         """Candidates at the given global indices (any order)."""

@@ -70,23 +70,23 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
 
 
-def _jsonable(value: Any) -> Any:
-    """Make floats JSON-safe: non-finite numbers become null (JSON has no inf/nan)."""
+def jsonable(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become null (JSON has no inf/nan), numpy scalars plain numbers."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _jsonable(value.item())
+        return jsonable(value.item())
     return value
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any], render) -> None:
     """Print ``result`` as JSON (``--json``) or through ``render(result) -> str``."""
     if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(_jsonable(result), allow_nan=False) + "\n")
+        sys.stdout.write(json.dumps(jsonable(result), allow_nan=False) + "\n")
     else:
         text = render(result)
         if text:
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = f"lmo-dp {args.command}"
         result = args.handler(args)
         if result is not None:
-            emit(args, result, getattr(args, "render", None) or (lambda r: json.dumps(_jsonable(r), indent=2)))
+            emit(args, result, getattr(args, "render", None) or (lambda r: json.dumps(jsonable(r), indent=2)))
         return int(getattr(args, "exit_code", 0) or 0)
     except InputError as exc:
         message = str(exc)

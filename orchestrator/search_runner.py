@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import numpy as np
 from noise_search.errors import LmoDpError, check_int
 from noise_search.evaluator import MAXIMISED
 from noise_search.search import LocalExecutor, SearchOutcome, SearchProblem, run_search
+from orchestrator.cli import jsonable
 
 LMO_FIELDS = ("a1", "a3", "a4", "G_k", "G_theta", "E_lambda", "U_a", "U_b")
 
@@ -227,19 +227,6 @@ def output_paths(out: str | os.PathLike[str]) -> dict[str, Path]:
         "csv": path.with_name(f"{stem}.frontier.csv"),
         "png": path.with_name(f"{stem}.frontier.png"),
     }
-
-
-def jsonable(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become ``null``, numpy scalars plain numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    return value
 
 
 def pareto_mask(epsilon: np.ndarray, score: np.ndarray) -> np.ndarray:

@@ -75,18 +75,9 @@ class SweepPlan:
 def plan_sweep(cfg: SweepConfig) -> SweepPlan:
     """Load the data once (after its limits) to fix ``q`` and ``T`` for every trial."""
     from trainers.budget import make_plan
-    from trainers.data import load_dataset
+    from trainers.engine import load_settings_dataset
 
-    d = cfg.data
-    ds = load_dataset(
-        d.name,
-        task=cfg.model.task,
-        path=d.path,
-        validation_path=d.validation_path,
-        test_path=d.test_path,
-        text_field=d.text_field,
-        label_field=d.label_field,
-    ).limit(d.max_train_examples, d.max_eval_examples)
+    ds = load_settings_dataset(cfg.data, cfg.model.task)
     plan = make_plan(len(ds.train), cfg.training.batch_size, epochs=cfg.training.epochs, steps=cfg.training.steps)
     return SweepPlan(plan.n_train, plan.batch_size, plan.sample_rate, plan.steps, ds.info())
 

@@ -23,20 +23,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from noise_search.errors import InputError, ParameterError
-from trainers.config import (
-    DataSettings,
-    ModelSettings,
-    TrainingSettings,
-    TrialConfig,
-    _Section,
-    validation_to_input_error,
-)
+from noise_search.errors import ParameterError
+from trainers.config import ConfigFile, DataSettings, ModelSettings, TrainingSettings, TrialConfig, _Section
 
 SWEEP_MECHANISMS: tuple[str, ...] = ("gaussian", "laplace", "lmo")
 
@@ -106,8 +98,10 @@ class SweepAudit(_Section):
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the lower bound, in (0, 1)")
 
 
-class SweepConfig(_Section):
+class SweepConfig(ConfigFile):
     """A grid of trials: epsilon x mechanism x seed [x learning rate]."""
+
+    _expected: ClassVar[str] = "a mapping with at least a privacy section"
 
     experiment: str = Field("lmo-dp-sweep", min_length=1, description="MLflow experiment (and Tune run) name")
     model: ModelSettings = Field(default_factory=ModelSettings)
@@ -155,29 +149,6 @@ class SweepConfig(_Section):
         if self.data.name == "nyt-editorials" and self.model.task != "causal-lm":
             raise ParameterError("data.name", "'nyt-editorials' is unlabelled: use it with model.task causal-lm")
         return self
-
-    # --- loading ---------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, data: Any, *, source: str = "config") -> SweepConfig:
-        if not isinstance(data, dict):
-            raise InputError(f"{source}: must be a mapping with at least a privacy section")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise validation_to_input_error(exc) from None
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str]) -> SweepConfig:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise InputError(f"--config: cannot read {path}: {exc.strerror or exc}") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InputError(f"--config: {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
-        return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

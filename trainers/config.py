@@ -29,7 +29,7 @@ is an :class:`~noise_search.errors.InputError` (CLI exit 2).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -204,8 +204,39 @@ class AuditSettings(_Section):
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the epsilon lower bound, in (0, 1)")
 
 
-class TrialConfig(_Section):
+class ConfigFile(_Section):
+    """A whole config file: ``from_dict`` / ``from_yaml`` with one-line, field-naming errors."""
+
+    #: what the top level must hold, for the error on a non-mapping
+    _expected: ClassVar[str] = "a mapping of sections"
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "config") -> Self:
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: must be {cls._expected}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise validation_to_input_error(exc) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Self:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise InputError(f"--config: cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"--config: {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+        return cls.from_dict(data, source=str(path))
+
+
+class TrialConfig(ConfigFile):
     """One training trial."""
+
+    _expected: ClassVar[str] = "a mapping of sections (model, data, privacy, training)"
 
     name: str | None = None
     experiment: str = Field("lmo-dp-train", min_length=1, description="MLflow experiment name")
@@ -227,29 +258,6 @@ class TrialConfig(_Section):
         if self.data.name == "nyt-editorials" and self.model.task != "causal-lm":
             raise ParameterError("data.name", "'nyt-editorials' is unlabelled: use it with model.task causal-lm")
         return self
-
-    # --- loading ---------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, data: Any, *, source: str = "config") -> TrialConfig:
-        if not isinstance(data, dict):
-            raise InputError(f"{source}: must be a mapping of sections (model, data, privacy, training)")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise validation_to_input_error(exc) from None
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> TrialConfig:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise InputError(f"--config: cannot read {path}: {exc.strerror or exc}") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InputError(f"--config: {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
-        return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -48,7 +48,7 @@ import torch
 from noise_search.mechanisms import Mechanism
 from trainers.batches import encode, training_loss, trim
 from trainers.budget import BudgetGuard, Plan, PrivacyPlan, make_plan, plan_privacy
-from trainers.config import TrialConfig
+from trainers.config import DataSettings, TrialConfig
 from trainers.data import TextDataset, load_dataset
 from trainers.evaluate import evaluate
 from trainers.models import LoadedModel, load_model
@@ -151,11 +151,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def prepare_dataset(config: TrialConfig, dataset: TextDataset | None = None) -> TextDataset:
-    d = config.data
-    ds = dataset or load_dataset(
+def load_settings_dataset(d: DataSettings, task: str) -> TextDataset:
+    """The dataset named by a config's ``data`` section, after its example limits."""
+    ds = load_dataset(
         d.name,
-        task=config.model.task,
+        task=task,
         path=d.path,
         validation_path=d.validation_path,
         test_path=d.test_path,
@@ -163,6 +163,12 @@ def prepare_dataset(config: TrialConfig, dataset: TextDataset | None = None) -> 
         label_field=d.label_field,
     )
     return ds.limit(d.max_train_examples, d.max_eval_examples)
+
+
+def prepare_dataset(config: TrialConfig, dataset: TextDataset | None = None) -> TextDataset:
+    if dataset is None:
+        return load_settings_dataset(config.data, config.model.task)
+    return dataset.limit(config.data.max_train_examples, config.data.max_eval_examples)
 
 
 def _distributed() -> tuple[bool, int, int]:
