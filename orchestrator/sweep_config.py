@@ -28,7 +28,15 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from noise_search.errors import ParameterError
-from trainers.config import ConfigFile, DataSettings, ModelSettings, TrainingSettings, TrialConfig, _Section
+from trainers.config import (
+    ConfigFile,
+    DataSettings,
+    ModelSettings,
+    TrainingSettings,
+    TrialConfig,
+    _Section,
+    check_sections,
+)
 
 SWEEP_MECHANISMS: tuple[str, ...] = ("gaussian", "laplace", "lmo")
 
@@ -141,13 +149,7 @@ class SweepConfig(ConfigFile):
 
     @model_validator(mode="after")
     def _cross(self) -> SweepConfig:
-        n = self.data.max_train_examples
-        if n is not None and self.training.batch_size > n:
-            raise ParameterError(
-                "training.batch_size", f"must be <= data.max_train_examples ({n}), got {self.training.batch_size}"
-            )
-        if self.data.name == "nyt-editorials" and self.model.task != "causal-lm":
-            raise ParameterError("data.name", "'nyt-editorials' is unlabelled: use it with model.task causal-lm")
+        check_sections(self.model, self.data, self.training)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -250,13 +250,7 @@ class TrialConfig(ConfigFile):
     def _cross(self) -> TrialConfig:
         if self.audit is not None and self.privacy.mechanism == "none":
             raise ParameterError("audit", "needs a private run (privacy.mechanism gaussian, laplace or lmo), got none")
-        n = self.data.max_train_examples
-        if n is not None and self.training.batch_size > n:
-            raise ParameterError(
-                "training.batch_size", f"must be <= data.max_train_examples ({n}), got {self.training.batch_size}"
-            )
-        if self.data.name == "nyt-editorials" and self.model.task != "causal-lm":
-            raise ParameterError("data.name", "'nyt-editorials' is unlabelled: use it with model.task causal-lm")
+        check_sections(self.model, self.data, self.training)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,6 +269,17 @@ class TrialConfig(ConfigFile):
 
         walk("", self.to_dict())
         return out
+
+
+def check_sections(model: ModelSettings, data: DataSettings, training: TrainingSettings) -> None:
+    """Checks across the model, data and training sections shared by trial and sweep configs."""
+    n = data.max_train_examples
+    if n is not None and training.batch_size > n:
+        raise ParameterError(
+            "training.batch_size", f"must be <= data.max_train_examples ({n}), got {training.batch_size}"
+        )
+    if data.name == "nyt-editorials" and model.task != "causal-lm":
+        raise ParameterError("data.name", "'nyt-editorials' is unlabelled: use it with model.task causal-lm")
 
 
 def validation_to_input_error(exc: ValidationError) -> InputError:
