@@ -14,7 +14,8 @@ reported with its ratio to non-private. Poisson sampling is left out (batch of e
 ``--batch`` examples) so all variants do the same work.
 
 Noise sampling alone: :func:`noise_search.torch_noise.sample_noise` for the trainable
-dimension ``d`` (or ``--noise-dim``), Gaussian vs LMO, interleaved, median over repeats.
+dimension ``d`` (or ``--noise-dim``), Gaussian vs LMO, interleaved, median over repeats; beside
+it the time of the float64 uniforms the LMO draw consumes, drawn alone (the generator's floor).
 
 Targets (MiniLM on CPU): Gaussian <= 1.3x and LMO <= 1.5x the non-private step time; LMO
 noise sampling <= 1.1x Gaussian's. ``benchmarks/gpu_check.sh`` runs the same comparison on
@@ -45,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from noise_search.mechanisms import LMO, Gaussian
-from noise_search.torch_noise import sample_noise
+from noise_search.torch_noise import sample_noise, uniform_rows
 from trainers.batches import training_loss
 
 #: The mechanisms timed: a Gaussian and an LMO mixture with all three components.
@@ -234,20 +235,30 @@ def time_steps(variants, task, batch, *, steps: int, rounds: int, warmup: int, d
 
 
 def time_noise(dim: int, *, repeats: int, device: torch.device, seed: int) -> dict[str, float]:
-    """Median seconds per ``sample_noise`` call of ``dim`` coordinates (C = 1)."""
-    gens = {
-        "gaussian": torch.Generator(device=device).manual_seed(seed),
-        "lmo": torch.Generator(device=device).manual_seed(seed),
+    """Median seconds per ``sample_noise`` call of ``dim`` coordinates (C = 1).
+
+    ``lmo-uniforms`` times only the float64 uniforms one LMO draw consumes (one ``torch.rand``
+    of ``(rows, dim)``): the generator's share, which no exact construction from these
+    uniforms can avoid.
+    """
+    rows = uniform_rows(LMO_MECH)
+    gens = {k: torch.Generator(device=device).manual_seed(seed) for k in ("gaussian", "lmo", "lmo-uniforms")}
+    draws = {
+        "gaussian": lambda: sample_noise(GAUSSIAN, (dim,), 1.0, gens["gaussian"], device=device),
+        "lmo": lambda: sample_noise(LMO_MECH, (dim,), 1.0, gens["lmo"], device=device),
+        "lmo-uniforms": lambda: torch.rand(
+            (rows, dim), generator=gens["lmo-uniforms"], dtype=torch.float64, device=device
+        ),
     }
-    mechs = {"gaussian": GAUSSIAN, "lmo": LMO_MECH}
-    for name in mechs:  # warm-up
-        sample_noise(mechs[name], (dim,), 1.0, gens[name], device=device)
-    times: dict[str, list[float]] = {k: [] for k in mechs}
+    for draw in draws.values():  # warm-up
+        draw()
+    times: dict[str, list[float]] = {k: [] for k in draws}
+    names = list(draws)
     for r in range(repeats):
-        for name in ("gaussian", "lmo") if r % 2 == 0 else ("lmo", "gaussian"):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             sync(device)
             t0 = time.perf_counter()
-            sample_noise(mechs[name], (dim,), 1.0, gens[name], device=device)
+            draws[name]()
             sync(device)
             times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
@@ -276,6 +287,8 @@ def bench_model(name: str, args, device: torch.device) -> dict:
         "noise_dim": args.noise_dim or d,
         "noise_seconds": noise,
         "noise_ratio_lmo_vs_gaussian": noise["lmo"] / noise["gaussian"],
+        "uniforms_ratio_vs_gaussian": noise["lmo-uniforms"] / noise["gaussian"],
+        "uniforms_per_coordinate": uniform_rows(LMO_MECH),
         "setup_seconds": built,
     }
     del variants
@@ -288,8 +301,9 @@ def bench_model(name: str, args, device: torch.device) -> dict:
 
 def render(rows: list[dict]) -> str:
     lines = [
-        f"{'model':<14} {'trainable':>10} {'non-private':>12} {'gaussian':>14} {'lmo':>14} {'noise lmo/gauss':>16}",
-        f"{'':<14} {'':>10} {'steps/s':>12} {'steps/s (x)':>14} {'steps/s (x)':>14} {'(d)':>16}",
+        f"{'model':<14} {'trainable':>10} {'non-private':>12} {'gaussian':>14} {'lmo':>14} {'noise lmo/gauss':>16}"
+        f" {'uniforms/gauss':>15}",
+        f"{'':<14} {'':>10} {'steps/s':>12} {'steps/s (x)':>14} {'steps/s (x)':>14} {'(d)':>16} {'(per coord.)':>15}",
     ]
     for r in rows:
         sps, ratio = r["steps_per_second"], r["ratio_vs_non_private"]
@@ -297,9 +311,11 @@ def render(rows: list[dict]) -> str:
             f"{r['model']:<14} {r['trainable']:>10,} {sps['non-private']:>12.3f} "
             f"{sps['gaussian']:>8.3f} ({ratio['gaussian']:.2f}x) {sps['lmo']:>6.3f} ({ratio['lmo']:.2f}x) "
             f"{r['noise_ratio_lmo_vs_gaussian']:>9.2f}x ({r['noise_dim']:,})"
+            f" {r['uniforms_ratio_vs_gaussian']:>10.2f}x ({r['uniforms_per_coordinate']})"
         )
     lines.append(
-        "x = step time relative to non-private (targets: gaussian <= 1.3x, lmo <= 1.5x; noise lmo/gauss <= 1.1x)"
+        "x = step time relative to non-private (targets: gaussian <= 1.3x, lmo <= 1.5x; noise lmo/gauss <= 1.1x)\n"
+        "uniforms/gauss = the float64 uniforms one LMO draw consumes, alone, relative to the whole Gaussian draw"
     )
     return "\n".join(lines)
 

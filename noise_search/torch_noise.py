@@ -112,9 +112,15 @@ def _u_from_uniforms(mech: LMO, rows: torch.Tensor, generator: torch.Generator) 
 
 
 def _u_rows(mech: LMO) -> int:
+    """Uniform rows ``u`` takes (non-integer Gamma shapes draw their own on top)."""
     p = mech.arrays
     k = _integer_shape(mech.G_k)
-    return (k or 0) * (p.a1[0] > 0) + int(p.a3[0] > 0) + int(p.a4[0] > 0)
+    return (k or 0) * int(p.a1[0] > 0) + int(p.a3[0] > 0) + int(p.a4[0] > 0)
+
+
+def uniform_rows(mech: LMO) -> int:
+    """Float64 uniforms one per-coordinate LMO noise draw takes per coordinate (``u`` and the Laplace)."""
+    return _u_rows(mech) + 1
 
 
 def sample_u(mech: LMO, shape, generator: torch.Generator, *, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -155,7 +161,7 @@ def sample_noise(
         if mech.variant == "shared":
             u = sample_u(mech, (), generator, device=device)
             return standard_laplace(size, generator, dtype=torch.float64, device=device).mul_(c / u).to(dtype)
-        rows = torch.rand((_u_rows(mech) + 1, *size), generator=generator, dtype=torch.float64, device=device)
+        rows = torch.rand((uniform_rows(mech), *size), generator=generator, dtype=torch.float64, device=device)
         u = _u_from_uniforms(mech, rows[:-1], generator)
         return _laplace_from_uniform(rows[-1]).mul_(c).div_(u).to(dtype)
     raise TypeError(f"not a noise mechanism: {type(mech).__name__}")
