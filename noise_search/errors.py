@@ -7,6 +7,10 @@ means the user gave something out of range (exit 2); any other
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 
 class LmoDpError(Exception):
     """Base class of every error lmo-dp raises on purpose."""
@@ -75,3 +79,25 @@ def check_int(field: str, value: object, *, ge: int) -> int:
     if value < ge:
         raise ParameterError(field, f"must be an integer >= {ge}, got {value!r}")
     return int(value)
+
+
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) collapsed to one space."""
+    return " ".join(str(text).split())
+
+
+def read_input_file(path: str | Path, field: str) -> str:
+    """The text of a user's file, or :class:`InputError` ``"<field>: cannot read <path>: ..."``."""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise InputError(f"{field}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def load_json_file(path: str | Path, field: str) -> Any:
+    """A user's JSON file parsed, or :class:`InputError` naming ``field`` (unreadable or invalid)."""
+    text = read_input_file(path, field)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{field}: {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc

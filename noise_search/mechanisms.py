@@ -18,7 +18,6 @@ Samplers take an explicit generator: :meth:`sample` a ``numpy.random.Generator``
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from scipy.special import erf
 
-from noise_search.errors import InputError, ParameterError, check_range
+from noise_search.errors import InputError, ParameterError, check_range, load_json_file
 from noise_search.mgf import MixtureArrays, dlog_mgf, log_inverse_moment, log_mgf
 
 COMPONENTS: tuple[str, ...] = ("gamma", "exponential", "uniform")
@@ -206,16 +205,7 @@ class LMO:
     @classmethod
     def from_json(cls, path: str | Path) -> LMO:
         """Load a parameter file (the paper's files load as they are)."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise InputError(f"params: cannot read {path}: {exc.strerror or exc}") from exc
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"params: {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(load_json_file(path, "params"), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}

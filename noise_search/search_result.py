@@ -25,13 +25,12 @@ sample rate and steps; a trainer must still account its own plan with them.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noise_search.errors import InputError
+from noise_search.errors import InputError, load_json_file
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
 
 
@@ -54,14 +53,7 @@ class SearchResult:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchResult:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise InputError(f"search_result: cannot read {path}: {exc.strerror or exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise InputError(f"search_result: {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(load_json_file(path, "search_result"), source=str(path))
 
     def targets(self) -> list[float]:
         return [float(r["epsilon_target"]) for r in self.results]

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from noise_search.errors import InputError, LmoDpError
+from noise_search.errors import InputError, LmoDpError, one_line
 
 #: Sub-command modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -100,10 +100,6 @@ def _field_flags() -> dict[str, str]:
     return FIELD_FLAGS
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
@@ -124,10 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = getattr(args, "field_flags", None) or _field_flags()
         if field in flags and message.startswith(f"{field}:"):
             message = f"{flags[field]}{message[len(field) :]}"
-        print(f"{command}: error: {_one_line(message)}", file=sys.stderr)
+        print(f"{command}: error: {one_line(message)}", file=sys.stderr)
         return 2
     except LmoDpError as exc:
-        print(f"{command}: failed: {_one_line(exc)}", file=sys.stderr)
+        print(f"{command}: failed: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)

@@ -23,7 +23,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from noise_search.errors import InputError
+from noise_search.errors import InputError, one_line
+from trainers.config import load_yaml_file
 
 #: Keys ``prepare_config`` itself reads before the schema is checked.
 _NEEDED_FOR_PREPARATION = ("provider",)
@@ -49,21 +50,8 @@ def _schema_error_field(error: Any) -> str:
     return _field_path(path)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _load_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"cluster config: cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"cluster config: {path} is not valid YAML: {_one_line(exc)}") from exc
+    config = load_yaml_file(path, "cluster config")
     if not isinstance(config, dict):
         raise InputError(f"cluster config: {path} must be a YAML mapping, got {type(config).__name__}")
     return config
@@ -107,7 +95,7 @@ def _raise_schema_error(raw: dict[str, Any]) -> None:
     schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
     error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(merged))
     if error is not None:
-        raise InputError(f"{_schema_error_field(error)}: {_one_line(error.message)}")
+        raise InputError(f"{_schema_error_field(error)}: {one_line(error.message)}")
 
 
 @contextlib.contextmanager
@@ -140,14 +128,14 @@ def validate_cluster_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         # A wrongly typed field can crash preparation (e.g. a string for setup_commands): find it
         # with the schema on the config merged with the provider defaults, as preparation would.
         _raise_schema_error(raw)
-        detail = f"missing {exc}" if isinstance(exc, KeyError) else _one_line(exc)
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else one_line(exc)
         raise InputError(f"cluster config: Ray could not prepare {path}: {detail}") from exc
     try:
         validate_config(prepared)
     except jsonschema.ValidationError as exc:
-        raise InputError(f"{_schema_error_field(exc)}: {_one_line(exc.message)}") from exc
+        raise InputError(f"{_schema_error_field(exc)}: {one_line(exc.message)}") from exc
     except ValueError as exc:
-        message = _one_line(exc)
+        message = one_line(exc)
         field = "max_workers" if "max_workers" in message else "head_node_type"
         raise InputError(f"{field}: {message}") from exc
     return prepared

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from noise_search.errors import InputError, LmoDpError
+from noise_search.errors import InputError, LmoDpError, one_line
 
 #: Paths (gitignore syntax, relative to the project root) never uploaded as the job's working dir.
 WORKING_DIR_EXCLUDES: tuple[str, ...] = (
@@ -221,7 +221,7 @@ def job_client(address: str, headers: Mapping[str, str]):
     try:
         return JobSubmissionClient(address, headers=dict(headers) or None)
     except ConnectionError as exc:
-        raise InputError(f"--address: {' '.join(str(exc).split())}") from exc
+        raise InputError(f"--address: {one_line(exc)}") from exc
 
 
 def submit(
@@ -241,7 +241,7 @@ def submit(
             metadata={"lmodp.command": " ".join(command_args[:1])},
         )
     except Exception as exc:  # RuntimeError from the SDK for HTTP errors, ValueError for bad runtime_env
-        raise SubmitError(f"the cluster refused the job: {' '.join(str(exc).split())}") from exc
+        raise SubmitError(f"the cluster refused the job: {one_line(exc)}") from exc
 
 
 async def _tail(client: Any, job_id: str, sink: TextIO) -> int:

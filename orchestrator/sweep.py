@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noise_search.errors import InputError, LmoDpError, ParameterError
+from noise_search.errors import InputError, LmoDpError, ParameterError, one_line
 from noise_search.search_result import SearchResult
 from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, TRIAL_TAG, Tracker, tracking_uri
@@ -325,7 +325,7 @@ def _run_local(trial_cfg: Any, tracker: Tracker, run_id: str, trial_fn: TrialFn 
     try:
         result = (trial_fn or train)(trial_cfg, on_step=steps)
     except InputError as exc:  # e.g. a plan over budget: retrying cannot help
-        return {"status": "refused", "error": " ".join(str(exc).split()), "mlflow_run_id": run_id, "metrics": {}}
+        return {"status": "refused", "error": one_line(exc), "mlflow_run_id": run_id, "metrics": {}}
     finally:
         steps.flush()
     summary = result.summary()
@@ -355,7 +355,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     try:
         result = train(trial_cfg, on_step=steps)
     except InputError as exc:
-        ray.train.report({"lmodp_status": "refused", "error": " ".join(str(exc).split())})
+        ray.train.report({"lmodp_status": "refused", "error": one_line(exc)})
         return
     finally:
         if steps is not None:
@@ -698,7 +698,7 @@ def _trial_entry(res: Any) -> dict[str, Any]:
         "train_seconds": m.get("train_seconds"),
     }
     if status == "error":
-        entry["error"] = " ".join(str(res.error).split())[:500]
+        entry["error"] = one_line(res.error)[:500]
     elif m.get("error"):
         entry["error"] = m["error"]
     return entry

@@ -35,10 +35,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from noise_search.accountants import ACCOUNTANTS, get_accountant
-from noise_search.errors import InputError, ParameterError
+from noise_search.errors import InputError, ParameterError, one_line, read_input_file
 from noise_search.mechanisms import Mechanism, mechanism_from_dict
 
 MECHANISM_NAMES: tuple[str, ...] = ("gaussian", "laplace", "lmo", "none")
+
+
+def load_yaml_file(path: str | Path, field: str) -> Any:
+    """A user's YAML file parsed, or :class:`InputError` naming ``field`` (unreadable or invalid)."""
+    text = read_input_file(path, field)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{field}: {path} is not valid YAML: {one_line(exc)}") from exc
 
 
 class _Section(BaseModel):
@@ -221,16 +230,7 @@ class ConfigFile(_Section):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Self:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise InputError(f"--config: cannot read {path}: {exc.strerror or exc}") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InputError(f"--config: {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(load_yaml_file(path, "--config"), source=str(path))
 
 
 class TrialConfig(ConfigFile):
