@@ -4,13 +4,18 @@
 ``out_dir``:
 
 * ``utility.png`` -- the headline metric (test accuracy, or perplexity for a causal LM)
-  against the target epsilon, one line per mechanism, mean and min-max spread over seeds
-  (with a learning-rate grid, the rate with the best mean validation metric per point);
+  against the target epsilon, one line per mechanism: for each point the configuration
+  (learning rate x clip) with the best mean *validation* metric (:mod:`orchestrator.selection`),
+  its mean test metric and min-max bars over seeds; markers of different mechanisms at the same
+  epsilon are set slightly apart so none hides another. The non-private reference (best
+  configuration, mean and min-max band) and the majority-class baseline are horizontal lines;
 * ``noise.png`` -- the noise search's objective (e.g. E|Z| per coordinate, C = 1) against the
   target epsilon per family, from the parent run's ``search/search.json``;
 * ``privacy.png`` -- epsilon spent (the accountant's upper bound) against the target for
   every trial, with the audit's empirical lower bound where a trial was audited;
-* ``trials.csv`` and ``index.html`` -- a table of every trial and the plots.
+* ``trials.csv`` and ``index.html`` -- the selected configuration per point, a table of every
+  trial with its trainable set and recipe (learning rate, clip, batch size, epochs, optimizer),
+  and the plots.
 """
 
 from __future__ import annotations
@@ -19,13 +24,13 @@ import csv
 import html
 import json
 import math
-import statistics
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from noise_search.errors import InputError
+from orchestrator.selection import Selected, headline_metric, select
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, Tracker
 
 FAMILY_COLORS = {"gaussian": "tab:blue", "laplace": "tab:orange", "lmo": "tab:green"}
@@ -65,7 +70,13 @@ def trial_rows(tracker: Tracker, parent: Any) -> list[dict[str, Any]]:
                 "epsilon": m.get("epsilon_spent"),
                 "epsilon_lower_bound": m.get("epsilon_lower_bound"),
                 "seed": _int(p.get("training.seed")),
+                "trainable": _trainable(p),
                 "learning_rate": _float(p.get("training.learning_rate")),
+                "clip": _float(p.get("privacy.clip")),
+                "batch_size": _int(p.get("training.batch_size")),
+                "epochs": _float(p.get("training.epochs")),
+                "optimizer": _str(p.get("training.optimizer")),
+                "recipe": _str(p.get("recipe.name")),
                 "status": tags.get("lmodp.status") or run.info.status.lower(),
                 "accuracy": m.get("accuracy"),
                 "val_accuracy": m.get("val_accuracy"),
@@ -75,8 +86,31 @@ def trial_rows(tracker: Tracker, parent: Any) -> list[dict[str, Any]]:
                 "mlflow_run_id": run.info.run_id,
             }
         )
-    rows.sort(key=lambda r: (r["epsilon_target"] or 0, r["mechanism"] or "", r["seed"] or 0, r["learning_rate"] or 0))
+    rows.sort(
+        key=lambda r: (
+            r["epsilon_target"] is None,
+            r["epsilon_target"] or 0,
+            r["mechanism"] or "",
+            r["seed"] or 0,
+            r["learning_rate"] or 0,
+            r["clip"] or 0,
+        )
+    )
     return rows
+
+
+def _trainable(params: dict[str, str]) -> str | None:
+    """``head``, ``lora``, ``full``, or ``lora top 1`` from a trial's params."""
+    kind = params.get("model.trainable")
+    if kind is None:  # runs logged before trainable sets existed
+        rank = params.get("model.lora.rank")
+        return None if rank is None else ("full" if rank in _NULLS else "lora")
+    top = params.get("model.top_layers")
+    return f"{kind} top {top}" if top not in (None, *_NULLS) else kind
+
+
+#: how a null parameter reads back from MLflow
+_NULLS = ("null", "None")
 
 
 def _float(x: Any) -> float | None:
@@ -93,33 +127,28 @@ def _int(x: Any) -> int | None:
         return None
 
 
+def _str(x: Any) -> str | None:
+    return None if x is None or x in _NULLS else str(x)
+
+
 def headline(rows: list[dict[str, Any]]) -> tuple[str, bool]:
     """(metric name, higher is better)."""
-    if any(r["accuracy"] is not None for r in rows):
-        return "accuracy", True
-    return "perplexity", False
+    return headline_metric(rows)
 
 
 def utility_points(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float, float, float, int]]]:
-    """Per mechanism: ``(epsilon, mean, min, max, n_seeds)`` of the headline metric."""
-    metric, higher = headline(rows)
-    by_point: dict[tuple[str, float, float], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r[metric] is not None and r["mechanism"] and r["epsilon_target"] is not None:
-            by_point[(r["mechanism"], r["epsilon_target"], r["learning_rate"] or 0.0)].append(r)
-    best: dict[tuple[str, float], list[dict[str, Any]]] = {}
-    for (mech, eps, _lr), group in by_point.items():
-        val_key = f"val_{metric}"
-        vals = [g[val_key] for g in group if g[val_key] is not None] or [g[metric] for g in group]
-        score = statistics.fmean(vals) * (1 if higher else -1)
-        current = best.get((mech, eps))
-        if current is None or score > current[0]:
-            best[(mech, eps)] = (score, group)  # type: ignore[assignment]
+    """Per private mechanism: ``(epsilon, mean, min, max, n_seeds)`` of the headline test metric
+    for the configuration selected on the validation split."""
     out: dict[str, list[tuple[float, float, float, float, int]]] = defaultdict(list)
-    for (mech, eps), (_score, group) in sorted(best.items()):  # type: ignore[misc]
-        vals = [g[metric] for g in group]
-        out[mech].append((eps, statistics.fmean(vals), min(vals), max(vals), len(vals)))
-    return dict(out)
+    for sel in select(rows):
+        if sel.epsilon_target is not None:
+            out[sel.mechanism].append((sel.epsilon_target, sel.test_mean, sel.test_min, sel.test_max, sel.seeds))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _dodge(eps: float, index: int, count: int, spread: float = 0.035) -> float:
+    """``eps`` moved by a small factor so markers of ``count`` mechanisms do not overlap (log x)."""
+    return eps * math.exp((index - (count - 1) / 2) * spread)
 
 
 def _epsilon_axis(ax, epsilons: list[float]) -> None:
@@ -145,23 +174,36 @@ def _plain_log_y(ax) -> None:
     ax.yaxis.set_minor_formatter(fmt)
 
 
-def _plot_utility(rows: list[dict[str, Any]], path: Path) -> None:
+def _plot_utility(rows: list[dict[str, Any]], path: Path, majority: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metric, _ = headline(rows)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for mech, pts in utility_points(rows).items():
-        eps = [p[0] for p in pts]
-        ax.plot(eps, [p[1] for p in pts], "o-", color=FAMILY_COLORS.get(mech), label=mech)
-        ax.fill_between(eps, [p[2] for p in pts], [p[3] for p in pts], color=FAMILY_COLORS.get(mech), alpha=0.2)
-    _epsilon_axis(ax, [r["epsilon_target"] for r in rows])
+    selected = select(rows)
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    points = utility_points(rows)
+    mechs = sorted(points)
+    for i, mech in enumerate(mechs):
+        pts = points[mech]
+        xs = [_dodge(p[0], i, len(mechs)) for p in pts]
+        means = [p[1] for p in pts]
+        err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+        ax.errorbar(xs, means, yerr=err, fmt="o-", capsize=3, color=FAMILY_COLORS.get(mech), label=mech, ms=5)
+    eps_all = sorted({r["epsilon_target"] for r in rows if r["epsilon_target"]})
+    reference = next((s for s in selected if s.mechanism == "none"), None)
+    if reference is not None:
+        ax.axhline(reference.test_mean, color="black", lw=1.2, label=f"non-private ({reference.test_mean:.3f})")
+        if eps_all:
+            ax.axhspan(reference.test_min, reference.test_max, color="black", alpha=0.08)
+    if majority is not None and metric == "accuracy":
+        ax.axhline(majority, color="gray", ls=":", lw=1.2, label=f"majority class ({majority:.3f})")
+    _epsilon_axis(ax, eps_all)
     ax.set_ylabel(f"test {metric} (mean, min-max over seeds)")
-    ax.set_title(f"{metric} vs privacy budget")
+    ax.set_title(f"{metric} vs privacy budget (configuration chosen on validation)", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -178,10 +220,11 @@ def _plot_privacy(rows: list[dict[str, Any]], path: Path) -> None:
     if targets:
         lo, hi = min(targets), max(targets)
         ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="target")
-    for mech in sorted({r["mechanism"] for r in rows if r["mechanism"]}):
+    mechs = sorted({r["mechanism"] for r in rows if r["mechanism"] and r["mechanism"] != "none"})
+    for i, mech in enumerate(mechs):
         pts = [r for r in rows if r["mechanism"] == mech and r["epsilon"] is not None]
         ax.scatter(
-            [r["epsilon_target"] for r in pts],
+            [_dodge(r["epsilon_target"], i, len(mechs)) for r in pts],
             [r["epsilon"] for r in pts],
             color=FAMILY_COLORS.get(mech),
             label=f"{mech}: spent (upper bound)",
@@ -189,7 +232,7 @@ def _plot_privacy(rows: list[dict[str, Any]], path: Path) -> None:
         lbs = [r for r in pts if r["epsilon_lower_bound"] is not None and r["epsilon_lower_bound"] > 0]
         if lbs:
             ax.scatter(
-                [r["epsilon_target"] for r in lbs],
+                [_dodge(r["epsilon_target"], i, len(mechs)) for r in lbs],
                 [r["epsilon_lower_bound"] for r in lbs],
                 marker="v",
                 color=FAMILY_COLORS.get(mech),
@@ -262,7 +305,13 @@ COLUMNS = [
     "epsilon",
     "epsilon_lower_bound",
     "seed",
+    "trainable",
+    "recipe",
     "learning_rate",
+    "clip",
+    "batch_size",
+    "epochs",
+    "optimizer",
     "status",
     "accuracy",
     "val_accuracy",
@@ -279,8 +328,49 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         w.writerows(rows)
 
 
+SELECTED_COLUMNS = [
+    "epsilon_target",
+    "mechanism",
+    "learning_rate",
+    "clip",
+    "val_mean",
+    "test_mean",
+    "test_min",
+    "test_max",
+    "seeds",
+    "configurations",
+    "epsilon_max",
+]
+
+
+def _selected_html(selected: list[Selected], majority: float | None) -> str:
+    if not selected:
+        return ""
+    metric = selected[0].metric
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in SELECTED_COLUMNS)
+    body = []
+    for s in selected:
+        row = s.to_dict()
+        row["epsilon_target"] = "non-private" if s.epsilon_target is None else s.epsilon_target
+        body.append("<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c)))}</td>" for c in SELECTED_COLUMNS) + "</tr>")
+    base = "" if majority is None else f" The majority-class baseline scores {majority:.4g} on the test split."
+    return f"""<h2>Selected configuration per target</h2>
+<p>For each target epsilon and mechanism, the (learning rate, clip) with the best mean validation {html.escape(metric)}
+over seeds; test {html.escape(metric)} as mean, min and max over the same seeds.{html.escape(base)} Each trial's epsilon
+covers that trial only: choosing among several trials on private validation data is not included in it.</p>
+<table><thead><tr>{head}</tr></thead><tbody>
+{"".join(body)}
+</tbody></table>
+"""
+
+
 def _html(
-    experiment: str, parent: Any, rows: list[dict[str, Any]], images: list[tuple[str, str]], notes: list[str]
+    experiment: str,
+    parent: Any,
+    rows: list[dict[str, Any]],
+    images: list[tuple[str, str]],
+    notes: list[str],
+    selected_html: str = "",
 ) -> str:
     cols = [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
@@ -300,6 +390,7 @@ img{{max-width:40em}}</style></head><body>
 accountant's proven upper bounds; audit lower bounds (where present) are empirical.</p>
 <ul>{note_html}</ul>
 {figs}
+{selected_html}
 <h2>Trials</h2>
 <table><thead><tr>{head}</tr></thead><tbody>
 {body}
@@ -314,10 +405,11 @@ def write_report(tracker: Tracker, experiment: str, out_dir: str | Path, *, pare
     out.mkdir(parents=True, exist_ok=True)
     parent = find_parent_run(tracker, experiment, parent_run_id)
     rows = trial_rows(tracker, parent)
+    majority = parent.data.metrics.get("baseline.majority_test_accuracy")
     images: list[tuple[str, str]] = []
     notes: list[str] = []
     if rows:
-        _plot_utility(rows, out / "utility.png")
+        _plot_utility(rows, out / "utility.png", majority)
         metric, _ = headline(rows)
         images.append(("utility.png", f"test {metric} vs target epsilon per mechanism"))
         _plot_privacy(rows, out / "privacy.png")
@@ -337,5 +429,5 @@ def write_report(tracker: Tracker, experiment: str, out_dir: str | Path, *, pare
                 notes.append(f"epsilon {r['epsilon_target']:g}: {r['note']}")
     _write_csv(rows, out / "trials.csv")
     index = out / "index.html"
-    index.write_text(_html(experiment, parent, rows, images, notes))
+    index.write_text(_html(experiment, parent, rows, images, notes, _selected_html(select(rows), majority)))
     return index

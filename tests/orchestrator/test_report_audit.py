@@ -76,7 +76,8 @@ def test_audited_sweep_logs_and_reports_a_lower_bound_for_every_trial(tmp_path, 
         assert float(rows[key]["epsilon_lower_bound"]) == pytest.approx(run.data.metrics["epsilon_lower_bound"])
         assert float(rows[key]["epsilon"]) == pytest.approx(run.data.metrics["epsilon_spent"])
     page = (out / "index.html").read_text()
-    header = page[page.index("<thead>") : page.index("</thead>")]
+    trials_table = page[page.index("<h2>Trials</h2>") :]
+    header = trials_table[trials_table.index("<thead>") : trials_table.index("</thead>")]
     assert "<th>epsilon</th><th>epsilon_lower_bound</th>" in header
     for key, run in by_key.items():
         line = next(line for line in page.splitlines() if f"<td>{key}</td>" in line)

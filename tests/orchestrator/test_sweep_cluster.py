@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG, Tracker
 from trainers.cache import cache_dir
 
@@ -43,11 +44,15 @@ def test_tiny_sweep_submitted_to_two_nodes_with_mlflow_server_and_s3(ray_cluster
     assert job["status"] == "SUCCEEDED"
     result = job["result"]
     trials = result["trials"]
-    assert len(trials) == 6  # 2 epsilons x 3 mechanisms x 1 seed
+    # 2 epsilons x (2 Gaussian learning rates + Laplace + LMO) x 1 seed + the non-private reference
+    assert len(trials) == SweepConfig.from_dict(cfg).trial_count() == 9
     ran = [t for t in trials if t["status"] != "infeasible"]
     assert ran and all(t["status"] == "finished" for t in ran), trials
-    for t in ran:
+    private = [t for t in ran if t["mechanism"] != "none"]
+    assert len(private) == len(ran) - 1
+    for t in private:
         assert t["epsilon"] <= t["epsilon_target"]
+    assert {(s["mechanism"], s["epsilon_target"]) for s in result["selected"]} >= {("none", None), ("gaussian", 8.0)}
 
     tracker = Tracker(mlflow_server.uri)
     exp = tracker.client.get_experiment_by_name("cluster-tiny")
@@ -58,12 +63,14 @@ def test_tiny_sweep_submitted_to_two_nodes_with_mlflow_server_and_s3(ray_cluster
     assert len(children) == len(ran) and len({c.data.tags[TRIAL_TAG] for c in children}) == len(ran)
     assert {x.info.status for x in runs} == {"FINISHED"}
     for child in children:
-        assert child.data.metrics["epsilon_spent"] <= child.data.metrics["epsilon_target"]
+        if child.data.tags["lmodp.mechanism"] != "none":
+            assert child.data.metrics["epsilon_spent"] <= child.data.metrics["epsilon_target"]
     # the trials ran on both nodes of the cluster
     assert {c.data.tags["lmodp.node_ip"] for c in children} == {"127.0.0.2", "127.0.0.3"}
 
     # artifacts come back through the server, and they are objects in the S3 server
-    noise = tracker.client.download_artifacts(children[0].info.run_id, "noise.json", str(tmp_path / "down"))
+    noisy = next(c for c in children if c.data.tags["lmodp.mechanism"] != "none")
+    noise = tracker.client.download_artifacts(noisy.info.run_id, "noise.json", str(tmp_path / "down"))
     assert json.loads(Path(noise).read_text())["mechanism"] in ("gaussian", "laplace", "lmo")
     report = tracker.client.download_artifacts(result["parent_run_id"], "report/index.html", str(tmp_path / "down"))
     assert "cluster-tiny" in Path(report).read_text()

@@ -102,9 +102,11 @@ def test_unreadable_and_malformed_files(tmp_path, capsys):
 
 def test_examples_validate():
     root = Path(__file__).resolve().parents[2]
-    for name in ("trial-minilm-mr.yaml", "trial-smollm2-lm.yaml"):
+    for name in ("trial-minilm-mr.yaml", "trial-minilm-top.yaml", "trial-smollm2-lm.yaml"):
         cfg = TrialConfig.from_yaml(root / "examples" / name)
         assert cfg.privacy.mechanism in ("lmo", "gaussian")
+    assert TrialConfig.from_yaml(root / "examples" / "trial-minilm-mr.yaml").model.trainable == "head"
+    assert TrialConfig.from_yaml(root / "examples" / "trial-minilm-top.yaml").model.top_layers == 1
 
 
 def test_real_cli_process_exit_code(tmp_path):

@@ -1,0 +1,100 @@
+"""Picking each (target epsilon, mechanism)'s configuration on the validation split.
+
+A sweep trains every configuration of a mechanism's grid (learning rate x clip) for every
+target and seed. For each (target, mechanism) -- and for the non-private reference -- the
+configuration with the best *mean validation* score over its seeds is kept, and its *test*
+score is reported as mean, minimum and maximum over the same seeds. The test split plays no
+part in the choice.
+
+Privacy: each trial's epsilon covers that trial. Choosing the best of several trials by a score
+computed on private data is a further release that the per-trial epsilon does not cover; the
+report says so next to the selected numbers.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The chosen configuration of one (target, mechanism) and its scores over seeds."""
+
+    mechanism: str
+    epsilon_target: float | None  #: None for the non-private reference
+    learning_rate: float | None
+    clip: float | None
+    metric: str
+    val_mean: float | None
+    test_mean: float
+    test_min: float
+    test_max: float
+    seeds: int
+    configurations: int  #: configurations compared
+    epsilon_max: float | None  #: largest epsilon spent by the chosen trials
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def headline_metric(rows: Iterable[Mapping[str, Any]]) -> tuple[str, bool]:
+    """(metric name, higher is better): accuracy when any trial has it, else perplexity."""
+    if any(r.get("accuracy") is not None for r in rows):
+        return "accuracy", True
+    return "perplexity", False
+
+
+def select(rows: list[Mapping[str, Any]]) -> list[Selected]:
+    """One :class:`Selected` per (mechanism, target) from trial rows.
+
+    A row needs ``mechanism``, ``epsilon_target``, ``learning_rate``, ``clip`` and the metric
+    and ``val_<metric>`` (rows without the test metric are skipped, e.g. failed trials).
+    """
+    metric, higher = headline_metric(rows)
+    sign = 1.0 if higher else -1.0
+    configs: dict[tuple[str, float | None], dict[tuple[Any, Any], list[Mapping[str, Any]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for r in rows:
+        if r.get(metric) is None or not r.get("mechanism"):
+            continue
+        configs[(r["mechanism"], r.get("epsilon_target"))][(r.get("learning_rate"), r.get("clip"))].append(r)
+    out = []
+    for (mech, eps), by_config in configs.items():
+
+        def score(group: list[Mapping[str, Any]]) -> float:
+            vals = [g[f"val_{metric}"] for g in group if g.get(f"val_{metric}") is not None]
+            return sign * statistics.fmean(vals) if vals else float("-inf")
+
+        (lr, clip), group = max(by_config.items(), key=lambda kv: (score(kv[1]), -_key(kv[0])))
+        tests = [float(g[metric]) for g in group]
+        vals = [float(g[f"val_{metric}"]) for g in group if g.get(f"val_{metric}") is not None]
+        spent = [float(g["epsilon"]) for g in group if g.get("epsilon") is not None]
+        out.append(
+            Selected(
+                mechanism=mech,
+                epsilon_target=eps,
+                learning_rate=lr,
+                clip=clip,
+                metric=metric,
+                val_mean=statistics.fmean(vals) if vals else None,
+                test_mean=statistics.fmean(tests),
+                test_min=min(tests),
+                test_max=max(tests),
+                seeds=len(group),
+                configurations=len(by_config),
+                epsilon_max=max(spent) if spent else None,
+            )
+        )
+    out.sort(key=lambda s: (s.epsilon_target is None, s.epsilon_target or 0.0, s.mechanism))
+    return out
+
+
+def _key(config: tuple[Any, Any]) -> float:
+    """Tie-break between equally scored configurations: the smaller learning rate, then clip."""
+    lr, clip = config
+    return (lr or 0.0) * 1e6 + (clip or 0.0)

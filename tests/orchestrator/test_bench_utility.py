@@ -1,0 +1,77 @@
+"""``benchmarks/bench_utility.py --quick``: both tiers end to end through ``lmo-dp sweep`` on a
+slice of the real data (real MiniLM, real Ray, real MLflow), and its tables parse."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CELL = re.compile(r"^(\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\]$")
+
+
+def _table(text: str, heading: str) -> list[list[str]]:
+    """The rows (cells) of the first markdown table after ``heading``, separator row dropped."""
+    rows: list[list[str]] = []
+    for line in text.split(heading, 1)[1].splitlines():
+        if line.startswith("|"):
+            if not set(line) <= set("|-: "):
+                rows.append([c.strip() for c in line.strip("|").split("|")])
+        elif rows:
+            break
+    return rows
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_and_its_tables_parse(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    page = tmp_path / "utility.md"
+    page.write_text(
+        "# Utility\n\nhand-written intro\n\n<!-- bench_utility:begin -->\nold\n<!-- bench_utility:end -->\n\ntail\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_utility.py", "--quick", "--write", str(page)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for tier in ("head", "top"):
+        heading = f"(`{tier}`)"
+        assert heading in out
+        rows = _table(out, heading)
+        assert rows[0] == ["epsilon", "gaussian", "laplace", "lmo"]
+        eight = next(r for r in rows if r[0] == "8")
+        for cell in eight[1:]:
+            m = CELL.match(cell)
+            assert m, cell
+            mean, lo, hi = (float(x) for x in m.groups())
+            assert 0.0 <= lo <= mean <= hi <= 1.0
+        reference = next(r for r in rows if r[0] == "non-private")
+        assert CELL.match(reference[1]), reference
+        majority = next(r for r in rows if r[0] == "majority class")
+        assert 0.5 <= float(majority[1]) < 1.0
+    targets = _table(out, "### Targets")
+    assert targets[0] == ["target", "measured", "met"] and len(targets) > 3
+    assert all(r[2] in ("yes", "**no**") for r in targets[1:])
+    text = page.read_text()
+    assert text.startswith("# Utility\n\nhand-written intro") and text.endswith("\n\ntail\n")
+    assert "old" not in text and "(`top`)" in text and "### Recipes" in text
+
+
+def test_the_published_recipe_table_matches_the_code() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_utility", ROOT / "benchmarks" / "bench_utility.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    assert bench.recipes_table() in (ROOT / "docs" / "utility.md").read_text()

@@ -1,0 +1,96 @@
+"""The sweep report's utility view, read back from a real (SQLite) MLflow store: reference lines,
+selection on validation, spread over seeds, markers set apart, the recipe of every trial.
+
+The runs are written with the same tracker calls a sweep makes, with chosen metric values, so
+the expected selection is known exactly."""
+
+from __future__ import annotations
+
+import csv
+import html
+import math
+from pathlib import Path
+
+import pytest
+
+from orchestrator.report import _dodge, trial_rows, utility_points, write_report
+from orchestrator.tracking import KIND_TAG, Tracker
+
+
+def _child(tracker: Tracker, parent: str, mech: str, eps: float | None, seed: int, lr: float, val: float, test: float):
+    run = tracker.start_run(
+        "t-report", run_name=f"{mech}-{eps}-{seed}-{lr}", tags={KIND_TAG: "trial"}, parent_run_id=parent
+    )
+    tracker.log_params(
+        run,
+        {
+            "privacy.mechanism": mech,
+            "privacy.epsilon": eps,
+            "privacy.clip": None if mech == "none" else 0.3,
+            "training.seed": seed,
+            "training.learning_rate": lr,
+            "training.batch_size": 2048,
+            "training.epochs": 40.0,
+            "training.optimizer": "adam",
+            "model.trainable": "head",
+            "model.top_layers": None,
+            "recipe.name": f"head/{'none' if mech == 'none' else 'gaussian' if mech == 'gaussian' else 'l1'}",
+        },
+    )
+    metrics = {"accuracy": test, "val_accuracy": val}
+    if eps is not None:
+        metrics["epsilon_spent"] = eps * 0.999
+    tracker.log_metrics(run, metrics)
+    tracker.end_run(run)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[Tracker, str]:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = tracker.start_run("t-report", run_name="sweep", tags={KIND_TAG: "sweep"})
+    tracker.log_metrics(parent, {"baseline.majority_test_accuracy": 0.516})
+    for seed, shift in ((0, 0.0), (1, 0.02)):
+        for eps in (1.0, 8.0):
+            # lr 0.3 wins on test but loses on validation
+            _child(tracker, parent, "gaussian", eps, seed, 0.3, 0.60, 0.80 + shift)
+            _child(tracker, parent, "gaussian", eps, seed, 0.1, 0.70, 0.70 + shift + eps / 100)
+            _child(tracker, parent, "laplace", eps, seed, 0.2, 0.65, 0.60 + shift + eps / 100)
+        _child(tracker, parent, "none", None, seed, 0.03, 0.75, 0.78 + shift)
+    tracker.end_run(parent)
+    return tracker, parent
+
+
+def test_rows_carry_the_recipe_and_the_reference(store) -> None:
+    tracker, parent = store
+    rows = trial_rows(tracker, tracker.client.get_run(parent))
+    assert len(rows) == 2 * (2 * 3 + 1)
+    ref = [r for r in rows if r["mechanism"] == "none"]
+    assert all(r["epsilon_target"] is None and r["clip"] is None for r in ref)
+    assert rows[-1]["mechanism"] == "none"  # the reference sorts after every target
+    g = next(r for r in rows if r["mechanism"] == "gaussian")
+    assert (g["trainable"], g["recipe"], g["batch_size"], g["optimizer"]) == ("head", "head/gaussian", 2048, "adam")
+    points = utility_points(rows)
+    assert set(points) == {"gaussian", "laplace"}  # the reference is a line, not a point
+    eps1 = points["gaussian"][0]
+    assert eps1[0] == 1.0 and eps1[1:] == pytest.approx((0.72, 0.71, 0.73, 2))  # lr 0.1, chosen on validation
+
+
+def test_report_page_shows_selection_references_and_recipes(store, tmp_path: Path) -> None:
+    tracker, parent = store
+    index = write_report(tracker, "t-report", tmp_path / "report", parent_run_id=parent)
+    page = html.unescape(index.read_text())
+    assert "Selected configuration per target" in page and "non-private" in page
+    assert "majority-class baseline scores 0.516" in page
+    assert "not included in it" in page  # the selection is not covered by the per-trial epsilon
+    for col in ("trainable", "recipe", "learning_rate", "clip", "batch_size", "epochs", "optimizer"):
+        assert f"<th>{col}</th>" in page
+    assert (tmp_path / "report" / "utility.png").stat().st_size > 10_000
+    with (tmp_path / "report" / "trials.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert {r["recipe"] for r in table} == {"head/gaussian", "head/l1", "head/none"}
+
+
+def test_markers_of_different_mechanisms_are_set_apart() -> None:
+    xs = [_dodge(2.0, i, 3) for i in range(3)]
+    assert xs[1] == 2.0 and xs[0] < 2.0 < xs[2]
+    assert math.log(xs[2] / xs[0]) < 0.1  # close enough to read as the same epsilon
