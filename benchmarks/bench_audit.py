@@ -23,7 +23,7 @@ from pathlib import Path
 
 from noise_search.calibration import calibrate
 from noise_search.mechanisms import LMO
-from trainers.audit import run_audit
+from trainers.audit_simulation import run_audit
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_BASE = ROOT / "reference" / "paper_params" / "optimized_epsilon_lmo_eps_1.0.json"

@@ -13,7 +13,7 @@ variants so machine load affects all three alike; the median per-step time over 
 reported with its ratio to non-private. Poisson sampling is left out (batch of exactly
 ``--batch`` examples) so all variants do the same work.
 
-Noise sampling alone: :func:`noise_search.torch_noise.sample_noise` for the trainable
+Noise sampling alone: :func:`trainers.noise.sample_noise` for the trainable
 dimension ``d`` (or ``--noise-dim``), Gaussian vs LMO, interleaved, median over repeats; beside
 it the time of the float64 uniforms the LMO draw consumes, drawn alone (the generator's floor).
 
@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from noise_search.mechanisms import LMO, Gaussian
-from noise_search.torch_noise import sample_noise, uniform_rows
 from trainers.batches import training_loss
+from trainers.noise import sample_noise, uniform_rows
 
 #: The mechanisms timed: a Gaussian and an LMO mixture with all three components.
 GAUSSIAN = Gaussian(1.0)

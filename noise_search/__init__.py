@@ -1,21 +1,21 @@
 """lmo-dp's privacy core: noise mechanisms, accountants, calibration and the noise search.
 
-Pure math on numpy/scipy. Importing this package does not import torch, Ray or MLflow;
-:mod:`noise_search.torch_noise` (torch samplers) is loaded on first use.
+Pure math on numpy/scipy (and dp-accounting). Nothing in this package imports torch, Ray or
+MLflow; the torch sampler of training noise is :mod:`trainers.noise`.
 """
 
 from noise_search.accountants import (
     ACCOUNTANTS,
     Accountant,
     PldAccountant,
-    PrivacyLedger,
     PrivacySpent,
     PrvAccountant,
     RdpAccountant,
+    accountants_for,
     compute_epsilon,
     get_accountant,
 )
-from noise_search.calibration import Calibration, calibrate, solve_monotone
+from noise_search.calibration import Calibration, calibrate, calibrate_parameter, solve_monotone
 from noise_search.errors import (
     CalibrationError,
     InputError,
@@ -23,6 +23,7 @@ from noise_search.errors import (
     ParameterError,
     UnsupportedError,
 )
+from noise_search.events import LmoDpEvent, dp_sgd_event, mechanism_event
 from noise_search.mechanisms import (
     LMO,
     MECHANISMS,
@@ -43,17 +44,21 @@ __all__ = [
     "InputError",
     "Laplace",
     "LmoDpError",
+    "LmoDpEvent",
     "Mechanism",
     "ParameterError",
     "PldAccountant",
-    "PrivacyLedger",
     "PrivacySpent",
     "PrvAccountant",
     "RdpAccountant",
     "UnsupportedError",
+    "accountants_for",
     "calibrate",
+    "calibrate_parameter",
     "compute_epsilon",
+    "dp_sgd_event",
     "get_accountant",
+    "mechanism_event",
     "mechanism_from_dict",
     "solve_monotone",
 ]

@@ -1,42 +1,48 @@
-"""Privacy accountants: a mechanism, a Poisson sample rate and a step count -> epsilon(delta).
+"""Privacy accountants: privacy events in, a proven upper bound on epsilon(delta) out.
 
-One small interface (:class:`Accountant`), three implementations:
+One small interface (:class:`Accountant`, stateful like dp-accounting's and Opacus's): compose
+events (:mod:`noise_search.events`) as the run makes them, ask for the epsilon at any time.
+Three implementations:
 
 * ``rdp`` (:class:`RdpAccountant`) -- Renyi DP. Laplace and LMO use the bound of
-  :mod:`noise_search.rdp` on integer orders 2..256; Gaussian uses Opacus's RDP analysis
-  on :data:`~noise_search.rdp.GAUSSIAN_ORDERS` (Opacus's own default stops at order 63,
-  which breaks small epsilons). Every mechanism is converted to (epsilon, delta) by the
-  same improved conversion, with the minimising order reported.
-* ``prv`` (:class:`PrvAccountant`) -- Opacus's PRV accountant for Gaussian, with an
-  epsilon error that is *relative* (Opacus's default 0.01 is absolute), returning the
-  upper end of its error interval.
+  :mod:`noise_search.rdp` on integer orders 2..256; Gaussian uses dp-accounting's RDP of the
+  (Poisson-sampled) Gaussian mechanism on :data:`~noise_search.rdp.GAUSSIAN_ORDERS`. The RDP of
+  every composed release is summed per order and converted to (epsilon, delta) by the improved
+  conversion, with the minimising order reported. A run mixing Gaussian with Laplace/LMO
+  releases uses the integer orders only. For runs of pure-DP releases only (Laplace; LMO with
+  bounded ``u``) the smaller of the RDP conversion and pure-DP composition is reported.
+* ``prv`` (:class:`PrvAccountant`) -- Opacus's PRV accountant for Gaussian, with an epsilon
+  error that is *relative* (Opacus's default 0.01 is absolute), returning the upper end of its
+  error interval (Opacus is imported, with torch, only when this accountant is used).
 * ``pld`` (:class:`PldAccountant`) -- dp-accounting's privacy-loss-distribution accountant
   for Gaussian and Laplace (tight; pessimistic discretisation).
 
-:class:`PrivacyLedger` is the stateful face used by training loops (``step`` /
-``get_epsilon``).
-
-Opacus and dp-accounting are imported lazily, so importing this module stays light.
+Every accountant refuses, with :class:`~noise_search.errors.UnsupportedError`, an event it
+cannot bound; :func:`accountants_for` lists those that can. :func:`compute_epsilon` is the
+one-call form for ``T`` Poisson-sampled steps of one mechanism.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 
 from noise_search.errors import UnsupportedError, check_int, check_range
+from noise_search.events import DpEvent, Leaf, leaves
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
 from noise_search.mgf import log_mgf
 from noise_search.rdp import (
     DEFAULT_ORDERS,
     GAUSSIAN_ORDERS,
-    epsilon_at_order,
+    epsilon_from_rdp,
     laplace_log_expected_a,
     log_expected_a,
     subsampled_rdp,
@@ -47,7 +53,8 @@ ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv", "pld")
 
 @dataclass(frozen=True)
 class PrivacySpent:
-    """An (epsilon, delta) guarantee. ``order`` is the RDP order that gave it (RDP only)."""
+    """An (epsilon, delta) guarantee. ``order`` is the RDP order that gave it (RDP only;
+    ``inf`` when pure-DP composition gave it)."""
 
     epsilon: float
     delta: float
@@ -64,26 +71,92 @@ def check_accounting_inputs(sample_rate: float, steps: int, delta: float) -> tup
 
 
 class Accountant(ABC):
-    """Maps (mechanism, sample rate, steps, delta) to a proven upper bound on epsilon."""
+    """Composes privacy events; :meth:`get_epsilon` bounds the whole composition.
+
+    ``compose(event, count)`` adds ``count`` occurrences of ``event``; :meth:`spent` returns
+    the bound with its order; :meth:`spent_with` answers "what if ``event`` happened next"
+    without composing it (a training loop stops *before* a step that would exceed its budget).
+    """
 
     name: ClassVar[str]
+    #: the mechanism families (``Mechanism.name``) whose releases this accountant can bound
+    families: ClassVar[tuple[str, ...]]
+
+    def __init__(self) -> None:
+        self._leaves: Counter[Leaf] = Counter()
+
+    # --- which releases ---------------------------------------------------------------------
+    def supports_release(self, mechanism: Mechanism) -> bool:
+        """Whether this accountant can bound releases of ``mechanism`` (sampled or not)."""
+        return mechanism.name in self.families
+
+    def supports(self, event_or_mechanism: DpEvent | Mechanism) -> bool:
+        """Whether every release in an event (or a mechanism's releases) can be bounded."""
+        if isinstance(event_or_mechanism, (Gaussian, Laplace, LMO)):
+            return self.supports_release(event_or_mechanism)
+        try:
+            found = leaves(event_or_mechanism)
+        except UnsupportedError:
+            return False
+        return all(self.supports_release(m) for m, _ in found)
+
+    def _check(self, found: Counter[Leaf]) -> None:
+        for mech, _ in found:
+            if not self.supports_release(mech):
+                able = ", ".join(accountants_for(mech))
+                raise UnsupportedError(
+                    f"accountant: '{self.name}' does not support the {mech.name} mechanism (use one of: {able})"
+                )
+
+    # --- composition ---------------------------------------------------------------------------
+    def compose(self, event: DpEvent, count: int = 1) -> Self:
+        """Add ``count`` occurrences of ``event`` (validated before anything is added)."""
+        count = check_int("count", count, ge=1)
+        found = leaves(event)
+        self._check(found)
+        for leaf, n in found.items():
+            self._leaves[leaf] += n * count
+        return self
+
+    @property
+    def releases(self) -> int:
+        """Number of releases composed so far."""
+        return sum(self._leaves.values())
+
+    def spent(self, delta: float) -> PrivacySpent:
+        """The bound for everything composed so far (0 before any release)."""
+        d = check_range("delta", delta, gt=0.0, lt=1.0)
+        if not self._leaves:
+            return PrivacySpent(0.0, d, self.name, None)
+        return self._spent(self._leaves, d)
+
+    def get_epsilon(self, delta: float) -> float:
+        return self.spent(delta).epsilon
+
+    def spent_with(self, event: DpEvent, delta: float) -> PrivacySpent:
+        """The bound if ``event`` were composed next (nothing is composed)."""
+        trial = copy.copy(self)
+        trial._leaves = Counter(self._leaves)
+        return trial.compose(event).spent(delta)
 
     @abstractmethod
-    def supports(self, mechanism: Mechanism) -> bool:
-        """Whether this accountant can bound ``mechanism``."""
+    def _spent(self, found: Counter[Leaf], delta: float) -> PrivacySpent: ...
 
-    @abstractmethod
-    def _epsilon(self, mechanism: Mechanism, q: float, steps: int, delta: float) -> PrivacySpent: ...
-
+    # --- the one-call form ---------------------------------------------------------------------
     def epsilon(self, mechanism: Mechanism, *, sample_rate: float, steps: int, delta: float) -> PrivacySpent:
-        """Epsilon after ``steps`` Poisson-sampled releases at rate ``sample_rate``."""
+        """Epsilon after ``steps`` Poisson-sampled releases of ``mechanism`` (this accountant's
+        composed events are not touched)."""
         q, t, d = check_accounting_inputs(sample_rate, steps, delta)
-        if not self.supports(mechanism):
-            raise UnsupportedError(
-                f"accountant: '{self.name}' does not support the {mechanism.name} mechanism "
-                f"(use one of: {', '.join(a for a in ACCOUNTANTS if get_accountant(a).supports(mechanism))})"
-            )
-        return self._epsilon(mechanism, q, t, d)
+        found: Counter[Leaf] = Counter({(mechanism, q): t})  # == leaves(dp_sgd_event(mechanism, q, t))
+        self._check(found)
+        return self._spent(found, d)
+
+    @classmethod
+    def fresh(cls, like: Accountant) -> Self:
+        """An empty accountant with ``like``'s settings."""
+        out = copy.copy(like)
+        out._leaves = Counter()
+        return out  # type: ignore[return-value]
 
 
 # --- RDP -------------------------------------------------------------------------------------
@@ -100,36 +173,38 @@ def lmo_rdp_curve(mech: LMO | Laplace, sample_rate: float, orders: np.ndarray = 
     return subsampled_rdp(log_ea, np.asarray(orders, float), sample_rate)[0]
 
 
-@lru_cache(maxsize=1)
-def _opacus_rdp_analysis():
-    """Opacus's RDP analysis module, ``opacus/accountants/analysis/rdp.py``.
-
-    That file needs only math, numpy and scipy, but importing it through the package runs
-    ``opacus/__init__``, which imports torch (3-9 s per process; it dominated a noise search's
-    Gaussian calibration in every fresh Ray worker). Unless opacus is already imported, the file
-    is loaded on its own under a private name: same code, same numbers.
-    """
-    import importlib
-    import importlib.util
-    import sys
-
-    name = "opacus.accountants.analysis.rdp"
-    if name in sys.modules or "opacus" in sys.modules:
-        return importlib.import_module(name)
-    spec = importlib.util.find_spec("opacus")  # locates the package without executing it
-    if spec is None or not spec.submodule_search_locations:
-        return importlib.import_module(name)
-    path = f"{next(iter(spec.submodule_search_locations))}/accountants/analysis/rdp.py"
-    file_spec = importlib.util.spec_from_file_location("_lmodp_opacus_rdp_analysis", path)
-    module = importlib.util.module_from_spec(file_spec)
-    file_spec.loader.exec_module(module)
-    return module
-
-
 def gaussian_rdp_curve(sigma: float, sample_rate: float, orders: np.ndarray = GAUSSIAN_ORDERS) -> np.ndarray:
-    """Per-step RDP of the Poisson-sampled Gaussian mechanism, from Opacus's analysis."""
-    compute_rdp = _opacus_rdp_analysis().compute_rdp
-    return np.asarray(compute_rdp(q=sample_rate, noise_multiplier=sigma, steps=1, orders=list(orders)), float)
+    """Per-step RDP of the Poisson-sampled Gaussian mechanism, from dp-accounting.
+
+    dp-accounting leaves an order at ``+inf`` where its fractional-order series does not
+    converge (it logs a warning, silenced here); such orders are skipped by the conversion.
+    """
+    import logging
+
+    import dp_accounting
+
+    acc = dp_accounting.rdp.RdpAccountant(list(np.asarray(orders, float)))
+    event = dp_accounting.GaussianDpEvent(sigma)
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        acc.compose(dp_accounting.PoissonSampledDpEvent(sample_rate, event) if sample_rate < 1.0 else event)
+    finally:
+        absl.setLevel(level)
+    return np.asarray(acc.rdp, float)
+
+
+@lru_cache(maxsize=256)
+def _cached_curve(mechanism: Mechanism, q: float, orders: tuple[float, ...]) -> np.ndarray:
+    arr = np.asarray(orders, float)
+    curve = (
+        gaussian_rdp_curve(mechanism.sigma, q, arr)
+        if isinstance(mechanism, Gaussian)
+        else lmo_rdp_curve(mechanism, q, arr)
+    )
+    curve.setflags(write=False)
+    return curve
 
 
 def pure_dp_epsilon(mech: Mechanism) -> float:
@@ -159,48 +234,42 @@ def pure_dp_composition(eps0: float, sample_rate: float, steps: int) -> float:
 
 
 class RdpAccountant(Accountant):
-    """Renyi-DP accountant; ``orders`` overrides the default orders for every mechanism.
-
-    For mechanisms that are also pure DP (Laplace; LMO with bounded ``u``) the reported
-    epsilon is the smaller of the RDP conversion and pure-DP composition (both proven
-    bounds); the latter is reported with ``order = inf``. It only wins for a handful of
-    unsampled releases, where RDP's conversion overhead dominates.
-    """
+    """Renyi-DP accountant; ``orders`` overrides the default orders for every release."""
 
     name = "rdp"
+    families = ("gaussian", "laplace", "lmo")
 
     def __init__(self, orders: np.ndarray | None = None) -> None:
+        super().__init__()
         self.orders = None if orders is None else np.asarray(orders, float)
 
-    def supports(self, mechanism: Mechanism) -> bool:
-        return isinstance(mechanism, (Gaussian, Laplace, LMO))
-
     def orders_for(self, mechanism: Mechanism) -> np.ndarray:
+        """The orders a run of ``mechanism`` alone is accounted on."""
         if self.orders is not None:
             return self.orders
         return GAUSSIAN_ORDERS if isinstance(mechanism, Gaussian) else DEFAULT_ORDERS
 
-    def curve(self, mechanism: Mechanism, sample_rate: float) -> np.ndarray:
-        """Per-step RDP at :meth:`orders_for` (cached per mechanism, rate and orders)."""
-        return _cached_curve(mechanism, float(sample_rate), tuple(self.orders_for(mechanism)))
+    def curve(self, mechanism: Mechanism, sample_rate: float, orders: np.ndarray | None = None) -> np.ndarray:
+        """Per-release RDP at ``orders`` (default :meth:`orders_for`); cached."""
+        o = self.orders_for(mechanism) if orders is None else orders
+        return _cached_curve(mechanism, float(sample_rate), tuple(np.asarray(o, float)))
 
-    def _epsilon(self, mechanism: Mechanism, q: float, steps: int, delta: float) -> PrivacySpent:
-        res = epsilon_at_order(self.curve(mechanism, q), self.orders_for(mechanism), steps, delta)
-        pure = pure_dp_composition(pure_dp_epsilon(mechanism), q, steps)
-        if pure < res.epsilon:
+    def _orders(self, found: Counter[Leaf]) -> np.ndarray:
+        mechs = [m for m, _ in found]
+        if all(isinstance(m, Gaussian) for m in mechs):
+            return self.orders_for(mechs[0])
+        base = self.orders if self.orders is not None else DEFAULT_ORDERS
+        return base[(base >= 2) & (base == np.round(base))]  # Laplace / LMO need integer orders
+
+    def _spent(self, found: Counter[Leaf], delta: float) -> PrivacySpent:
+        orders = self._orders(found)
+        total = sum(count * self.curve(m, q, orders) for (m, q), count in found.items())
+        eps, order = epsilon_from_rdp(np.asarray(total, float)[None, :], orders, delta)
+        res_eps, res_order = float(eps[0]), None if np.isnan(order[0]) else float(order[0])
+        pure = sum(pure_dp_composition(pure_dp_epsilon(m), q, count) for (m, q), count in found.items())
+        if pure < res_eps:
             return PrivacySpent(pure, delta, self.name, math.inf)
-        return PrivacySpent(res.epsilon, delta, self.name, res.order)
-
-
-@lru_cache(maxsize=256)
-def _cached_curve(mechanism: Mechanism, q: float, orders: tuple[float, ...]) -> np.ndarray:
-    arr = np.asarray(orders, float)
-    if isinstance(mechanism, Gaussian):
-        curve = gaussian_rdp_curve(mechanism.sigma, q, arr)
-    else:
-        curve = lmo_rdp_curve(mechanism, q, arr)
-    curve.setflags(write=False)
-    return curve
+        return PrivacySpent(res_eps, delta, self.name, res_order)
 
 
 # --- PRV -------------------------------------------------------------------------------------
@@ -210,23 +279,23 @@ class PrvAccountant(Accountant):
     """Opacus PRV accountant for Gaussian with a relative epsilon error.
 
     The reported epsilon is the PRV's *upper* bound ``eps_estimate + eps_error`` at
-    ``delta - delta_error`` (Gopi et al. 2021), with ``eps_error = rel_error * eps_rdp``.
+    ``delta - delta_error`` (Gopi et al. 2021), with ``eps_error = rel_error * eps_rdp``, and
+    never more than the RDP bound of the same composition.
     """
 
     name = "prv"
+    families = ("gaussian",)
 
     def __init__(self, rel_error: float = 0.01) -> None:
+        super().__init__()
         self.rel_error = check_range("rel_error", rel_error, gt=0.0, lt=1.0)
 
-    def supports(self, mechanism: Mechanism) -> bool:
-        return isinstance(mechanism, Gaussian)
-
-    def _epsilon(self, mechanism: Mechanism, q: float, steps: int, delta: float) -> PrivacySpent:
+    def _spent(self, found: Counter[Leaf], delta: float) -> PrivacySpent:
         from opacus.accountants import PRVAccountant
 
-        eps_rdp = RdpAccountant()._epsilon(mechanism, q, steps, delta).epsilon
+        eps_rdp = RdpAccountant()._spent(found, delta).epsilon
         acc = PRVAccountant()
-        acc.history = [(mechanism.sigma, q, steps)]
+        acc.history = [(m.sigma, q, count) for (m, q), count in found.items()]
         eps_error = max(self.rel_error * eps_rdp, 1e-6)
         with warnings.catch_warnings():  # Opacus warns about its own internal RDP orders
             warnings.simplefilter("ignore", UserWarning)
@@ -241,73 +310,55 @@ class PrvAccountant(Accountant):
 class PldAccountant(Accountant):
     """dp-accounting PLD accountant for Gaussian and Laplace (add/remove neighbours).
 
-    ``value_discretization_interval`` is relative to the RDP epsilon of the same run, so
-    small epsilons are resolved as finely as large ones.
+    ``value_discretization_interval`` is relative to the RDP epsilon of the same composition,
+    so small epsilons are resolved as finely as large ones.
     """
 
     name = "pld"
+    families = ("gaussian", "laplace")
 
     def __init__(self, rel_discretization: float = 1e-3) -> None:
+        super().__init__()
         self.rel_discretization = check_range("rel_discretization", rel_discretization, gt=0.0, lt=1.0)
 
-    def supports(self, mechanism: Mechanism) -> bool:
-        return isinstance(mechanism, (Gaussian, Laplace))
-
-    def _epsilon(self, mechanism: Mechanism, q: float, steps: int, delta: float) -> PrivacySpent:
+    def _spent(self, found: Counter[Leaf], delta: float) -> PrivacySpent:
         import dp_accounting
 
-        if isinstance(mechanism, Gaussian):
-            event = dp_accounting.GaussianDpEvent(mechanism.sigma)
-        else:
-            event = dp_accounting.LaplaceDpEvent(1.0 / mechanism.u0)
-        if q < 1.0:
-            event = dp_accounting.PoissonSampledDpEvent(q, event)
-        eps_rdp = RdpAccountant()._epsilon(mechanism, q, steps, delta).epsilon
+        from noise_search.events import mechanism_event
+
+        eps_rdp = RdpAccountant()._spent(found, delta).epsilon
+        steps = sum(found.values())
         interval = min(1e-4, self.rel_discretization * max(eps_rdp, 1e-3) / math.sqrt(steps))
         acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=interval)
-        acc.compose(event, steps)
+        for (mech, q), count in found.items():
+            event = mechanism_event(mech)
+            acc.compose(dp_accounting.PoissonSampledDpEvent(q, event) if q < 1.0 else event, count)
         return PrivacySpent(max(float(acc.get_epsilon(delta)), 0.0), delta, self.name, None)
 
 
+# --- lookup ----------------------------------------------------------------------------------
+
+_CLASSES: dict[str, type[Accountant]] = {"rdp": RdpAccountant, "prv": PrvAccountant, "pld": PldAccountant}
+
+
 def get_accountant(name: str) -> Accountant:
-    """``rdp``, ``prv`` or ``pld`` with default settings."""
+    """A new ``rdp``, ``prv`` or ``pld`` accountant with default settings."""
     try:
-        return {"rdp": RdpAccountant, "prv": PrvAccountant, "pld": PldAccountant}[name]()
+        return _CLASSES[name]()
     except KeyError:
         raise UnsupportedError(f"accountant: must be one of {', '.join(ACCOUNTANTS)}, got {name!r}") from None
+
+
+def accountants_for(mechanism: Mechanism | str) -> list[str]:
+    """Names of the accountants that can bound the releases of ``mechanism`` (or of a family,
+    ``gaussian``, ``laplace`` or ``lmo``)."""
+    family = mechanism if isinstance(mechanism, str) else mechanism.name
+    return [name for name in ACCOUNTANTS if family in _CLASSES[name].families]
 
 
 def compute_epsilon(
     mechanism: Mechanism, *, sample_rate: float, steps: int, delta: float, accountant: str | Accountant = "rdp"
 ) -> PrivacySpent:
-    """Convenience: ``get_accountant(accountant).epsilon(...)``."""
+    """Epsilon of ``steps`` Poisson-sampled releases of ``mechanism`` at rate ``sample_rate``."""
     acc = get_accountant(accountant) if isinstance(accountant, str) else accountant
     return acc.epsilon(mechanism, sample_rate=sample_rate, steps=steps, delta=delta)
-
-
-class PrivacyLedger:
-    """Running privacy spend of one training run (Opacus-style ``step`` / ``get_epsilon``).
-
-    The mechanism and sample rate are fixed for the run; ``epsilon_after(n)`` answers
-    "what would the spend be after ``n`` steps" so a loop can stop *before* a step that
-    would exceed its budget.
-    """
-
-    def __init__(
-        self, mechanism: Mechanism, *, sample_rate: float, delta: float, accountant: str | Accountant = "rdp"
-    ) -> None:
-        self.mechanism = mechanism
-        self.sample_rate, _, self.delta = check_accounting_inputs(sample_rate, 1, delta)
-        self.accountant = get_accountant(accountant) if isinstance(accountant, str) else accountant
-        self.steps = 0
-
-    def step(self, n: int = 1) -> None:
-        self.steps += check_int("n", n, ge=1)
-
-    def epsilon_after(self, steps: int) -> PrivacySpent:
-        if steps == 0:
-            return PrivacySpent(0.0, self.delta, self.accountant.name, None)
-        return self.accountant.epsilon(self.mechanism, sample_rate=self.sample_rate, steps=steps, delta=self.delta)
-
-    def get_epsilon(self) -> float:
-        return self.epsilon_after(self.steps).epsilon

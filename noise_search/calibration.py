@@ -6,8 +6,10 @@ brackets the root geometrically, then narrows the bracket with Brent's method on
 ``log x`` and always returns the bracket end that was *evaluated* and meets the target,
 so the returned parameter fed back to the accountant satisfies the target by construction.
 
-:func:`calibrate` applies it to a mechanism family: Gaussian ``sigma`` (epsilon decreases
-with sigma), Laplace ``u0`` and an LMO scaling factor (epsilon increases with them).
+:func:`calibrate_parameter` applies it to any parameter -> privacy-event factory (the whole
+run's event, see :mod:`noise_search.events`) under any accountant; :func:`calibrate` is the
+family shorthand: Gaussian ``sigma`` (epsilon decreases with sigma), Laplace ``u0`` and an LMO
+scaling factor (epsilon increases with them).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from dataclasses import dataclass
 
 from scipy.optimize import brentq
 
-from noise_search.accountants import PrivacySpent, check_accounting_inputs, get_accountant
+from noise_search.accountants import Accountant, PrivacySpent, check_accounting_inputs, get_accountant
 from noise_search.errors import CalibrationError, UnsupportedError, check_range
+from noise_search.events import DpEvent, dp_sgd_event
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
 
 
@@ -108,6 +111,53 @@ def solve_monotone(
     return math.exp(good), f(good)
 
 
+def calibrate_parameter(
+    event_of: Callable[[float], DpEvent],
+    *,
+    epsilon: float,
+    delta: float,
+    increasing: bool,
+    accountant: str | Accountant = "rdp",
+    start: float = 1.0,
+    lower: float = 1e-8,
+    upper: float = 1e8,
+    rel_tol: float = 1e-4,
+) -> tuple[float, PrivacySpent]:
+    """The least private parameter ``x`` in ``[lower, upper]`` whose event ``event_of(x)``
+    (the whole run) spends at most ``epsilon`` under ``accountant``.
+
+    ``increasing``: whether epsilon grows with ``x`` (an inverse scale) or falls (a noise
+    multiplier). Returns ``(x, spent)`` with ``spent.epsilon <= epsilon``.
+    """
+    target = check_range("epsilon", epsilon, gt=0.0)
+    d = check_range("delta", delta, gt=0.0, lt=1.0)
+    acc = get_accountant(accountant) if isinstance(accountant, str) else accountant
+
+    def spend(x: float) -> PrivacySpent:
+        return type(acc).fresh(acc).compose(event_of(x)).spent(d)
+
+    x, _ = solve_monotone(
+        lambda v: spend(v).epsilon,
+        target,
+        increasing=increasing,
+        start=start,
+        lower=lower,
+        upper=upper,
+        rel_tol=rel_tol,
+    )
+    spent = spend(x)
+    if not spent.epsilon <= target:  # defensive: solve_monotone already guarantees this
+        raise CalibrationError(f"calibrated parameter {x} spends {spent.epsilon} > target {target}")
+    return x, spent
+
+
+#: Per family: the mechanism of a parameter, whether epsilon increases with it, and its range.
+_FAMILIES: dict[str, tuple[Callable[[float], Mechanism], bool, float, float]] = {
+    "gaussian": (Gaussian, False, 1e-3, 1e5),
+    "laplace": (Laplace, True, 1e-6, 1e4),
+}
+
+
 def calibrate(
     family: str | LMO,
     *,
@@ -118,50 +168,33 @@ def calibrate(
     accountant: str = "rdp",
     rel_tol: float = 1e-4,
 ) -> Calibration:
-    """Calibrate ``gaussian`` (sigma), ``laplace`` (u0) or an LMO (scale of ``u``) to ``epsilon``.
+    """Calibrate ``gaussian`` (sigma), ``laplace`` (u0) or an LMO (scale of ``u``) to ``epsilon``
+    for ``steps`` Poisson-sampled releases at ``sample_rate``.
 
     Passing an :class:`LMO` calibrates ``base.scaled(c)`` over the factor ``c``.
     """
     target = check_range("epsilon", epsilon, gt=0.0)
     q, t, d = check_accounting_inputs(sample_rate, steps, delta)
     acc = get_accountant(accountant)
-
-    def spend(m: Mechanism) -> PrivacySpent:
-        return acc.epsilon(m, sample_rate=q, steps=t, delta=d)
-
     if isinstance(family, LMO):
         base = family
         if not acc.supports(base):
             raise UnsupportedError(f"accountant: '{acc.name}' does not support the lmo mechanism (use rdp)")
-        factor, _ = solve_monotone(
-            lambda c: spend(base.scaled(c)).epsilon, target, increasing=True, start=1.0, rel_tol=rel_tol
-        )
-        mech: Mechanism = base.scaled(factor)
-    elif family == "gaussian":
-        sigma, _ = solve_monotone(
-            lambda s: spend(Gaussian(s)).epsilon,
-            target,
-            increasing=False,
-            start=1.0,
-            lower=1e-3,
-            upper=1e5,
-            rel_tol=rel_tol,
-        )
-        mech = Gaussian(sigma)
-    elif family == "laplace":
-        u0, _ = solve_monotone(
-            lambda u: spend(Laplace(u)).epsilon,
-            target,
-            increasing=True,
-            start=1.0,
-            lower=1e-6,
-            upper=1e4,
-            rel_tol=rel_tol,
-        )
-        mech = Laplace(u0)
+        make: Callable[[float], Mechanism] = base.scaled
+        increasing, lower, upper = True, 1e-8, 1e8
+    elif family in _FAMILIES:
+        make, increasing, lower, upper = _FAMILIES[family]
     else:
         raise UnsupportedError(f"mechanism: calibration supports gaussian, laplace or an LMO base, got {family!r}")
-    spent = spend(mech)
-    if not spent.epsilon <= target:  # defensive: solve_monotone already guarantees this
-        raise CalibrationError(f"calibrated {mech} spends {spent.epsilon} > target {target}")
-    return Calibration(mech, spent, target)
+    x, spent = calibrate_parameter(
+        lambda v: dp_sgd_event(make(v), q, t),
+        epsilon=target,
+        delta=d,
+        increasing=increasing,
+        accountant=acc,
+        start=1.0,
+        lower=lower,
+        upper=upper,
+        rel_tol=rel_tol,
+    )
+    return Calibration(make(x), spent, target)

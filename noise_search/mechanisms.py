@@ -12,8 +12,8 @@ Utility objectives (section 6) are per coordinate for ``C = 1``: ``mean_abs = E|
 ``variance = Var Z`` and ``usefulness(gamma) = P(|Z| <= gamma)``. They are computed by
 closed forms or quadrature, never by sampling.
 
-Samplers take an explicit generator: :meth:`sample` a ``numpy.random.Generator``,
-:meth:`sample_torch` a ``torch.Generator`` (torch is imported only when that is called).
+Samplers take an explicit generator: :meth:`sample` a ``numpy.random.Generator``. Training
+noise is drawn in torch by :mod:`trainers.noise` (this package never imports torch).
 """
 
 from __future__ import annotations
@@ -61,11 +61,6 @@ class Gaussian:
         """Noise of ``shape`` for clipping bound ``clip_bound``."""
         return rng.normal(0.0, self.sigma * _check_clip(clip_bound), _shape_tuple(shape))
 
-    def sample_torch(self, shape, clip_bound: float, generator, *, dtype=None, device=None):
-        """Torch noise of ``shape`` drawn with ``generator`` (see :mod:`noise_search.torch_noise`)."""
-        from noise_search.torch_noise import sample_noise
-
-        return sample_noise(self, shape, clip_bound, generator, dtype=dtype, device=device)
 
     def mean_abs(self) -> float:
         return self.sigma * math.sqrt(2.0 / math.pi)
@@ -94,10 +89,6 @@ class Laplace:
     def sample(self, shape: int | tuple[int, ...], clip_bound: float, rng: np.random.Generator) -> np.ndarray:
         return rng.laplace(0.0, _check_clip(clip_bound) / self.u0, _shape_tuple(shape))
 
-    def sample_torch(self, shape, clip_bound: float, generator, *, dtype=None, device=None):
-        from noise_search.torch_noise import sample_noise
-
-        return sample_noise(self, shape, clip_bound, generator, dtype=dtype, device=device)
 
     def log_mgf(self, t: np.ndarray | float) -> np.ndarray:
         """``log E[exp(t u)] = t u0`` (``u`` is the point mass ``u0``)."""
@@ -251,10 +242,6 @@ class LMO:
         u = self.sample_u(shape if self.variant == "per_coordinate" else (), rng)
         return rng.laplace(0.0, 1.0, shape) * (c / u)
 
-    def sample_torch(self, shape, clip_bound: float, generator, *, dtype=None, device=None):
-        from noise_search.torch_noise import sample_noise
-
-        return sample_noise(self, shape, clip_bound, generator, dtype=dtype, device=device)
 
     def noise_cdf(self, z: np.ndarray | float) -> np.ndarray:
         """CDF of one noise coordinate for ``C = 1``: ``1 - M(-z)/2`` for ``z >= 0``."""
@@ -310,9 +297,9 @@ def mechanism_from_dict(data: dict[str, Any], *, source: str = "mechanism") -> M
             raise ParameterError("sigma", f"missing from {source}")
         return Gaussian(data["sigma"])
     if name == "laplace":
-        if "u0" not in data and "u" not in data:
+        if "u0" not in data:
             raise ParameterError("u0", f"missing from {source}")
-        return Laplace(data.get("u0", data.get("u")))
+        return Laplace(data["u0"])
     if name == "lmo":
         return LMO.from_dict(data, source=source)
     raise ParameterError("mechanism", f"must be one of gaussian, laplace, lmo, got {name or None!r}")

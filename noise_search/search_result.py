@@ -1,6 +1,11 @@
-"""The noise-search result file: what ``lmo-dp search --out FILE`` writes and trainers read.
+"""The noise-search result: typed rows, and the file ``lmo-dp search --out FILE`` writes.
 
-Schema (one JSON object; the ``--json`` output of ``lmo-dp search`` plus ``settings``)::
+A :class:`SearchRow` per target epsilon holds the best LMO (or none: infeasible), the
+calibrated Laplace and Gaussian baselines (:class:`BaselineEntry`) and the dominance note; a
+:class:`SearchResult` is the rows plus the search's settings. Both are built once -- by the
+search, or from a file -- and passed around typed; ``to_dict`` gives the file/JSON form.
+
+File schema (one JSON object; the ``--json`` output of ``lmo-dp search`` plus ``settings``)::
 
     {
       "settings": {"delta": D, "sample_rate": Q, "steps": T, "objective": "mean-abs",
@@ -10,73 +15,214 @@ Schema (one JSON object; the ``--json`` output of ``lmo-dp search`` plus ``setti
          "epsilon": E_lmo, "order": A, "objective": V,
          "params": {"a1": .., "a3": .., "a4": .., "G_k": .., "G_theta": .., "E_lambda": ..,
                     "U_a": .., "U_b": .., "components": [...], "variant": "per_coordinate"},
+         "source": "grid" | "optimize", "mean_u": ..,
          "laplace": {"u": U0, "epsilon": .., "order": .., "objective": ..},
          "gaussian": {"sigma": S, "epsilon": .., "order": .., "objective": .., "accountant": "rdp"},
-         ...},
+         "dominated_by": [...], "note": "..."},
         ...
       ],
       "evaluated": N, "seconds": S
     }
 
-An infeasible target has ``"feasible": false`` and ``"params": null`` (the Laplace and
-Gaussian entries are still present). The parameters were searched for the ``settings``'
-sample rate and steps; a trainer must still account its own plan with them.
+The Laplace entry's key ``u`` is the inverse scale ``u0`` (the file's name for it, kept for
+compatibility; everywhere else it is ``u0``). An infeasible target has ``"feasible": false``
+and ``"params": null`` (the Laplace and Gaussian entries are still present). A baseline that
+could not be calibrated has its parameter ``null`` and an ``error``. The parameters were
+searched for the ``settings``' sample rate and steps; a trainer must still account its own plan.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from noise_search.errors import InputError, load_json_file
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
 
+#: the file's key for each baseline family's parameter
+_PARAM_KEY = {"laplace": "u", "gaussian": "sigma"}
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    """A calibrated Laplace or Gaussian for one target, or why there is none (``error``)."""
+
+    family: str  #: ``laplace`` or ``gaussian``
+    mechanism: Laplace | Gaussian | None
+    epsilon: float | None = None
+    order: float | None = None
+    objective: float | None = None
+    accountant: str = "rdp"
+    error: str | None = None
+
+    @property
+    def value(self) -> float | None:
+        """``u0`` (Laplace) or ``sigma`` (Gaussian)."""
+        if isinstance(self.mechanism, Laplace):
+            return self.mechanism.u0
+        if isinstance(self.mechanism, Gaussian):
+            return self.mechanism.sigma
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        key = _PARAM_KEY[self.family]
+        if self.mechanism is None:
+            out: dict[str, Any] = {key: None}
+            if self.family == "gaussian":
+                out["accountant"] = self.accountant
+            out["error"] = self.error
+            return out
+        out = {key: self.value, "epsilon": self.epsilon, "order": self.order, "objective": self.objective}
+        if self.family == "gaussian":
+            out["accountant"] = self.accountant
+        return out
+
+    @classmethod
+    def from_dict(cls, family: str, data: Any, source: str) -> BaselineEntry:
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: the {family} entry is not an object")
+        value = data.get(_PARAM_KEY[family])
+        mech = None if value is None else (Laplace(value) if family == "laplace" else Gaussian(value))
+        return cls(
+            family,
+            mech,
+            data.get("epsilon"),
+            data.get("order"),
+            data.get("objective"),
+            data.get("accountant", "rdp"),
+            data.get("error"),
+        )
+
+
+@dataclass(frozen=True)
+class SearchRow:
+    """The search's answer for one target epsilon."""
+
+    epsilon_target: float
+    lmo: LMO | None  #: the best LMO meeting the target (None: infeasible)
+    epsilon: float | None  #: the LMO's epsilon (RDP accountant)
+    order: float | None
+    objective: float | None
+    source: str | None  #: ``grid`` or ``optimize``
+    laplace: BaselineEntry
+    gaussian: BaselineEntry
+    gaussian_rdp: BaselineEntry | None = None  #: the RDP Gaussian when ``gaussian`` is PRV/PLD
+    dominated_by: tuple[str, ...] = ()
+    note: str | None = None
+    #: keys of a file's row this class does not model, kept as they were
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def feasible(self) -> bool:
+        return self.lmo is not None
+
+    def baseline(self, family: str) -> BaselineEntry:
+        return self.laplace if family == "laplace" else self.gaussian
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"epsilon_target": self.epsilon_target, "feasible": self.feasible}
+        if self.lmo is None:
+            out.update({"epsilon": None, "order": None, "objective": None, "params": None, "source": None})
+        else:
+            params = self.lmo.to_dict()
+            params.pop("mechanism", None)
+            out.update(
+                {
+                    "epsilon": self.epsilon,
+                    "order": self.order,
+                    "objective": self.objective,
+                    "params": params,
+                    "source": self.source,
+                    "mean_u": self.lmo.mean_u(),
+                }
+            )
+        out["laplace"] = self.laplace.to_dict()
+        if self.gaussian_rdp is not None:
+            out["gaussian_rdp"] = self.gaussian_rdp.to_dict()
+        out["gaussian"] = self.gaussian.to_dict()
+        out["dominated_by"] = list(self.dominated_by)
+        out["note"] = self.note
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> SearchRow:
+        if not isinstance(data, dict) or "epsilon_target" not in data:
+            raise InputError(f"{source}: has no 'epsilon_target'")
+        params = data.get("params")
+        feasible = data.get("feasible", params is not None)
+        lmo = LMO.from_dict(params, source=f"{source} params") if feasible and params else None
+        known = {
+            "epsilon_target", "feasible", "epsilon", "order", "objective", "params", "source", "mean_u",
+            "laplace", "gaussian", "gaussian_rdp", "dominated_by", "note",
+        }  # fmt: skip
+        return cls(
+            epsilon_target=float(data["epsilon_target"]),
+            lmo=lmo,
+            epsilon=data.get("epsilon") if lmo else None,
+            order=data.get("order") if lmo else None,
+            objective=data.get("objective") if lmo else None,
+            source=data.get("source") if lmo else None,
+            laplace=BaselineEntry.from_dict("laplace", data.get("laplace") or {}, source),
+            gaussian=BaselineEntry.from_dict("gaussian", data.get("gaussian") or {}, source),
+            gaussian_rdp=None
+            if data.get("gaussian_rdp") is None
+            else BaselineEntry.from_dict("gaussian", data["gaussian_rdp"], source),
+            dominated_by=tuple(data.get("dominated_by") or ()),
+            note=data.get("note"),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
 
 @dataclass(frozen=True)
 class SearchResult:
-    """A parsed search result file."""
+    """A search's settings and rows (from a search or a result file)."""
 
     settings: dict[str, Any]
-    results: list[dict[str, Any]]
+    rows: tuple[SearchRow, ...]
     source: str = "search result"
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "search result") -> SearchResult:
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
             raise InputError(f"{source}: not a search result (expected an object with a 'results' list)")
-        for i, row in enumerate(data["results"]):
-            if not isinstance(row, dict) or "epsilon_target" not in row:
-                raise InputError(f"{source}: results[{i}] has no 'epsilon_target'")
-        return cls(dict(data.get("settings") or {}), list(data["results"]), source)
+        rows = tuple(SearchRow.from_dict(row, f"{source}: results[{i}]") for i, row in enumerate(data["results"]))
+        return cls(dict(data.get("settings") or {}), rows, source)
 
     @classmethod
     def load(cls, path: str | Path) -> SearchResult:
         return cls.from_dict(load_json_file(path, "search_result"), source=str(path))
 
     def targets(self) -> list[float]:
-        return [float(r["epsilon_target"]) for r in self.results]
+        return [r.epsilon_target for r in self.rows]
 
-    def row(self, epsilon_target: float) -> dict[str, Any]:
+    def row(self, epsilon_target: float) -> SearchRow:
         """The row for ``epsilon_target`` (matched to 1e-9 relative)."""
-        for r in self.results:
-            if math.isclose(float(r["epsilon_target"]), float(epsilon_target), rel_tol=1e-9, abs_tol=0.0):
+        for r in self.rows:
+            if math.isclose(r.epsilon_target, float(epsilon_target), rel_tol=1e-9, abs_tol=0.0):
                 return r
         have = ", ".join(f"{t:g}" for t in self.targets())
         raise InputError(f"epsilon: {self.source} has no result for target {epsilon_target:g} (has: {have})")
 
-    def mechanism(self, family: str, epsilon_target: float) -> Mechanism:
-        """The searched LMO, or the calibrated Laplace / Gaussian, for ``epsilon_target``."""
+    def mechanism(self, family: str, epsilon_target: float) -> Mechanism | None:
+        """The searched LMO, or the calibrated Laplace / Gaussian, for ``epsilon_target``;
+        None where the search found none (an infeasible LMO target, a failed calibration)."""
         row = self.row(epsilon_target)
         if family == "lmo":
-            if not row.get("feasible", row.get("params") is not None) or not row.get("params"):
-                raise InputError(
-                    f"epsilon: {self.source} found no LMO parameters meeting target {epsilon_target:g} (infeasible)"
-                )
-            return LMO.from_dict(row["params"], source=f"{self.source} params")
-        if family == "laplace":
-            return Laplace(row["laplace"]["u"])
-        if family == "gaussian":
-            return Gaussian(row["gaussian"]["sigma"])
+            return row.lmo
+        if family in ("laplace", "gaussian"):
+            return row.baseline(family).mechanism
         raise InputError(f"mechanism: must be one of gaussian, laplace, lmo, got {family!r}")
+
+    def require(self, family: str, epsilon_target: float) -> Mechanism:
+        """:meth:`mechanism`, or :class:`InputError` saying there is none."""
+        mech = self.mechanism(family, epsilon_target)
+        if mech is None:
+            what = "LMO parameters meeting" if family == "lmo" else f"calibrated {family} noise for"
+            raise InputError(f"epsilon: {self.source} found no {what} target {epsilon_target:g} (infeasible)")
+        return mech
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": dict(self.settings), "results": [r.to_dict() for r in self.rows]}

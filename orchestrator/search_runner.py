@@ -261,33 +261,32 @@ def _frontier_rows(outcome: SearchOutcome) -> list[dict[str, Any]]:
                     **{f: float(cols[f][j]) for f in LMO_FIELDS},
                 }
             )
-    for r in outcome.results:
-        t = r["epsilon_target"]
-        if r.get("feasible") and r.get("params"):
+    for r in outcome.rows:
+        t = r.epsilon_target
+        if r.lmo is not None:
+            params = r.lmo.to_dict()
             rows.append(
                 {
                     "family": "lmo",
-                    "source": f"best:{r['source']}",
+                    "source": f"best:{r.source}",
                     "epsilon_target": t,
-                    "epsilon": r["epsilon"],
-                    "order": r["order"],
-                    "objective": r["objective"],
-                    **{f: r["params"][f] for f in LMO_FIELDS},
+                    "epsilon": r.epsilon,
+                    "order": r.order,
+                    "objective": r.objective,
+                    **{f: params[f] for f in LMO_FIELDS},
                 }
             )
-        for fam, key in (("laplace", "u0"), ("gaussian", "sigma")):
-            entry = r.get(fam) or {}
-            value = entry.get("u" if fam == "laplace" else "sigma")
-            if value is not None:
+        for entry, key in ((r.laplace, "u0"), (r.gaussian, "sigma")):
+            if entry.value is not None:
                 rows.append(
                     {
-                        "family": fam,
-                        "source": f"calibrated:{entry.get('accountant', 'rdp')}",
+                        "family": entry.family,
+                        "source": f"calibrated:{entry.accountant if entry.family == 'gaussian' else 'rdp'}",
                         "epsilon_target": t,
-                        "epsilon": entry["epsilon"],
-                        "order": entry.get("order"),
-                        "objective": entry["objective"],
-                        key: value,
+                        "epsilon": entry.epsilon,
+                        "order": entry.order,
+                        "objective": entry.objective,
+                        key: entry.value,
                     }
                 )
     return rows
@@ -337,13 +336,13 @@ def _write_png(outcome: SearchOutcome, path: Path) -> None:
     lap_e, lap_o = _laplace_curve(problem, eps_max)
     if lap_e.size:
         ax.plot(lap_e, lap_o, color="tab:orange", label="Laplace (RDP)")
-    best = [(r["epsilon_target"], r["objective"]) for r in outcome.results if r.get("feasible")]
+    best = [(r.epsilon_target, r.objective) for r in outcome.rows if r.feasible]
     if best:
         ax.plot(*zip(*best, strict=True), "o", color="tab:blue", mec="k", label="best LMO per target")
     for fam, color in (("laplace", "tab:orange"), ("gaussian", "tab:green")):
-        pts = [(r["epsilon_target"], r[fam]["objective"]) for r in outcome.results if r.get(fam, {}).get("objective")]
+        pts = [(r.epsilon_target, r.baseline(fam).objective) for r in outcome.rows if r.baseline(fam).objective]
         if pts:
-            acc = outcome.results[0][fam].get("accountant", "rdp")
+            acc = outcome.rows[0].baseline(fam).accountant
             ax.plot(*zip(*pts, strict=True), "s--", color=color, ms=5, label=f"{fam} calibrated ({acc})")
     ax.set_xlabel("epsilon (sound upper bound)")
     ax.set_ylabel(problem.objective + (f" (gamma = {problem.gamma:g})" if problem.gamma else ""))
@@ -400,17 +399,16 @@ def track(outcome: SearchOutcome, result: dict[str, Any], files: dict[str, Path]
     settings["targets"] = ",".join(f"{t:g}" for t in problem.targets)
     settings["space_details"] = json.dumps(settings.get("space_details") or {})
     metrics: dict[str, float | None] = {"evaluated": float(outcome.evaluated), "seconds": outcome.seconds}
-    for r in outcome.results:
-        t = r["epsilon_target"]
-        metrics[_metric_key("lmo_feasible", t)] = float(bool(r["feasible"]))
-        metrics[_metric_key("lmo_objective", t)] = r["objective"]
-        metrics[_metric_key("lmo_epsilon", t)] = r["epsilon"]
-        for fam in ("laplace", "gaussian"):
-            entry = r.get(fam) or {}
-            metrics[_metric_key(f"{fam}_objective", t)] = entry.get("objective")
-            metrics[_metric_key(f"{fam}_epsilon", t)] = entry.get("epsilon")
-        metrics[_metric_key("laplace_u0", t)] = (r.get("laplace") or {}).get("u")
-        metrics[_metric_key("gaussian_sigma", t)] = (r.get("gaussian") or {}).get("sigma")
+    for r in outcome.rows:
+        t = r.epsilon_target
+        metrics[_metric_key("lmo_feasible", t)] = float(r.feasible)
+        metrics[_metric_key("lmo_objective", t)] = r.objective
+        metrics[_metric_key("lmo_epsilon", t)] = r.epsilon
+        for entry in (r.laplace, r.gaussian):
+            metrics[_metric_key(f"{entry.family}_objective", t)] = entry.objective
+            metrics[_metric_key(f"{entry.family}_epsilon", t)] = entry.epsilon
+        metrics[_metric_key("laplace_u0", t)] = r.laplace.value
+        metrics[_metric_key("gaussian_sigma", t)] = r.gaussian.value
     tracker = Tracker()
     with tracker.run("lmo-dp-search", run_name=f"search-{settings['space']}-{problem.strategy}",
                      tags={"lmodp.kind": "search"}) as run_id:  # fmt: skip

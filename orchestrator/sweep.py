@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from noise_search.errors import InputError, LmoDpError, ParameterError, one_line
-from noise_search.search_result import SearchResult
+from noise_search.search_result import SearchResult, SearchRow
 from orchestrator.selection import select
 from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, TRIAL_TAG, Tracker, tracking_uri
@@ -80,21 +80,19 @@ class SweepPlan:
     training: dict[str, Any] | None = None
 
 
-_PROBE_PARAMS = {"gaussian": {"sigma": 1.0}, "laplace": {"u0": 1.0}, "lmo": None}
-
-
 def _private_training(cfg: SweepConfig, n_train: int) -> dict[str, Any]:
     """The resolved batch size, epochs and steps of the private trials (one plan for all)."""
-    from trainers.config import _PROBES
+    from trainers.recipes import recipe_for
 
+    t = cfg.training
     seen: dict[str, dict[str, Any]] = {}
     for mech in cfg.privacy.mechanisms:
-        probe = _PROBE_PARAMS[mech] or {k: v for k, v in _PROBES["lmo"].items() if k != "mechanism"}
-        trial = cfg.trial_config(
-            mechanism=mech, epsilon=1.0, seed=0, learning_rate=None, params=probe, name="plan"
-        ).resolve(n_train)
-        t = trial.training
-        seen[mech] = {"batch_size": t.batch_size, "epochs": t.epochs, "steps": t.steps}
+        recipe = recipe_for(cfg.model.trainable_kind, mech)
+        seen[mech] = {
+            "batch_size": t.batch_size if t.batch_size is not None else recipe.batch_size(n_train),
+            "epochs": t.epochs if t.epochs is not None or t.steps is not None else recipe.epochs,
+            "steps": t.steps,
+        }
     first = next(iter(seen.values()))
     for mech, value in seen.items():
         if value != first:
@@ -128,14 +126,14 @@ def plan_sweep(cfg: SweepConfig, *, warm_cache: bool = True) -> SweepPlan:
     With ``warm_cache`` and a head or top-layers model, the frozen activations of every split
     are computed into the feature cache here, once, before any trial starts.
     """
-    from trainers.budget import make_plan
+    from trainers.budget import make_step_plan
     from trainers.engine import load_settings_dataset
 
     ds = load_settings_dataset(cfg.data, cfg.model.task)
     if len(ds.train) < 1:
         raise ParameterError("data.max_train_examples", "the training split is empty")
     training = _private_training(cfg, len(ds.train))
-    plan = make_plan(len(ds.train), training["batch_size"], epochs=training["epochs"], steps=training["steps"])
+    plan = make_step_plan(len(ds.train), training["batch_size"], epochs=training["epochs"], steps=training["steps"])
     if warm_cache and cfg.model.cached_prefix:
         _warm_feature_cache(cfg, ds)
     return SweepPlan(
@@ -179,12 +177,14 @@ def trial_key(
     return key + (f"_clip={clip:g}" if n_clips > 1 and clip is not None else "")
 
 
-def _noise_params(mech: str, row: dict[str, Any]) -> dict[str, Any] | None:
-    if mech == "lmo":
-        return row.get("params") if row.get("feasible", True) else None
-    if mech == "laplace":
-        return {"u0": row["laplace"]["u"]}
-    return {"sigma": row["gaussian"]["sigma"]}
+def _noise_params(mech: str, row: SearchRow) -> dict[str, Any] | None:
+    """The trial's noise parameters from the search row (None: the search found none)."""
+    found = row.lmo if mech == "lmo" else row.baseline(mech).mechanism
+    if found is None:
+        return None
+    params = found.to_dict()
+    params.pop("mechanism", None)
+    return params
 
 
 def trial_specs(cfg: SweepConfig, search: SearchResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

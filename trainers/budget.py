@@ -1,25 +1,28 @@
-"""The run's plan (sample rate, steps), its noise, and the privacy budget guard.
+"""The run's step plan (sample rate, steps), its noise, and the privacy budget guard.
 
-* :func:`make_plan` -- ``q = B / N`` (expected batch size over training examples) and
+* :func:`make_step_plan` -- ``q = B / N`` (expected batch size over training examples) and
   ``T = steps`` or ``ceil(epochs / q)``.
 * :func:`resolve_mechanism` -- the noise from explicit parameters, a search result file, or a
   calibration to the target for this plan.
-* :func:`plan_privacy` -- epsilon of the whole planned run, checked *before* the first step:
+* :func:`plan_noise` -- epsilon of the whole planned run, checked *before* the first step:
   above the target, the trial refuses to start (``on_budget: refuse``; an
   :class:`~noise_search.errors.InputError` giving both numbers).
-* :class:`BudgetGuard` -- during training, the epsilon after every step from a
-  :class:`~noise_search.accountants.PrivacyLedger`, and whether one more step stays within
-  the target (the loop stops *before* a step that would exceed it).
+* :class:`BudgetGuard` -- during training, the run's accountant: attached to the DP
+  optimizer's step, it composes one step event (:mod:`noise_search.events`) per noisy release,
+  and tells the loop whether one more step stays within the target (the loop stops *before* a
+  step that would exceed it).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
-from noise_search.accountants import PrivacyLedger, PrivacySpent, compute_epsilon, get_accountant
+from noise_search.accountants import PrivacySpent, compute_epsilon, get_accountant
 from noise_search.calibration import calibrate
 from noise_search.errors import InputError, ParameterError
+from noise_search.events import DpEvent, PoissonSampledDpEvent, mechanism_event
 from noise_search.mechanisms import LMO, Mechanism
 from noise_search.search_result import SearchResult
 from trainers.config import PrivacySettings
@@ -30,7 +33,7 @@ class BudgetExceededError(InputError):
 
 
 @dataclass(frozen=True)
-class Plan:
+class StepPlan:
     """Poisson sampling rate ``q = batch_size / n_train`` and the number of steps ``T``."""
 
     n_train: int
@@ -39,7 +42,7 @@ class Plan:
     steps: int
 
 
-def make_plan(n_train: int, batch_size: int, *, epochs: float = 1.0, steps: int | None = None) -> Plan:
+def make_step_plan(n_train: int, batch_size: int, *, epochs: float = 1.0, steps: int | None = None) -> StepPlan:
     if n_train < 1:
         raise ParameterError("data.max_train_examples", "the training split is empty")
     if batch_size > n_train:
@@ -48,11 +51,11 @@ def make_plan(n_train: int, batch_size: int, *, epochs: float = 1.0, steps: int 
         )
     q = batch_size / n_train
     t = steps if steps is not None else max(1, math.ceil(epochs / q - 1e-9))
-    return Plan(n_train, batch_size, q, int(t))
+    return StepPlan(n_train, batch_size, q, int(t))
 
 
 @dataclass(frozen=True)
-class PrivacyPlan:
+class NoisePlan:
     """The noise of a run and the epsilon its full plan spends."""
 
     mechanism: Mechanism
@@ -65,11 +68,11 @@ class PrivacyPlan:
     steps: int
 
 
-def resolve_mechanism(settings: PrivacySettings, plan: Plan) -> tuple[Mechanism, str]:
+def resolve_mechanism(settings: PrivacySettings, plan: StepPlan) -> tuple[Mechanism, str]:
     """The run's mechanism and where it came from (``params``, ``search_result:FILE``, ``calibrated``)."""
     eps = float(settings.epsilon)  # type: ignore[arg-type]
     if settings.search_result is not None:
-        mech = SearchResult.load(settings.search_result).mechanism(settings.mechanism, eps)
+        mech = SearchResult.load(settings.search_result).require(settings.mechanism, eps)
         source = f"search_result:{settings.search_result}"
     elif settings.params is not None:
         mech = settings.explicit_mechanism()
@@ -97,7 +100,7 @@ def resolve_mechanism(settings: PrivacySettings, plan: Plan) -> tuple[Mechanism,
     return mech, source  # type: ignore[return-value]
 
 
-def plan_privacy(settings: PrivacySettings, plan: Plan, mechanism: Mechanism | None = None) -> PrivacyPlan:
+def plan_noise(settings: PrivacySettings, plan: StepPlan, mechanism: Mechanism | None = None) -> NoisePlan:
     """Account the whole plan; refuse (``on_budget: refuse``) if it exceeds the target."""
     source = "given"
     if mechanism is None:
@@ -112,35 +115,52 @@ def plan_privacy(settings: PrivacySettings, plan: Plan, mechanism: Mechanism | N
             f"delta = {settings.delta:g}) spends epsilon {spent.epsilon:.6g} > target {target:g} with "
             f"{mechanism.name} noise ({source}); raise the target or the noise, or lower the steps or batch size"
         )
-    return PrivacyPlan(
+    return NoisePlan(
         mechanism, source, target, settings.delta, settings.accountant, spent, plan.sample_rate, plan.steps
     )
 
 
 class BudgetGuard:
-    """Tracks epsilon step by step and forbids any step that would exceed the target."""
+    """The run's accountant and its budget.
 
-    def __init__(self, plan: PrivacyPlan) -> None:
+    ``step_event`` is one Poisson-sampled release of the run's mechanism. :meth:`attach` makes
+    the DP optimizer compose it after every noisy step (Opacus's step hook: once per step, also
+    when a batch is processed in several passes); :meth:`allows_next_step` answers, before a
+    step, whether the epsilon after it stays ``<= target``.
+    """
+
+    def __init__(self, plan: NoisePlan) -> None:
         self.target = plan.target_epsilon
-        self.ledger = PrivacyLedger(
-            plan.mechanism, sample_rate=plan.sample_rate, delta=plan.delta, accountant=get_accountant(plan.accountant)
-        )
+        self.delta = plan.delta
+        step: DpEvent = mechanism_event(plan.mechanism)
+        self.step_event = PoissonSampledDpEvent(plan.sample_rate, step) if plan.sample_rate < 1.0 else step
+        self.accountant = get_accountant(plan.accountant)
         self._next: PrivacySpent | None = None
-        self.spent = self.ledger.epsilon_after(0)
+        self.spent = self.accountant.spent(self.delta)
 
     @property
     def steps(self) -> int:
-        return self.ledger.steps
+        """Noisy steps composed so far."""
+        return self.accountant.releases
+
+    def next_spent(self) -> PrivacySpent:
+        """Epsilon after one more step (nothing is composed)."""
+        if self._next is None:
+            self._next = self.accountant.spent_with(self.step_event, self.delta)
+        return self._next
 
     def allows_next_step(self) -> bool:
         """Whether epsilon after one more step is still ``<= target``."""
-        self._next = self.ledger.epsilon_after(self.ledger.steps + 1)
-        return self._next.epsilon <= self.target
+        return self.next_spent().epsilon <= self.target
 
-    def record_step(self) -> PrivacySpent:
-        """Count one noisy release; returns the epsilon spent so far."""
-        nxt = self._next if self._next is not None else self.ledger.epsilon_after(self.ledger.steps + 1)
-        self.ledger.step()
+    def record_step(self, _optimizer: Any = None) -> PrivacySpent:
+        """Compose one noisy step; returns the epsilon spent so far."""
+        nxt = self.next_spent()
+        self.accountant.compose(self.step_event)
         self._next = None
         self.spent = nxt
         return nxt
+
+    def attach(self, optimizer: Any) -> None:
+        """Compose a step every time ``optimizer`` (an Opacus ``DPOptimizer``) adds its noise."""
+        optimizer.attach_step_hook(self.record_step)

@@ -9,7 +9,7 @@ Example (every key but ``privacy.mechanism`` has a default)::
     privacy: {mechanism: lmo, epsilon: 3.0, delta: 1.0e-5,
               search_result: search.json}          # or params: {...}
     training: {seed: 0}                            # the rest from the recipe
-    audit:   {canaries: 500, confidence: 0.95}       # optional: see trainers.trial_audit
+    audit:   {canaries: 500, confidence: 0.95}       # optional: see trainers.audit_canaries
 
 Sections and ranges are in the field docs below. What is trained (``model.trainable``):
 
@@ -50,7 +50,7 @@ from typing import Any, ClassVar, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from noise_search.accountants import ACCOUNTANTS, get_accountant
+from noise_search.accountants import accountants_for
 from noise_search.errors import InputError, ParameterError, one_line, read_input_file
 from noise_search.mechanisms import Mechanism, mechanism_from_dict
 
@@ -216,6 +216,10 @@ class DataSettings(_Section):
 
 
 class PrivacySettings(_Section):
+    """The privacy target and where the noise comes from. ``params`` is kept as given (it is
+    what a config file and the run's MLflow params show) and parsed once, on validation, into
+    the typed mechanism :meth:`explicit_mechanism` returns."""
+
     mechanism: Literal["gaussian", "laplace", "lmo", "none"]
     epsilon: float | None = Field(None, gt=0, description="target epsilon > 0 (required unless mechanism is none)")
     delta: float = Field(1e-5, gt=0, lt=1, description="target delta in (0, 1)")
@@ -231,6 +235,8 @@ class PrivacySettings(_Section):
         description="refuse: a plan whose epsilon exceeds the target does not start; "
         "stop: it starts and stops before the first step that would exceed the target",
     )
+
+    _noise: Mechanism | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _consistent(self) -> PrivacySettings:
@@ -248,42 +254,25 @@ class PrivacySettings(_Section):
             )
         if self.search_result is not None and not Path(self.search_result).is_file():
             raise ParameterError("privacy.search_result", f"file {self.search_result} does not exist")
-        mech = self.explicit_mechanism()
-        acc = get_accountant(self.accountant)
-        probe = mech if mech is not None else mechanism_from_dict(_PROBES[self.mechanism])
-        if not acc.supports(probe):
-            able = [a for a in ACCOUNTANTS if get_accountant(a).supports(probe)]
+        if self.params is not None:
+            self._noise = self._parse_params()
+        able = accountants_for(self.mechanism)
+        if self.accountant not in able:
             raise ParameterError(
                 "privacy.accountant",
                 f"'{self.accountant}' cannot account the {self.mechanism} mechanism (use {' or '.join(able)})",
             )
         return self
 
-    def explicit_mechanism(self) -> Mechanism | None:
-        """The mechanism given by ``params`` (validated), or None."""
-        if self.params is None:
-            return None
+    def _parse_params(self) -> Mechanism:
         try:
-            return mechanism_from_dict({**self.params, "mechanism": self.mechanism}, source="privacy.params")
+            return mechanism_from_dict({**(self.params or {}), "mechanism": self.mechanism}, source="privacy.params")
         except ParameterError as exc:
             raise ParameterError(f"privacy.params.{exc.field}", str(exc)[len(exc.field) + 2 :]) from exc
 
-
-_PROBES = {
-    "gaussian": {"mechanism": "gaussian", "sigma": 1.0},
-    "laplace": {"mechanism": "laplace", "u0": 1.0},
-    "lmo": {
-        "mechanism": "lmo",
-        "a1": 1.0,
-        "a3": 0.0,
-        "a4": 0.0,
-        "G_k": 3.0,
-        "G_theta": 1.0,
-        "E_lambda": 1.0,
-        "U_a": 0.0,
-        "U_b": 1.0,
-    },
-}
+    def explicit_mechanism(self) -> Mechanism | None:
+        """The mechanism given by ``params``, validated once when the settings were built (or None)."""
+        return self._noise
 
 
 class TrainingSettings(_Section):
@@ -315,7 +304,7 @@ class TrainingSettings(_Section):
 
 
 class AuditSettings(_Section):
-    """The trial-level privacy audit (:mod:`trainers.trial_audit`): gradient canaries in training."""
+    """The trial-level privacy audit (:mod:`trainers.audit_canaries`): gradient canaries in training."""
 
     canaries: int = Field(ge=2, le=1_000_000, description="number of gradient canaries M, in [2, 1e6]")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the epsilon lower bound, in (0, 1)")

@@ -16,7 +16,6 @@ of the ``i``-th layer, ``num_layers`` the last; negative numbers count from the 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from noise_search.errors import ParameterError
 from trainers.models import DTYPES, load_tokenizer
+from trainers.progress import progress_bar
 
 POOLINGS: tuple[str, ...] = ("mean", "cls", "last")
 
@@ -112,7 +112,7 @@ class FrozenEncoder:
         ids, mask = self.tokenize(texts, max_length)
         lengths = mask.sum(dim=1)
         order = torch.argsort(lengths, stable=True)
-        bar = _progress(len(texts), desc)
+        bar = progress_bar(len(texts), desc)
         try:
             for start in range(0, len(texts), batch_size):
                 idx = order[start : start + batch_size]
@@ -150,9 +150,3 @@ class FrozenEncoder:
                 n = int(ids_lengths[i])
                 flat[offsets[i] : offsets[i] + n] = h[row, :n]
         return flat, ids_lengths
-
-
-def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not sys.stderr.isatty(), leave=False, file=sys.stderr)

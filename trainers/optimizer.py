@@ -13,7 +13,7 @@ add_noise -> scale_grad``; :class:`MechanismDPOptimizer` overrides only:
   ``min(1, C / (norm + 1e-6))``, with ``C`` lowered by a relative ``1e-5`` so that the
   clipped vector's norm is ``<= C`` even after float rounding.
 * :meth:`~MechanismDPOptimizer.add_noise` -- one draw of
-  :func:`noise_search.torch_noise.sample_noise` for the whole step (all trainable
+  :func:`trainers.noise.sample_noise` for the whole step (all trainable
   coordinates flattened in parameter order), scaled by ``C``, from the explicit seeded
   ``torch.Generator`` passed in. For the LMO ``shared`` variant that means one ``u`` per step.
 
@@ -46,7 +46,7 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from torch.optim import Optimizer
 
 from noise_search.mechanisms import Mechanism
-from noise_search.torch_noise import sample_noise
+from trainers.noise import sample_noise
 
 ExtraContributions = Callable[[int], Sequence[torch.Tensor] | None]
 NORMS: tuple[str, ...] = ("l1", "l2")

@@ -1,8 +1,8 @@
 """``lmo-dp audit``: an empirical epsilon lower bound beside the accountant's upper bound.
 
 Simulates the Poisson-sampled DP-SGD release with ``--canaries`` worst-case canaries and the
-project's own torch noise sampler (:mod:`trainers.audit`), then bounds epsilon from below with
-the one-run method of Steinke, Nasr and Jagielski (2023) (:mod:`noise_search.auditing`).
+project's own torch noise sampler (:mod:`trainers.audit_simulation`), then bounds epsilon from below with
+the one-run method of Steinke, Nasr and Jagielski (2023) (:mod:`noise_search.audit_bound`).
 A lower bound above the upper bound means the mechanism or its accounting is broken.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from noise_search.auditing import check_audit_inputs
+from noise_search.audit_bound import check_audit_inputs
 from orchestrator.cli import add_json_flag
 from orchestrator.commands._common import FIELD_FLAGS, add_accounting_args, add_mechanism_args, mechanism_from_args
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> dict:
         confidence=args.confidence,
         clip_bound=args.clip,
     )
-    from trainers.audit import run_audit  # imports torch
+    from trainers.audit_simulation import run_audit  # imports torch
 
     report = run_audit(
         mech,

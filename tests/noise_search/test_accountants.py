@@ -7,13 +7,24 @@ import pytest
 
 from noise_search.accountants import (
     PldAccountant,
-    PrivacyLedger,
+    PrvAccountant,
     RdpAccountant,
+    accountants_for,
     compute_epsilon,
     get_accountant,
 )
 from noise_search.calibration import calibrate
 from noise_search.errors import ParameterError, UnsupportedError
+from noise_search.events import (
+    ComposedDpEvent,
+    GaussianDpEvent,
+    LmoDpEvent,
+    PoissonSampledDpEvent,
+    SelfComposedDpEvent,
+    dp_sgd_event,
+    leaves,
+    mechanism_event,
+)
 from noise_search.mechanisms import LMO, Gaussian, Laplace
 from noise_search.rdp import DEFAULT_ORDERS, GAUSSIAN_ORDERS, epsilon_from_rdp
 
@@ -21,18 +32,22 @@ SST2_Q = 2048 / 67349
 SST2_T = 197
 
 
-def test_gaussian_rdp_equals_opacus_for_the_same_orders():
-    from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+def test_gaussian_rdp_is_dp_accountings_and_agrees_with_opacus_where_both_converge():
+    import dp_accounting
+    from opacus.accountants.analysis.rdp import compute_rdp
 
     acc = RdpAccountant()
     for sigma, q in ((0.8, 0.01), (2.93, SST2_Q), (8.6, SST2_Q), (1.1, 1.0)):
         ours = acc.curve(Gaussian(sigma), q)
-        theirs = np.asarray(compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(GAUSSIAN_ORDERS)))
-        np.testing.assert_allclose(ours, theirs, rtol=1e-9)
-        eps, order = epsilon_from_rdp(SST2_T * ours[None, :], GAUSSIAN_ORDERS, 1e-10)
-        ref_eps, ref_order = get_privacy_spent(orders=list(GAUSSIAN_ORDERS), rdp=SST2_T * theirs, delta=1e-10)
-        assert eps[0] == pytest.approx(max(ref_eps, 0.0), rel=1e-9)
-        assert order[0] == ref_order
+        ref = dp_accounting.rdp.RdpAccountant(list(GAUSSIAN_ORDERS))
+        event = GaussianDpEvent(sigma)
+        ref.compose(PoissonSampledDpEvent(q, event) if q < 1 else event)
+        np.testing.assert_array_equal(ours, ref.rdp)
+        opacus = np.asarray(compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(GAUSSIAN_ORDERS)))
+        integer = np.round(GAUSSIAN_ORDERS) == GAUSSIAN_ORDERS
+        np.testing.assert_allclose(ours[integer], opacus[integer], rtol=1e-9)  # two implementations, one bound
+        # fractional orders: dp-accounting's series is never below Opacus's (at most more conservative)
+        assert np.all(ours[~integer] >= opacus[~integer] * (1 - 1e-9))
 
 
 def test_default_gaussian_orders_go_far_beyond_opacus_default():
@@ -165,15 +180,52 @@ def test_composition_adds_rdp():
     assert compute_epsilon(mech, sample_rate=0.05, steps=37, delta=1e-6).epsilon == pytest.approx(eps[0], rel=1e-15)
 
 
-def test_ledger_tracks_steps_and_matches_direct_value():
+def test_an_accountant_composes_step_events_like_the_one_call_form():
     mech = Gaussian(1.2)
-    ledger = PrivacyLedger(mech, sample_rate=0.02, delta=1e-5)
-    assert ledger.get_epsilon() == 0.0
+    acc = RdpAccountant()
+    assert acc.get_epsilon(1e-5) == 0.0 and acc.releases == 0
+    step = PoissonSampledDpEvent(0.02, mechanism_event(mech))
     for _ in range(25):
-        ledger.step()
-    direct = compute_epsilon(mech, sample_rate=0.02, steps=25, delta=1e-5).epsilon
-    assert ledger.steps == 25 and ledger.get_epsilon() == direct
-    assert ledger.epsilon_after(26).epsilon > direct
+        acc.compose(step)
+    direct = compute_epsilon(mech, sample_rate=0.02, steps=25, delta=1e-5)
+    assert acc.releases == 25 and acc.spent(1e-5) == direct
+    assert RdpAccountant().compose(step, 25).spent(1e-5) == direct
+    assert RdpAccountant().compose(dp_sgd_event(mech, 0.02, 25)).spent(1e-5) == direct
+    ahead = acc.spent_with(step, 1e-5)
+    assert ahead == compute_epsilon(mech, sample_rate=0.02, steps=26, delta=1e-5) and acc.releases == 25
+
+
+def test_mixed_runs_add_rdp_on_common_integer_orders():
+    """A Gaussian phase then a Laplace phase at another rate: RDP adds order by order."""
+    gauss, lap = Gaussian(1.5), Laplace(0.4)
+    acc = RdpAccountant().compose(ComposedDpEvent([dp_sgd_event(gauss, 0.05, 30), dp_sgd_event(lap, 0.1, 20)]))
+    total = 30 * RdpAccountant().curve(gauss, 0.05, DEFAULT_ORDERS) + 20 * RdpAccountant().curve(lap, 0.1)
+    eps, order = epsilon_from_rdp(total[None, :], DEFAULT_ORDERS, 1e-5)
+    spent = acc.spent(1e-5)
+    assert spent.epsilon == pytest.approx(eps[0], rel=1e-12) and spent.order == order[0]
+    # more than either phase alone, less than their epsilons added
+    alone = [
+        compute_epsilon(m, sample_rate=q, steps=t, delta=1e-5).epsilon
+        for m, q, t in ((gauss, 0.05, 30), (lap, 0.1, 20))
+    ]
+    assert max(alone) < spent.epsilon < sum(alone)
+    assert not PldAccountant().supports(
+        dp_sgd_event(LMO(a1=1, a3=0, a4=0, G_k=4, G_theta=1, E_lambda=1, U_a=0, U_b=1), 0.1, 3)
+    )
+
+
+def test_events_flatten_to_mechanism_and_rate_counts():
+    lmo = LMO(a1=1, a3=0, a4=0, G_k=4, G_theta=1, E_lambda=1, U_a=0, U_b=1)
+    ev = ComposedDpEvent(
+        [SelfComposedDpEvent(PoissonSampledDpEvent(0.1, LmoDpEvent(lmo)), 7), mechanism_event(Laplace(0.3))]
+    )
+    assert leaves(SelfComposedDpEvent(ev, 2)) == {(lmo, 0.1): 14, (Laplace(0.3), 1.0): 2}
+    assert leaves(mechanism_event(Laplace(0.123456789))) == {(Laplace(0.123456789), 1.0): 1}  # u0 kept exactly
+    with pytest.raises(UnsupportedError, match="cannot account"):
+        leaves(PoissonSampledDpEvent(0.1, ev))
+    assert accountants_for(lmo) == ["rdp"] and accountants_for(Gaussian(1.0)) == ["rdp", "prv", "pld"]
+    with pytest.raises(UnsupportedError, match="use one of: rdp, pld"):
+        PrvAccountant().compose(mechanism_event(Laplace(1.0)))
 
 
 def test_pld_accountant_is_an_upper_bound_on_a_tighter_grid():

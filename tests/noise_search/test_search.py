@@ -112,7 +112,7 @@ def test_grid_equals_brute_force(objective, gamma, grid_outcome):
     brute = _brute_force(objective, gamma)
     assert set(brute) == {1.0, 2.5, 5.0}  # the sub-grid has a feasible set for these, none for 0.3
     assert outcome.evaluated == SUB.size == 324
-    for row in outcome.results:
+    for row in rows(outcome):
         t = row["epsilon_target"]
         if t not in brute:
             assert row["feasible"] is False and row["params"] is None
@@ -121,6 +121,11 @@ def test_grid_equals_brute_force(objective, gamma, grid_outcome):
         assert row["feasible"] is True and row["source"] == "grid"
         assert {k: row["params"][k] for k in params} == params
         assert row["objective"] == pytest.approx(abs(score), rel=1e-12)
+
+
+def rows(outcome) -> list[dict]:
+    """The outcome's rows in their file / JSON form (the contract users and trainers read)."""
+    return [r.to_dict() for r in outcome.rows]
 
 
 def _recheck(row: dict) -> None:
@@ -140,7 +145,7 @@ def _recheck(row: dict) -> None:
 @pytest.mark.parametrize("which", ["grid", "optimize"])
 def test_every_returned_parameter_set_meets_its_target(which, grid_outcome, optimize_outcome):
     outcome = grid_outcome if which == "grid" else optimize_outcome
-    for row in outcome.results:
+    for row in rows(outcome):
         _recheck(row)
     # the result file round-trips through the loader trainers use
     loaded = SearchResult.from_dict(json.loads(json.dumps(jsonable(outcome.to_dict()))))
@@ -151,24 +156,24 @@ def test_every_returned_parameter_set_meets_its_target(which, grid_outcome, opti
 
 
 def test_optimize_is_never_worse_than_grid(grid_outcome, optimize_outcome):
-    for g, o in zip(grid_outcome.results, optimize_outcome.results, strict=True):
+    for g, o in zip(rows(grid_outcome), rows(optimize_outcome), strict=True):
         assert o["epsilon_target"] == g["epsilon_target"]
         if g["feasible"]:
             assert o["feasible"] and o["objective"] <= g["objective"]
         if o["source"] == "optimize":  # stays inside the space's continuous hull
             assert all(min(WEIGHTS) <= o["params"][k] <= max(WEIGHTS) for k in ("a1", "a3", "a4"))
     assert any(o["source"] == "optimize" and o["objective"] < g["objective"]
-               for g, o in zip(grid_outcome.results, optimize_outcome.results, strict=True))  # fmt: skip
+               for g, o in zip(rows(grid_outcome), rows(optimize_outcome), strict=True))  # fmt: skip
     assert optimize_outcome.evaluated > grid_outcome.evaluated
 
 
 def test_optimize_is_deterministic_for_a_seed(optimize_outcome):
     again = run_search(_problem(strategy="optimize", optimizer_generations=25, seed=3))
-    assert jsonable(again.results) == jsonable(optimize_outcome.results)
+    assert jsonable(rows(again)) == jsonable(rows(optimize_outcome))
 
 
 def test_infeasible_targets_are_reported_with_baselines(grid_outcome):
-    row = grid_outcome.results[0]
+    row = rows(grid_outcome)[0]
     assert row["epsilon_target"] == 0.3 and row["feasible"] is False
     assert row["params"] is None and row["epsilon"] is None and row["objective"] is None
     assert row["note"].startswith("infeasible") and f"{grid_outcome.grid.min_epsilon:.4g}" in row["note"]
@@ -177,7 +182,7 @@ def test_infeasible_targets_are_reported_with_baselines(grid_outcome):
 
 
 def test_dominated_lmo_points_say_so(grid_outcome):
-    for row in grid_outcome.results[1:]:
+    for row in rows(grid_outcome)[1:]:
         lap = row["laplace"]["objective"]
         assert ("laplace" in row["dominated_by"]) == (lap <= row["objective"])
         # Jensen: the calibrated Laplace always beats the mixture under this bound
@@ -197,7 +202,7 @@ def test_fast_gaussian_calibration_matches_calibrate():
 @pytest.mark.slow  # ~10 PLD calls of ~0.5-1 s each
 def test_gaussian_with_a_tighter_accountant_reports_rdp_too():
     outcome = run_search(_problem(targets=(2.5,), accountant="pld"))
-    row = outcome.results[0]
+    row = rows(outcome)[0]
     assert row["gaussian"]["accountant"] == "pld" and row["gaussian_rdp"]["accountant"] == "rdp"
     assert row["gaussian"]["sigma"] < row["gaussian_rdp"]["sigma"]
     pld = compute_epsilon(Gaussian(row["gaussian"]["sigma"]), sample_rate=Q, steps=T, delta=DELTA, accountant="pld")

@@ -130,7 +130,7 @@ def test_ray_and_single_process_give_identical_results(local_ray):
     on_ray = search_runner.run(problem, workers=2)
     local = search_runner.run(problem, workers=0)
     assert problem.n_blocks > 4 and on_ray.extra["workers"] == 2
-    assert jsonable(on_ray.results) == jsonable(local.results)
+    assert jsonable([r.to_dict() for r in on_ray.rows]) == jsonable([r.to_dict() for r in local.rows])
     assert on_ray.evaluated == local.evaluated
     for name in ("index", "epsilon", "order", "objective"):
         assert getattr(on_ray.grid, name).tolist() == getattr(local.grid, name).tolist()

@@ -13,7 +13,7 @@ from opacus.optimizers import DPOptimizer
 from scipy import stats
 
 from noise_search.mechanisms import LMO, Gaussian, Laplace
-from noise_search.torch_noise import sample_noise
+from trainers.noise import sample_noise
 from trainers.optimizer import MechanismDPOptimizer, clip_factors, per_sample_norms
 
 LMO_MECH = LMO(a1=1.0, a3=0.5, a4=0.8, G_k=3.0, G_theta=0.7, E_lambda=2.0, U_a=0.2, U_b=1.4)

@@ -1,4 +1,4 @@
-"""Plan, noise resolution (params, search result file, calibration) and the budget guard."""
+"""Step plan, noise resolution (params, search result file, calibration) and the budget guard."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from noise_search.accountants import compute_epsilon
 from noise_search.errors import InputError, ParameterError
 from noise_search.mechanisms import LMO, Gaussian, Laplace
-from trainers.budget import BudgetExceededError, BudgetGuard, make_plan, plan_privacy, resolve_mechanism
+from trainers.budget import BudgetExceededError, BudgetGuard, make_step_plan, plan_noise, resolve_mechanism
 from trainers.config import PrivacySettings
 
 LMO_PARAMS = {"a1": 0.6, "a3": 0.2, "a4": 0.3, "G_k": 3.0, "G_theta": 1.0, "E_lambda": 2.0, "U_a": 0.2, "U_b": 1.2}
@@ -51,24 +51,24 @@ def search_result_file(path, *, feasible=True):
 
 
 def test_plan_sample_rate_and_steps():
-    plan = make_plan(1000, 50, epochs=2.5)
+    plan = make_step_plan(1000, 50, epochs=2.5)
     assert plan.sample_rate == 0.05 and plan.steps == 50
-    assert make_plan(1000, 50, steps=7).steps == 7
-    assert make_plan(3, 3, epochs=0.01).steps == 1
+    assert make_step_plan(1000, 50, steps=7).steps == 7
+    assert make_step_plan(3, 3, epochs=0.01).steps == 1
 
 
 def test_batch_larger_than_the_data_is_refused():
     with pytest.raises(ParameterError, match=r"training\.batch_size: .*\(100\), got 101"):
-        make_plan(100, 101)
+        make_step_plan(100, 101)
 
 
 def test_plan_over_budget_is_refused_with_both_numbers():
     settings = PrivacySettings(mechanism="gaussian", epsilon=1.0, delta=1e-5, params={"sigma": 0.6})
-    plan = make_plan(1000, 100, epochs=3)
+    plan = make_step_plan(1000, 100, epochs=3)
     planned = compute_epsilon(Gaussian(0.6), sample_rate=0.1, steps=30, delta=1e-5).epsilon
     assert planned > 1.0
     with pytest.raises(BudgetExceededError) as err:
-        plan_privacy(settings, plan)
+        plan_noise(settings, plan)
     msg = str(err.value)
     assert isinstance(err.value, InputError)
     assert f"{planned:.6g}" in msg and "target 1" in msg and "T = 30" in msg
@@ -76,8 +76,8 @@ def test_plan_over_budget_is_refused_with_both_numbers():
 
 def test_plan_within_budget_reports_the_core_epsilon():
     settings = PrivacySettings(mechanism="laplace", epsilon=5.0, params={"u0": 0.5})
-    plan = make_plan(2000, 40, epochs=1)
-    pp = plan_privacy(settings, plan)
+    plan = make_step_plan(2000, 40, epochs=1)
+    pp = plan_noise(settings, plan)
     direct = compute_epsilon(Laplace(0.5), sample_rate=0.02, steps=50, delta=1e-5)
     assert pp.planned == direct and pp.planned.epsilon <= 5.0
 
@@ -85,7 +85,7 @@ def test_plan_within_budget_reports_the_core_epsilon():
 @pytest.mark.parametrize("family", ["gaussian", "laplace"])
 def test_calibrated_noise_meets_the_target_for_the_plan(family):
     settings = PrivacySettings(mechanism=family, epsilon=2.0, delta=1e-5)
-    plan = make_plan(500, 25, epochs=2)
+    plan = make_step_plan(500, 25, epochs=2)
     mech, source = resolve_mechanism(settings, plan)
     assert source == "calibrated"
     eps = compute_epsilon(mech, sample_rate=plan.sample_rate, steps=plan.steps, delta=1e-5).epsilon
@@ -95,23 +95,25 @@ def test_calibrated_noise_meets_the_target_for_the_plan(family):
 def test_lmo_from_a_search_result_file(tmp_path):
     path = search_result_file(tmp_path / "search.json")
     settings = PrivacySettings(mechanism="lmo", epsilon=2.0, search_result=str(path))
-    mech, source = resolve_mechanism(settings, make_plan(10000, 100))
+    mech, source = resolve_mechanism(settings, make_step_plan(10000, 100))
     assert isinstance(mech, LMO) and mech.a1 == 0.6 and mech.E_lambda == 2.0
     assert source == f"search_result:{path}"
     lap, _ = resolve_mechanism(
-        PrivacySettings(mechanism="laplace", epsilon=2.0, search_result=str(path)), make_plan(100, 1)
+        PrivacySettings(mechanism="laplace", epsilon=2.0, search_result=str(path)), make_step_plan(100, 1)
     )
     assert lap == Laplace(0.9)
     with pytest.raises(InputError, match="no result for target 3"):
-        resolve_mechanism(PrivacySettings(mechanism="lmo", epsilon=3.0, search_result=str(path)), make_plan(100, 1))
+        resolve_mechanism(
+            PrivacySettings(mechanism="lmo", epsilon=3.0, search_result=str(path)), make_step_plan(100, 1)
+        )
     bad = search_result_file(tmp_path / "infeasible.json", feasible=False)
     with pytest.raises(InputError, match="infeasible"):
-        resolve_mechanism(PrivacySettings(mechanism="lmo", epsilon=2.0, search_result=str(bad)), make_plan(100, 1))
+        resolve_mechanism(PrivacySettings(mechanism="lmo", epsilon=2.0, search_result=str(bad)), make_step_plan(100, 1))
 
 
 def test_lmo_calibrate_rescales_to_the_target():
     settings = PrivacySettings(mechanism="lmo", epsilon=1.5, params=LMO_PARAMS, calibrate=True)
-    plan = make_plan(1000, 20, epochs=1)
+    plan = make_step_plan(1000, 20, epochs=1)
     mech, source = resolve_mechanism(settings, plan)
     assert source == "params+calibrated"
     eps = compute_epsilon(mech, sample_rate=plan.sample_rate, steps=plan.steps, delta=1e-5).epsilon
@@ -121,8 +123,8 @@ def test_lmo_calibrate_rescales_to_the_target():
 def test_guard_epsilon_after_every_step_equals_the_core_and_stops_before_exceeding():
     mech = Laplace(0.4)
     settings = PrivacySettings(mechanism="laplace", epsilon=1.0, delta=1e-6, params={"u0": 0.4}, on_budget="stop")
-    plan = make_plan(1000, 50, epochs=10)  # 200 steps: far over budget
-    pp = plan_privacy(settings, plan)
+    plan = make_step_plan(1000, 50, epochs=10)  # 200 steps: far over budget
+    pp = plan_noise(settings, plan)
     assert pp.planned.epsilon > 1.0
     guard = BudgetGuard(pp)
     taken = 0

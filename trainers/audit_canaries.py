@@ -7,7 +7,7 @@ Enabled by ``audit: {canaries: M, confidence: c}`` in a trial (or sweep) config;
 **Protocol** (white-box, one run; Steinke, Nasr and Jagielski 2023):
 
 * ``M`` canaries over the flattened vector of the ``D`` trainable parameters (optimizer order),
-  drawn by :func:`trainers.audit.draw_canaries` -- the mechanism-level audit's construction:
+  drawn by :func:`trainers.audit_simulation.draw_canaries` -- the mechanism-level audit's construction:
   each included independently with probability 1/2; Gaussian (L2 clipping): random unit
   directions ``d_i`` (orthonormal when cheap); Laplace/LMO (L1 clipping): distinct signed
   one-hots.
@@ -25,7 +25,7 @@ Enabled by ``audit: {canaries: M, confidence: c}`` in a trial (or sweep) config;
   weaken the audit, so the released gradients are scored directly. Reading them changes
   nothing in the mechanism: the hook and the observer only add canary rows before the noise
   and read ``p.grad`` after the step.
-* The scores and the inclusion bits go to :func:`noise_search.auditing.audit_scores` at the
+* The scores and the inclusion bits go to :func:`noise_search.audit_bound.audit_scores` at the
   configured confidence and the trial's ``delta`` (fixed guess schedule, Bonferroni).
 
 **Why the bound is valid against the accountant's epsilon.** The accountant bounds the
@@ -57,7 +57,7 @@ the audit and reports its metrics.
 
 **Cost**: per step about ``q M`` dense rows of ``D`` floats pass through the optimizer's
 clipping; Gaussian canaries store ``M`` directions (``4 M D`` bytes). Both are bounded by
-:data:`~trainers.audit.MAX_DENSE_ELEMENTS` (error naming ``audit.canaries`` before training).
+:data:`~trainers.audit_simulation.MAX_DENSE_ELEMENTS` (error naming ``audit.canaries`` before training).
 """
 
 from __future__ import annotations
@@ -68,10 +68,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from noise_search.auditing import OneRunAudit, audit_scores
+from noise_search.audit_bound import OneRunAudit, audit_scores
 from noise_search.errors import InputError, ParameterError
 from noise_search.mechanisms import Mechanism
-from trainers.audit import MAX_DENSE_ELEMENTS, Canaries, draw_canaries
+from trainers.audit_simulation import MAX_DENSE_ELEMENTS, Canaries, draw_canaries
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from noise_search.auditing import (
+from noise_search.audit_bound import (
     MIN_GUESSES,
     audit_scores,
     count_correct,

@@ -27,15 +27,16 @@ import trainers.optimizer as optimizer_module
 from noise_search.accountants import compute_epsilon
 from noise_search.errors import InputError, ParameterError
 from noise_search.mechanisms import Gaussian, Laplace
-from noise_search.torch_noise import sample_noise as real_sample_noise
 from orchestrator.cli import main
 from orchestrator.sweep_config import SweepConfig
-from trainers.audit import draw_canaries
+from trainers.audit_canaries import TrialAudit
+from trainers.audit_simulation import draw_canaries
 from trainers.config import TrialConfig
 from trainers.data import load_dataset
-from trainers.engine import SEED_AUDIT, derive_seed, train
+from trainers.engine import train
+from trainers.noise import sample_noise as real_sample_noise
 from trainers.optimizer import CLIP_MARGIN, MechanismDPOptimizer
-from trainers.trial_audit import TrialAudit
+from trainers.seeds import SEED_AUDIT, derive_seed
 
 #: the real runs (slow tests): q = 16 / 32, T = 10, M = 300
 REAL = {

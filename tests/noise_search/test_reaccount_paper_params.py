@@ -1,4 +1,4 @@
-"""docs/paper-audit.md is produced by scripts/paper_audit.py and must match a fresh run."""
+"""docs/paper-audit.md is produced by scripts/reaccount_paper_params.py and must match a fresh run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("paper_audit", ROOT / "scripts" / "paper_audit.py")
+    spec = importlib.util.spec_from_file_location(
+        "reaccount_paper_params", ROOT / "scripts" / "reaccount_paper_params.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,8 +1,8 @@
 """Torch samplers for the noise mechanisms, driven by an explicit ``torch.Generator``.
 
 This is the one place lmo-dp draws training noise; the trainer and the privacy audit both
-call :func:`sample_noise`. ``import noise_search`` does not import this module (and so not
-torch); the mechanisms' ``sample_torch`` methods import it on first use.
+call :func:`sample_noise`. It lives in ``trainers`` because it needs torch; the mechanisms'
+parameters and their numpy samplers are in :mod:`noise_search.mechanisms`.
 
 Exact constructions from uniforms, all magnitudes computed in float64 (so an exponential's
 tail is cut only at ``-log(2**-53) = 36.7`` scales, with probability ~1e-16) and cast at the

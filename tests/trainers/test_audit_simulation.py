@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import noise_search.torch_noise as torch_noise
+import trainers.noise as torch_noise
 from noise_search.calibration import calibrate
 from noise_search.errors import InputError, ParameterError
 from noise_search.mechanisms import LMO, Gaussian, Laplace
-from noise_search.torch_noise import sample_noise
-from trainers.audit import draw_canaries, run_audit, simulate_release
+from trainers.audit_simulation import draw_canaries, run_audit, simulate_release
+from trainers.noise import sample_noise
 
 # Small settings where the detectors still fire with a wide margin (about 1 s per audit).
 Q, T, DELTA = 0.1, 100, 1e-5
@@ -84,7 +84,7 @@ def test_shared_lmo_variant_stays_below_the_accountant(lmo_eps2: LMO) -> None:
 
 def test_default_noise_is_the_projects_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
     # breaking sample_noise itself (not passing noise_fn) must make the audit fire: the
-    # simulator draws through noise_search.torch_noise.sample_noise, the code training uses
+    # simulator draws through trainers.noise.sample_noise, the code training uses
     monkeypatch.setattr(torch_noise, "sample_noise", deliberately_broken_gaussian_10x_less_noise)
     rep = run_audit(Gaussian(2.5), seed=0, **SMALL)
     assert rep.epsilon_lower_bound > rep.epsilon

@@ -13,7 +13,7 @@ What is simulated (one Poisson-sampled DP-SGD run reduced to what the canaries s
 * For ``T`` steps, every included canary joins the step's sum with probability ``q`` (Poisson
   sampling), and the step releases ``R_t = sum_{i sampled} C d_i + Z_t`` where ``Z_t`` is the
   full ``N``-dimensional noise of the configured mechanism, drawn by
-  :func:`noise_search.torch_noise.sample_noise` -- the sampler training uses -- or by an
+  :func:`trainers.noise.sample_noise` -- the sampler training uses -- or by an
   injected ``noise_fn`` with the same signature (tests use deliberately broken ones).
   The other examples of a real run add a known sum, which an auditor can subtract: they are
   left out.
@@ -21,7 +21,7 @@ What is simulated (one Poisson-sampled DP-SGD run reduced to what the canaries s
   the steps: ``score_i = sum_t <R_t, d_i> = <sum_t R_t, d_i>``. The simulator therefore keeps
   only the running sum of the releases (noise drawn in chunks of whole steps, memory
   ``O(N)`` plus the canary directions) and the per-canary sample counts.
-* The scores and inclusion bits go to :func:`noise_search.auditing.audit_scores` (one-run
+* The scores and inclusion bits go to :func:`noise_search.audit_bound.audit_scores` (one-run
   bound of Steinke, Nasr & Jagielski 2023, fixed guess schedule with Bonferroni correction).
 
 All randomness (inclusion, directions, sampling, noise) comes from one ``torch.Generator``
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 
 from noise_search.accountants import compute_epsilon
-from noise_search.auditing import OneRunAudit, audit_scores, check_audit_inputs
+from noise_search.audit_bound import OneRunAudit, audit_scores, check_audit_inputs
 from noise_search.errors import InputError, check_int
 from noise_search.mechanisms import LMO, Mechanism
 
@@ -150,7 +150,7 @@ def simulate_release(
     canary ``i`` (0 for canaries left out of the input).
     """
     if noise_fn is None:
-        from noise_search.torch_noise import sample_noise as noise_fn
+        from trainers.noise import sample_noise as noise_fn
     n = canaries.dim
     per_call = _steps_per_call(mech, n)
     noise_sum = torch.zeros(n, dtype=torch.float64)

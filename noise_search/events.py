@@ -1,0 +1,126 @@
+"""Privacy events: what a run releases, as plain data.
+
+lmo-dp describes releases with dp-accounting's event classes (``GaussianDpEvent``,
+``LaplaceDpEvent``, ``PoissonSampledDpEvent``, ``SelfComposedDpEvent``, ``ComposedDpEvent``)
+plus one of its own, :class:`LmoDpEvent` (Laplace noise whose inverse scale ``u`` is random).
+Every event is for sensitivity 1 in the mechanism's own norm; the noise is scaled by the
+clipping bound ``C``, so the bound holds for any ``C``. Accountants
+(:mod:`noise_search.accountants`) interpret events; nothing here computes an epsilon.
+
+One DP-SGD step of a mechanism at Poisson rate ``q`` is
+``PoissonSampledDpEvent(q, mechanism_event(m))``; ``T`` such steps are
+``SelfComposedDpEvent(step, T)`` (:func:`dp_sgd_event`). A run can compose mixed steps (a
+changed sample rate, other mechanisms) with ``ComposedDpEvent``.
+
+:func:`leaves` flattens any supported event into ``{(mechanism, q): count}``, the form the
+accountants compute with.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import attr
+import dp_accounting
+from dp_accounting import (
+    ComposedDpEvent,
+    DpEvent,
+    GaussianDpEvent,
+    LaplaceDpEvent,
+    NoOpDpEvent,
+    PoissonSampledDpEvent,
+    SelfComposedDpEvent,
+)
+
+from noise_search.errors import UnsupportedError, check_int, check_range
+from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
+
+__all__ = [
+    "ComposedDpEvent",
+    "DpEvent",
+    "GaussianDpEvent",
+    "InverseScaleLaplaceDpEvent",
+    "LaplaceDpEvent",
+    "LmoDpEvent",
+    "PoissonSampledDpEvent",
+    "SelfComposedDpEvent",
+    "dp_sgd_event",
+    "leaves",
+    "mechanism_event",
+]
+
+
+@attr.define(frozen=True)
+class LmoDpEvent(dp_accounting.DpEvent):
+    """One release of LMO noise (:class:`~noise_search.mechanisms.LMO`) on a query of L1
+    sensitivity 1: per coordinate ``Laplace(0, 1/u)`` with ``u`` drawn from the mixture."""
+
+    lmo: LMO
+
+
+@attr.define(frozen=True)
+class InverseScaleLaplaceDpEvent(dp_accounting.LaplaceDpEvent):
+    """dp-accounting's Laplace event (``noise_multiplier`` = the scale ``1/u0``) that also keeps
+    the inverse scale ``u0`` itself, so accounting the event accounts exactly the mechanism
+    sampled (``1/(1/u0)`` can differ from ``u0`` in the last bit)."""
+
+    u0: float | None = None
+
+
+def mechanism_event(mechanism: Mechanism) -> DpEvent:
+    """The event of one unsampled release of ``mechanism`` (sensitivity 1)."""
+    if isinstance(mechanism, Gaussian):
+        return GaussianDpEvent(mechanism.sigma)
+    if isinstance(mechanism, Laplace):
+        return InverseScaleLaplaceDpEvent(1.0 / mechanism.u0, u0=mechanism.u0)  # dp-accounting takes the scale
+    if isinstance(mechanism, LMO):
+        return LmoDpEvent(mechanism)
+    raise UnsupportedError(f"mechanism: no privacy event for {mechanism!r}")
+
+
+def dp_sgd_event(mechanism: Mechanism, sample_rate: float, steps: int) -> DpEvent:
+    """``steps`` Poisson-sampled releases of ``mechanism`` at rate ``sample_rate`` in (0, 1]."""
+    q = check_range("sample_rate", sample_rate, gt=0.0, le=1.0)
+    t = check_int("steps", steps, ge=1)
+    step = mechanism_event(mechanism)
+    if q < 1.0:
+        step = PoissonSampledDpEvent(q, step)
+    return step if t == 1 else SelfComposedDpEvent(step, t)
+
+
+Leaf = tuple[Mechanism, float]
+
+
+def leaves(event: DpEvent) -> Counter[Leaf]:
+    """``{(mechanism, sample rate): count}`` of ``event``; raises :class:`UnsupportedError` for
+    events lmo-dp cannot account (e.g. Poisson sampling of a composition)."""
+    out: Counter[Leaf] = Counter()
+    _walk(event, 1, out)
+    return out
+
+
+def _walk(event: DpEvent, count: int, out: Counter[Leaf]) -> None:
+    if isinstance(event, NoOpDpEvent):
+        return
+    if isinstance(event, SelfComposedDpEvent):
+        _walk(event.event, count * int(event.count), out)
+    elif isinstance(event, ComposedDpEvent):
+        for e in event.events:
+            _walk(e, count, out)
+    elif isinstance(event, PoissonSampledDpEvent):
+        inner = _release(event.event)
+        out[(inner, float(event.sampling_probability))] += count
+    else:
+        out[(_release(event), 1.0)] += count
+
+
+def _release(event: DpEvent) -> Mechanism:
+    """The mechanism of a single-release event."""
+    if isinstance(event, GaussianDpEvent):
+        return Gaussian(event.noise_multiplier)
+    if isinstance(event, LaplaceDpEvent):
+        u0 = getattr(event, "u0", None)
+        return Laplace(u0 if u0 is not None else 1.0 / event.noise_multiplier)
+    if isinstance(event, LmoDpEvent):
+        return event.lmo
+    raise UnsupportedError(f"accountant: cannot account the event {event!r}")

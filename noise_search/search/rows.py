@@ -1,0 +1,89 @@
+"""A target's :class:`~noise_search.search_result.SearchRow`: the pick, the baselines, the notes.
+
+Every row says which calibrated baselines are at least as good as the best LMO (under the
+joint-convexity bound a plain Laplace with ``u0 = E[u]`` never loses to the mixture), and an
+infeasible row says how close the space came.
+"""
+
+from __future__ import annotations
+
+import math
+
+from noise_search.evaluator import MAXIMISED
+from noise_search.search.baselines import Baselines
+from noise_search.search.grid import GridOutcome, LmoPick
+from noise_search.search.problem import SearchProblem
+from noise_search.search_result import SearchRow
+
+#: Objectives within this relative distance count as a tie in the dominance note.
+TIE_REL_TOL = 1e-6
+
+
+def at_least_as_good(problem: SearchProblem, a: float, b: float, rel_tol: float = 0.0) -> bool:
+    """Whether objective ``a`` is at least as good as ``b`` (or within ``rel_tol`` of it)."""
+    slack = rel_tol * abs(b)
+    return a >= b - slack if problem.objective in MAXIMISED else a <= b + slack
+
+
+def honesty_note(
+    problem: SearchProblem, target: float, objective: float | None, baselines: Baselines
+) -> tuple[tuple[str, ...], str | None]:
+    """Which baselines are at least as good as the best LMO (objective ``objective``; None when
+    infeasible), and a sentence saying so."""
+    if objective is None:
+        return (), None
+    entries = {"laplace": baselines.laplace, "gaussian": baselines.gaussian}
+    dominated = tuple(
+        fam
+        for fam, entry in entries.items()
+        if entry.objective is not None and at_least_as_good(problem, entry.objective, objective, TIE_REL_TOL)
+    )
+    if not dominated:
+        return (), None
+    parts = []
+    if "laplace" in dominated:
+        lap = baselines.laplace
+        parts.append(f"the calibrated Laplace (u0 = {lap.value:.4g}, {problem.objective} {lap.objective:.4g})")
+    if "gaussian" in dominated:
+        g = baselines.gaussian
+        parts.append(
+            f"the calibrated Gaussian (sigma = {g.value:.4g}, {problem.objective} "
+            f"{g.objective:.4g}; L2 sensitivity, not L1)"
+        )
+    note = (
+        f"The best LMO ({problem.objective} {objective:.4g}) is dominated by {' and '.join(parts)} at epsilon "
+        f"{target:g}. This is expected: under the joint-convexity RDP bound a plain Laplace "
+        "with u0 = E[u] is never worse than the mixture (PRIVACY_MATH.md section 6); only a tighter "
+        "accountant for the mixture could change that."
+    )
+    return dominated, note
+
+
+def infeasible_note(problem: SearchProblem, grid: GridOutcome, target: float) -> str:
+    where = problem.space.describe()["space"]
+    smallest = (
+        f"{grid.min_epsilon:.4g}" if math.isfinite(grid.min_epsilon) else "inf (no candidate has a finite epsilon)"
+    )
+    return (
+        f"infeasible: no candidate of the {where} space has epsilon <= {target:g} at q = {problem.sample_rate:g}, "
+        f"T = {problem.steps}, delta = {problem.delta:g} (smallest epsilon in the space: {smallest})"
+    )
+
+
+def build_row(
+    problem: SearchProblem, target: float, pick: LmoPick | None, baselines: Baselines, grid: GridOutcome
+) -> SearchRow:
+    dominated, note = honesty_note(problem, target, None if pick is None else pick.objective, baselines)
+    return SearchRow(
+        epsilon_target=target,
+        lmo=None if pick is None else pick.mechanism,
+        epsilon=None if pick is None else pick.spent.epsilon,
+        order=None if pick is None else pick.spent.order,
+        objective=None if pick is None else pick.objective,
+        source=None if pick is None else pick.source,
+        laplace=baselines.laplace,
+        gaussian=baselines.gaussian,
+        gaussian_rdp=baselines.gaussian_rdp,
+        dominated_by=dominated,
+        note=note if pick is not None else infeasible_note(problem, grid, target),
+    )

@@ -1,0 +1,85 @@
+"""The whole search: :func:`run_search` answers a :class:`~noise_search.search.problem.SearchProblem`.
+
+Three stages, each a list of independent tasks given to an executor (in-process, or Ray tasks
+in the orchestrator; both run the same functions on the same inputs, so the results are
+identical): the grid in blocks (:mod:`~noise_search.search.grid`), the baselines per target
+(:mod:`~noise_search.search.baselines`) and, for strategy ``optimize``, differential evolution
+per target (:mod:`~noise_search.search.optimize`). Every reported LMO is re-checked by the RDP
+accountant and only kept if it meets its target; an optimised point is only kept if it is at
+least as good as the grid's. A target no candidate meets is reported as infeasible, not raised.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from noise_search.mechanisms import LMO
+from noise_search.search.baselines import calibrate_baselines
+from noise_search.search.executors import Executor, LocalExecutor
+from noise_search.search.grid import GridOutcome, accept_lmo, grid_pick, reduce_blocks, search_block
+from noise_search.search.optimize import optimize_target, optimizer_starts
+from noise_search.search.problem import SearchProblem
+from noise_search.search.rows import at_least_as_good, build_row
+from noise_search.search_result import SearchResult, SearchRow
+
+
+@dataclass
+class SearchOutcome:
+    """A finished search: its rows and the grid data behind the frontier outputs."""
+
+    problem: SearchProblem
+    rows: list[SearchRow]
+    evaluated: int
+    seconds: float
+    grid: GridOutcome
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result file / ``--json`` object (schema: :mod:`noise_search.search_result`)."""
+        return {
+            "settings": self.problem.settings(),
+            "results": [r.to_dict() for r in self.rows],
+            "evaluated": self.evaluated,
+            "seconds": self.seconds,
+            **self.extra,
+        }
+
+    def result(self) -> SearchResult:
+        return SearchResult(self.problem.settings(), tuple(self.rows), "search")
+
+
+def run_search(
+    problem: SearchProblem,
+    executor: Executor | None = None,
+    *,
+    on_block_done: Callable[[int], None] | None = None,
+) -> SearchOutcome:
+    """Answer ``problem``; ``executor`` decides where tasks run (default: this process)."""
+    ex = executor or LocalExecutor()
+    t0 = time.perf_counter()
+    base_handles = [ex.submit(calibrate_baselines, problem, t) for t in problem.targets]
+    block_handles = [ex.submit(search_block, problem, b) for b in range(problem.n_blocks)]
+    grid = reduce_blocks(ex.gather(block_handles, on_done=on_block_done))
+    picks = [grid_pick(problem, grid, t) for t in problem.targets]
+    evaluated = grid.evaluated
+    if problem.strategy == "optimize":
+        opt_handles = [
+            ex.submit(optimize_target, problem, t, optimizer_starts(problem, grid, t), i)
+            for i, t in enumerate(problem.targets)
+        ]
+        for i, (t, opt) in enumerate(zip(problem.targets, ex.gather(opt_handles), strict=True)):
+            evaluated += opt.evaluations
+            if opt.params is None:
+                continue
+            cand = accept_lmo(problem, LMO.from_dict(opt.params), t, "optimize", None)
+            current = picks[i]
+            if cand is not None and (current is None or at_least_as_good(problem, cand.objective, current.objective)):
+                picks[i] = cand
+    baselines = ex.gather(base_handles)
+    rows = [
+        build_row(problem, t, pick, base, grid) for t, pick, base in zip(problem.targets, picks, baselines, strict=True)
+    ]
+    return SearchOutcome(problem, rows, evaluated, time.perf_counter() - t0, grid)
