@@ -255,10 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     result, s_local = sst2_search(0, reps)
     _, s_cold = sst2_search(args.workers, max(1, reps - 1))  # each run starts and stops its own Ray
 
-    from orchestrator.search_runner import connect_ray
+    from orchestrator.ray_session import connect
 
     t0 = time.perf_counter()
-    conn = connect_ray(None, args.workers)
+    conn = connect(None, num_cpus=args.workers)
     t_ray_start = time.perf_counter() - t0
     try:
         _, s_warm = sst2_search(args.workers, 1)  # first search on this Ray: its workers have empty caches

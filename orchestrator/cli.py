@@ -16,12 +16,12 @@ import argparse
 import importlib
 import json
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from noise_search.errors import InputError, LmoDpError, one_line
+from orchestrator.serialize import jsonable
 
 #: Sub-command modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -68,19 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
-
-
-def jsonable(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become null (JSON has no inf/nan), numpy scalars plain numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return jsonable(value.item())
-    return value
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any], render) -> None:

@@ -1,32 +1,38 @@
 """Offline validation of a Ray cluster launcher config (``cluster.yaml``).
 
-``ray up`` prepares a config in two stages (``ray.autoscaler._private.commands._bootstrap_config``):
+``ray up`` prepares a config in two stages:
 
-1. offline: ``prepare_config`` merges the provider's ``defaults.yaml``, merges ``setup_commands``
-   into the head/worker lists and fills per-node-type ``min_workers``/``max_workers``; then
-   ``validate_config`` checks the result against ``ray/autoscaler/ray-schema.json`` plus a few
-   cross-field rules (head type among the node types, sum of ``min_workers`` <= ``max_workers``);
+1. offline: the provider's ``defaults.yaml`` is merged under the config, the common
+   ``setup_commands`` go in front of the head and worker lists, and every node type gets
+   ``min_workers`` (default 0) and ``max_workers`` (default: the global one; 0 for the head);
+   the result is checked against ``ray/autoscaler/ray-schema.json`` plus two cross-field rules
+   (the head type is one of the node types; the ``min_workers`` add up to at most the global
+   ``max_workers``);
 2. online: the AWS provider fills missing node ``resources`` from EC2 ``DescribeInstanceTypes`` and
-   ``bootstrap_config`` creates IAM roles, key pairs, subnets and security groups.
+   creates IAM roles, key pairs, subnets and security groups.
 
-:func:`validate_cluster_config` runs stage 1 only, with Ray's own functions, so it never contacts
-AWS and needs no credentials. Stage 2 is why ``cluster.yaml`` states ``resources`` for every node
-type: the schema requires them and only the online step would fill them in.
+:func:`validate_cluster_config` does stage 1 only, with the defaults and schema files Ray ships
+(package data, read through :mod:`importlib.resources`; no private Ray module), so it never
+contacts AWS and needs no credentials. Stage 2 is why ``cluster.yaml`` states ``resources`` for
+every node type: the schema requires them and only the online step would fill them in. Only
+configs in the multi-node-type form (``available_node_types``) are supported.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
+import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from noise_search.errors import InputError, one_line
 from trainers.config import load_yaml_file
 
-#: Keys ``prepare_config`` itself reads before the schema is checked.
+#: Keys preparation itself reads before the schema is checked.
 _NEEDED_FOR_PREPARATION = ("provider",)
 
 
@@ -57,8 +63,27 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return config
 
 
+def known_providers() -> list[str]:
+    """Provider types with a ``defaults.yaml`` in the installed Ray, plus ``external``."""
+    root = resources.files("ray.autoscaler")
+    names = [d.name for d in root.iterdir() if d.is_dir() and d.joinpath("defaults.yaml").is_file()]
+    return sorted([*names, "external"])
+
+
+def provider_defaults(provider: dict[str, Any]) -> dict[str, Any]:
+    """The provider's ``defaults.yaml`` (an ``external`` provider has none)."""
+    if provider["type"] == "external":
+        return {}
+    text = resources.files("ray.autoscaler").joinpath(provider["type"], "defaults.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def _schema() -> dict[str, Any]:
+    return json.loads(resources.files("ray.autoscaler").joinpath("ray-schema.json").read_text())
+
+
 def _check_preparable(config: dict[str, Any]) -> None:
-    """Reject what would crash ``prepare_config`` before the schema can name it."""
+    """Reject what would crash preparation before the schema can name it."""
     for key in _NEEDED_FOR_PREPARATION:
         if key not in config:
             raise InputError(f"{key}: required field missing from the cluster config")
@@ -67,14 +92,12 @@ def _check_preparable(config: dict[str, Any]) -> None:
         raise InputError(f"provider: must be a mapping, got {type(provider).__name__}")
     if "type" not in provider:
         raise InputError("provider.type: required field missing (e.g. aws)")
-    from ray.autoscaler._private.providers import _DEFAULT_CONFIGS
-
-    known = sorted([*_DEFAULT_CONFIGS, "external"])
+    known = known_providers()
     if provider["type"] not in known:
         raise InputError(f"provider.type: unknown provider {provider['type']!r}; Ray knows {', '.join(known)}")
-    if "max_workers" not in config or "available_node_types" not in config:
-        return  # the defaults supply both
-    node_types = config["available_node_types"]
+    if "available_node_types" not in config and ("head_node" in config or "worker_nodes" in config):
+        raise InputError("available_node_types: required (the legacy head_node / worker_nodes form is not supported)")
+    node_types = config.get("available_node_types", {})
     if not isinstance(node_types, dict):
         raise InputError(f"available_node_types: must be a mapping, got {type(node_types).__name__}")
     for name, node in node_types.items():
@@ -82,32 +105,50 @@ def _check_preparable(config: dict[str, Any]) -> None:
             raise InputError(f"available_node_types.{name}: must be a mapping, got {type(node).__name__}")
 
 
-def _raise_schema_error(raw: dict[str, Any]) -> None:
-    """Raise the first schema error of ``raw`` merged with its provider's defaults, if any."""
-    import json
-
-    import jsonschema
-    import ray.autoscaler
-    from ray.autoscaler._private.providers import _get_default_config
-
-    merged = _get_default_config(raw["provider"])
+def _merged(raw: dict[str, Any]) -> dict[str, Any]:
+    """The provider defaults with the config on top (top-level keys replace), and an ``auth``."""
+    merged = copy.deepcopy(provider_defaults(raw["provider"]))
     merged.update(copy.deepcopy(raw))
-    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(merged))
+    merged.setdefault("auth", {})
+    merged.pop("min_workers", None)
+    return merged
+
+
+def prepare_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """Stage 1 of ``ray up``'s preparation (see the module docstring) on a copy of ``raw``."""
+    config = _merged(raw)
+    for key in ("head_setup_commands", "worker_setup_commands"):
+        config[key] = list(config.get("setup_commands", [])) + list(config.get(key, []))
+    head = config.get("head_node_type")
+    for name, node in config.get("available_node_types", {}).items():
+        node.setdefault("min_workers", 0)
+        node.setdefault("max_workers", 0 if name == head else config["max_workers"])
+    return config
+
+
+def _raise_schema_error(config: dict[str, Any]) -> None:
+    """Raise the first schema error of ``config``, if any, naming its field."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(_schema()).iter_errors(config))
     if error is not None:
         raise InputError(f"{_schema_error_field(error)}: {one_line(error.message)}")
 
 
-@contextlib.contextmanager
-def _quiet_ray_autoscaler_logs():
-    """``prepare_config`` logs INFO lines ("setting max workers ...") through Ray's own handler."""
-    logger = logging.getLogger("ray.autoscaler")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def _check_node_types(config: dict[str, Any]) -> None:
+    node_types = config.get("available_node_types")
+    if node_types is None:
+        return
+    if "head_node_type" not in config:
+        raise InputError("head_node_type: required when available_node_types is set")
+    if config["head_node_type"] not in node_types:
+        raise InputError(f"head_node_type: {config['head_node_type']!r} is not one of available_node_types")
+    total_min = sum(node.get("min_workers", 0) for node in node_types.values())
+    if total_min > config["max_workers"]:
+        raise InputError(
+            f"max_workers: the global max_workers ({config['max_workers']}) is smaller than the sum of the "
+            f"node types' min_workers ({total_min})"
+        )
 
 
 def validate_cluster_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -116,26 +157,16 @@ def validate_cluster_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises :class:`~noise_search.errors.InputError` with a one-line message that starts with the
     offending field (dotted path, e.g. ``available_node_types.gpu.worker.max_workers``).
     """
-    import jsonschema
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
     raw = _load_yaml(Path(path))
     _check_preparable(raw)
     try:
-        with _quiet_ray_autoscaler_logs():
-            prepared = prepare_config(copy.deepcopy(raw))
-    except (KeyError, TypeError, AttributeError, AssertionError, ValueError) as exc:
-        # A wrongly typed field can crash preparation (e.g. a string for setup_commands): find it
+        prepared = prepare_config(raw)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        # A wrongly typed field can break preparation (e.g. a string for setup_commands): find it
         # with the schema on the config merged with the provider defaults, as preparation would.
-        _raise_schema_error(raw)
+        _raise_schema_error(_merged(raw))
         detail = f"missing {exc}" if isinstance(exc, KeyError) else one_line(exc)
-        raise InputError(f"cluster config: Ray could not prepare {path}: {detail}") from exc
-    try:
-        validate_config(prepared)
-    except jsonschema.ValidationError as exc:
-        raise InputError(f"{_schema_error_field(exc)}: {one_line(exc.message)}") from exc
-    except ValueError as exc:
-        message = one_line(exc)
-        field = "max_workers" if "max_workers" in message else "head_node_type"
-        raise InputError(f"{field}: {message}") from exc
+        raise InputError(f"cluster config: cannot prepare {path}: {detail}") from exc
+    _raise_schema_error(prepared)
+    _check_node_types(prepared)
     return prepared

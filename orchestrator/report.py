@@ -23,32 +23,23 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from noise_search.errors import InputError
+from orchestrator.report_plots import plot_noise, plot_privacy, plot_utility
 from orchestrator.selection import Selected, headline_metric, select
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, Tracker
-
-FAMILY_COLORS = {"gaussian": "tab:blue", "laplace": "tab:orange", "lmo": "tab:green"}
 
 
 def find_parent_run(tracker: Tracker, experiment: str, parent_run_id: str | None = None) -> Any:
     """The sweep's parent run: ``parent_run_id``, else the newest sweep run of ``experiment``."""
-    exp = tracker.client.get_experiment_by_name(experiment)
-    if exp is None:
+    if not tracker.has_experiment(experiment):
         raise InputError(f"--experiment: no MLflow experiment named {experiment!r} at {tracker.uri}")
     if parent_run_id:
-        return tracker.client.get_run(parent_run_id)
-    runs = tracker.client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+        return tracker.get_run(parent_run_id)
+    runs = tracker.find_runs(experiment, {KIND_TAG: "sweep"}, max_results=1)
     if not runs:
         raise InputError(f"--experiment: {experiment!r} has no sweep runs (run lmo-dp sweep first)")
     return runs[0]
@@ -56,9 +47,8 @@ def find_parent_run(tracker: Tracker, experiment: str, parent_run_id: str | None
 
 def trial_rows(tracker: Tracker, parent: Any) -> list[dict[str, Any]]:
     """One flat row per child run of ``parent``."""
-    runs = tracker.client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=5000
-    )
+    experiment = tracker.experiment_name(parent.info.experiment_id)
+    runs = tracker.find_runs(experiment, {PARENT_TAG: parent.info.run_id})
     rows = []
     for run in runs:
         p, m, tags = run.data.params, run.data.metrics, run.data.tags
@@ -131,163 +121,14 @@ def _str(x: Any) -> str | None:
     return None if x is None or x in _NULLS else str(x)
 
 
-def headline(rows: list[dict[str, Any]]) -> tuple[str, bool]:
-    """(metric name, higher is better)."""
-    return headline_metric(rows)
-
-
-def utility_points(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float, float, float, int]]]:
-    """Per private mechanism: ``(epsilon, mean, min, max, n_seeds)`` of the headline test metric
-    for the configuration selected on the validation split."""
-    out: dict[str, list[tuple[float, float, float, float, int]]] = defaultdict(list)
-    for sel in select(rows):
-        if sel.epsilon_target is not None:
-            out[sel.mechanism].append((sel.epsilon_target, sel.test_mean, sel.test_min, sel.test_max, sel.seeds))
-    return {k: sorted(v) for k, v in out.items()}
-
-
-def _dodge(eps: float, index: int, count: int, spread: float = 0.035) -> float:
-    """``eps`` moved by a small factor so markers of ``count`` mechanisms do not overlap (log x)."""
-    return eps * math.exp((index - (count - 1) / 2) * spread)
-
-
-def _epsilon_axis(ax, epsilons: list[float]) -> None:
-    """Log-scaled target-epsilon axis with the grid's own values as plain tick labels."""
-    from matplotlib.ticker import FixedLocator, NullLocator
-
-    ax.set_xscale("log")
-    ticks = sorted({float(e) for e in epsilons if e})
-    if ticks:
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([f"{t:g}" for t in ticks])
-    ax.set_xlabel("target epsilon")
-
-
-def _plain_log_y(ax) -> None:
-    """Log-scaled y axis labelled with plain numbers (0.6, 2, 8) instead of 6x10^-1."""
-    from matplotlib.ticker import FuncFormatter
-
-    ax.set_yscale("log")
-    fmt = FuncFormatter(lambda v, _pos: f"{v:g}")
-    ax.yaxis.set_major_formatter(fmt)
-    ax.yaxis.set_minor_formatter(fmt)
-
-
-def _plot_utility(rows: list[dict[str, Any]], path: Path, majority: float | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric, _ = headline(rows)
-    selected = select(rows)
-    fig, ax = plt.subplots(figsize=(6.8, 4.4))
-    points = utility_points(rows)
-    mechs = sorted(points)
-    for i, mech in enumerate(mechs):
-        pts = points[mech]
-        xs = [_dodge(p[0], i, len(mechs)) for p in pts]
-        means = [p[1] for p in pts]
-        err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
-        ax.errorbar(xs, means, yerr=err, fmt="o-", capsize=3, color=FAMILY_COLORS.get(mech), label=mech, ms=5)
-    eps_all = sorted({r["epsilon_target"] for r in rows if r["epsilon_target"]})
-    reference = next((s for s in selected if s.mechanism == "none"), None)
-    if reference is not None:
-        ax.axhline(reference.test_mean, color="black", lw=1.2, label=f"non-private ({reference.test_mean:.3f})")
-        if eps_all:
-            ax.axhspan(reference.test_min, reference.test_max, color="black", alpha=0.08)
-    if majority is not None and metric == "accuracy":
-        ax.axhline(majority, color="gray", ls=":", lw=1.2, label=f"majority class ({majority:.3f})")
-    _epsilon_axis(ax, eps_all)
-    ax.set_ylabel(f"test {metric} (mean, min-max over seeds)")
-    ax.set_title(f"{metric} vs privacy budget (configuration chosen on validation)", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _plot_privacy(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    targets = [r["epsilon_target"] for r in rows if r["epsilon_target"]]
-    if targets:
-        lo, hi = min(targets), max(targets)
-        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="target")
-    mechs = sorted({r["mechanism"] for r in rows if r["mechanism"] and r["mechanism"] != "none"})
-    for i, mech in enumerate(mechs):
-        pts = [r for r in rows if r["mechanism"] == mech and r["epsilon"] is not None]
-        ax.scatter(
-            [_dodge(r["epsilon_target"], i, len(mechs)) for r in pts],
-            [r["epsilon"] for r in pts],
-            color=FAMILY_COLORS.get(mech),
-            label=f"{mech}: spent (upper bound)",
-        )
-        lbs = [r for r in pts if r["epsilon_lower_bound"] is not None and r["epsilon_lower_bound"] > 0]
-        if lbs:
-            ax.scatter(
-                [_dodge(r["epsilon_target"], i, len(mechs)) for r in lbs],
-                [r["epsilon_lower_bound"] for r in lbs],
-                marker="v",
-                color=FAMILY_COLORS.get(mech),
-                label=f"{mech}: audit lower bound",
-            )
-    _epsilon_axis(ax, targets)
-    _plain_log_y(ax)
-    ax.set_ylabel("epsilon (audit lower bounds of 0 not drawn)")
-    ax.set_title("privacy spent per trial")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def search_result(tracker: Tracker, parent: Any) -> dict[str, Any] | None:
     """The parent run's ``search/search.json`` artifact, if any."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = tracker.client.download_artifacts(parent.info.run_id, "search/search.json", tmp)
+            local = tracker.download_artifact(parent.info.run_id, "search/search.json", tmp)
         except Exception:  # absent artifact: MLflow raises various types
             return None
         return json.loads(Path(local).read_text())
-
-
-def _plot_noise(search: dict[str, Any], path: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    objective = search.get("settings", {}).get("objective", "objective")
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    rows = sorted(search.get("results", []), key=lambda r: r["epsilon_target"])
-    series = {
-        "lmo": [(r["epsilon_target"], r.get("objective")) for r in rows if r.get("feasible", True)],
-        "laplace": [(r["epsilon_target"], (r.get("laplace") or {}).get("objective")) for r in rows],
-        "gaussian": [(r["epsilon_target"], (r.get("gaussian") or {}).get("objective")) for r in rows],
-    }
-    for fam, pts in series.items():
-        pts = [(e, v) for e, v in pts if v is not None and math.isfinite(v)]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=FAMILY_COLORS[fam], label=fam)
-    _epsilon_axis(ax, [r["epsilon_target"] for r in rows])
-    if objective in ("mean-abs", "variance"):
-        _plain_log_y(ax)
-    ax.set_ylabel(f"{objective} per coordinate (C = 1)")
-    ax.set_title("noise at the searched parameters")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return objective
 
 
 def _fmt(x: Any) -> str:
@@ -409,14 +250,14 @@ def write_report(tracker: Tracker, experiment: str, out_dir: str | Path, *, pare
     images: list[tuple[str, str]] = []
     notes: list[str] = []
     if rows:
-        _plot_utility(rows, out / "utility.png", majority)
-        metric, _ = headline(rows)
+        plot_utility(rows, out / "utility.png", majority)
+        metric, _ = headline_metric(rows)
         images.append(("utility.png", f"test {metric} vs target epsilon per mechanism"))
-        _plot_privacy(rows, out / "privacy.png")
+        plot_privacy(rows, out / "privacy.png")
         images.append(("privacy.png", "epsilon spent (and audit lower bound) per trial"))
     search = search_result(tracker, parent)
     if search is not None:
-        objective = _plot_noise(search, out / "noise.png")
+        objective = plot_noise(search, out / "noise.png")
         images.append(
             (
                 "noise.png",

@@ -41,20 +41,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from noise_search.errors import ParameterError
-from trainers.config import (
-    ConfigFile,
-    DataSettings,
-    ModelSettings,
-    TrainingSettings,
-    TrialConfig,
-    _Section,
-    check_sections,
-)
+from trainers.config import ConfigFile, TrialConfig, check_sections
+from trainers.settings import DataSettings, ModelSettings, Section, TrainingSettings
 
 SWEEP_MECHANISMS: tuple[str, ...] = ("gaussian", "laplace", "lmo")
 
 
-class SweepPrivacy(_Section):
+class SweepPrivacy(Section):
     epsilons: tuple[float, ...] = Field(description="target epsilons (> 0), one trial group per value")
     delta: float = Field(1e-5, gt=0, lt=1, description="target delta in (0, 1)")
     mechanisms: tuple[Literal["gaussian", "laplace", "lmo"], ...] = Field(
@@ -95,7 +88,7 @@ class SweepPrivacy(_Section):
         return self
 
 
-class SweepSearch(_Section):
+class SweepSearch(Section):
     objective: Literal["mean-abs", "variance", "usefulness"] = "mean-abs"
     gamma: float | None = Field(None, gt=0, description="usefulness threshold gamma > 0 (objective usefulness)")
     space: Literal["paper", "wide"] = "paper"
@@ -109,7 +102,7 @@ class SweepSearch(_Section):
         return self
 
 
-class Resources(_Section):
+class Resources(Section):
     cpus_per_trial: int = Field(1, ge=1, le=1024, description="CPUs per trial (per worker when workers > 1)")
     gpus_per_trial: float = Field(0.0, ge=0, le=64, description="GPUs per trial (per worker when workers > 1)")
     workers: int = Field(1, ge=1, le=1024, description="Ray Train data-parallel workers per trial (>= 1)")
@@ -127,14 +120,14 @@ def _grid_values(field: str, v: tuple[float, ...] | None) -> tuple[float, ...] |
     return tuple(float(x) for x in v)
 
 
-class MechanismGrid(_Section):
+class MechanismGrid(Section):
     """Hyperparameter values tried for one mechanism (null = the sweep's value or the recipe's)."""
 
     learning_rate: tuple[float, ...] | None = Field(None, description="learning rates, each in (0, 10]")
     clip: tuple[float, ...] | None = Field(None, description="clipping bounds, each in (0, 10]")
 
 
-class SweepAudit(_Section):
+class SweepAudit(Section):
     canaries: int = Field(ge=2, description="gradient canaries per trial (>= 2)")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the lower bound, in (0, 1)")
 

@@ -39,6 +39,28 @@ class TrackingError(LmoDpError):
     """The tracking store could not be reached or written."""
 
 
+def _quote(value: str) -> str:
+    """A value as an MLflow search-filter string literal.
+
+    MLflow strips the quotes of a literal and unescapes nothing, so a value is quoted with the
+    quote character it does not contain; one containing both cannot be searched for.
+    """
+    text = str(value)
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise ValueError(f"tag value {text!r} contains both quote characters; MLflow cannot search for it")
+
+
+def tag_filter(tags: Mapping[str, str]) -> str:
+    """``tags.`k1` = 'v1' and tags.`k2` = 'v2'`` with every value safely quoted ('' for no tags)."""
+    for key in tags:
+        if "`" in key:
+            raise ValueError(f"tag name {key!r} cannot contain a backquote")
+    return " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
+
+
 def local_store_dir(base: str | os.PathLike[str] | None = None) -> Path:
     return Path(base or Path.cwd()).resolve() / DEFAULT_DIR
 
@@ -130,7 +152,7 @@ class Tracker:
         """Open (or re-open ``run_id``) and always close a run: FINISHED, or FAILED/KILLED."""
         rid = run_id or self.start_run(experiment, run_name=run_name, tags=tags, parent_run_id=parent_run_id)
         if run_id:
-            self.client.update_run(run_id, status="RUNNING")
+            self.reopen_run(run_id)
         try:
             yield rid
         except KeyboardInterrupt:
@@ -142,19 +164,67 @@ class Tracker:
         else:
             self.end_run(rid, "FINISHED")
 
-    def find_runs(self, experiment: str, *, tag: str, value: str) -> list[Any]:
-        """Runs of ``experiment`` whose tag ``tag`` equals ``value`` (newest first)."""
+    def find_runs(
+        self,
+        experiment: str,
+        tags: Mapping[str, str] | None = None,
+        *,
+        newest_first: bool = True,
+        max_results: int | None = None,
+        include_deleted: bool = False,
+        page_size: int = 1000,
+    ) -> list[Any]:
+        """Runs of ``experiment`` whose tags equal ``tags`` (all of them), every page of them.
+
+        Values are quoted safely (:func:`tag_filter`): a value cannot change the filter.
+        """
+        from mlflow.entities import ViewType
+
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             return []
-        escaped = value.replace("'", "\\'")
-        return list(
-            self.client.search_runs(
+        view = ViewType.ALL if include_deleted else ViewType.ACTIVE_ONLY
+        out: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
                 [exp.experiment_id],
-                filter_string=f"tags.`{tag}` = '{escaped}'",
-                order_by=["attributes.start_time DESC"],
+                filter_string=tag_filter(tags or {}),
+                run_view_type=view,
+                order_by=["attributes.start_time DESC" if newest_first else "attributes.start_time ASC"],
+                max_results=min(page_size, max_results - len(out)) if max_results else page_size,
+                page_token=token,
             )
-        )
+            out.extend(page)
+            token = page.token
+            if not token or (max_results and len(out) >= max_results):
+                return out
+
+    def get_run(self, run_id: str) -> Any:
+        return self.client.get_run(run_id)
+
+    def experiment_name(self, experiment_id: str) -> str:
+        return self.client.get_experiment(experiment_id).name
+
+    def has_experiment(self, name: str) -> bool:
+        return self.client.get_experiment_by_name(name) is not None
+
+    def reopen_run(self, run_id: str) -> None:
+        """Mark a run RUNNING again (a resumed sweep's parent run)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def discard_run(self, run_id: str) -> None:
+        """Close (KILLED) an unfinished run and delete it (an abandoned attempt)."""
+        if self.client.get_run(run_id).info.status == "RUNNING":
+            self.end_run(run_id, "KILLED")
+        self.client.delete_run(run_id)
+
+    def download_artifact(self, run_id: str, path: str, dst: str | os.PathLike[str]) -> str:
+        return self.client.download_artifacts(run_id, path, str(dst))
+
+    def log_metric_batch(self, run_id: str, metrics: list[Any]) -> None:
+        """Pre-built ``mlflow.entities.Metric`` objects (steps and timestamps their own)."""
+        self.client.log_batch(run_id, metrics=metrics)
 
     # --- logging --------------------------------------------------------------------------
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:

@@ -37,7 +37,7 @@ class StepLogger:
 
     def flush(self) -> None:
         if self.buffer:
-            self.tracker.client.log_batch(self.run_id, metrics=self.buffer)
+            self.tracker.log_metric_batch(self.run_id, self.buffer)
             self.buffer = []
 
 
@@ -78,3 +78,36 @@ def log_result(tracker: Tracker, run_id: str, result: Any, summary: dict[str, An
         tracker.log_dict(run_id, {**result.mechanism.to_dict(), "clip": result.config.privacy.clip}, "noise.json")
     tracker.log_dict(run_id, result.dataset, "dataset.json")
     tracker.log_dict(run_id, summary, "result.json")
+
+
+def train_and_log(
+    tracker: Tracker | None,
+    run_id: str | None,
+    trial_cfg: Any,
+    *,
+    train_fn: Any = None,
+    dataset: Any = None,
+) -> tuple[Any, dict[str, Any]]:
+    """The one train-and-track path of ``lmo-dp train`` and of every sweep trial.
+
+    Trains ``trial_cfg`` (with ``train_fn``, default :func:`trainers.engine.train`), logging
+    per-step metrics to ``run_id`` while it runs and the result (params, final metrics,
+    artifacts) afterwards. Without a tracker (the other ranks of a data-parallel trial) it only
+    trains. Returns ``(result, summary)``; ``summary`` is the ``lmo-dp train --json`` object.
+    """
+    from trainers.engine import train
+
+    train_fn = train_fn or train
+    kwargs = {} if dataset is None else {"dataset": dataset}
+    if tracker is None or run_id is None:
+        result = train_fn(trial_cfg, **kwargs)
+        return result, result.summary()
+    steps = StepLogger(tracker, run_id)
+    try:
+        result = train_fn(trial_cfg, on_step=steps, **kwargs)
+    finally:
+        steps.flush()
+    summary = result.summary()
+    summary["mlflow_run_id"] = run_id
+    log_result(tracker, run_id, result, summary)
+    return result, summary

@@ -25,7 +25,7 @@ from noise_search.errors import InputError, ParameterError
 from noise_search.events import DpEvent, PoissonSampledDpEvent, mechanism_event
 from noise_search.mechanisms import LMO, Mechanism
 from noise_search.search_result import SearchResult
-from trainers.config import PrivacySettings
+from trainers.settings import PrivacySettings
 
 
 class BudgetExceededError(InputError):

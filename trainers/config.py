@@ -45,17 +45,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from noise_search.accountants import accountants_for
 from noise_search.errors import InputError, ParameterError, one_line, read_input_file
-from noise_search.mechanisms import Mechanism, mechanism_from_dict
+from trainers.settings import (
+    CENTER_CORPORA,
+    AuditSettings,
+    DataSettings,
+    FeatureSettings,
+    LoraSettings,
+    ModelSettings,
+    PrivacySettings,
+    Section,
+    TrainingSettings,
+)
 
-MECHANISM_NAMES: tuple[str, ...] = ("gaussian", "laplace", "lmo", "none")
-
+__all__ = [
+    "CENTER_CORPORA",
+    "AuditSettings",
+    "ConfigFile",
+    "DataSettings",
+    "FeatureSettings",
+    "LoraSettings",
+    "ModelSettings",
+    "PrivacySettings",
+    "RecipeUse",
+    "TrainingSettings",
+    "TrialConfig",
+    "check_sections",
+    "load_yaml_file",
+    "validation_to_input_error",
+]
 
 def load_yaml_file(path: str | Path, field: str) -> Any:
     """A user's YAML file parsed, or :class:`InputError` naming ``field`` (unreadable or invalid)."""
@@ -66,251 +89,7 @@ def load_yaml_file(path: str | Path, field: str) -> Any:
         raise InputError(f"{field}: {path} is not valid YAML: {one_line(exc)}") from exc
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LoraSettings(_Section):
-    """LoRA adapters (PEFT)."""
-
-    rank: int = Field(8, ge=1, le=4096, description="adapter rank r >= 1")
-    alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha > 0 (update scaled by alpha / r)")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input, in [0, 1)")
-    target_modules: tuple[str, ...] | None = Field(
-        None, description="module names to adapt; null = the attention query/value projections"
-    )
-
-    @field_validator("target_modules")
-    @classmethod
-    def _non_empty(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if v is not None and not v:
-            raise ParameterError("model.lora.target_modules", "must list at least one module name (or be null)")
-        return v
-
-    def as_kwargs(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "alpha": self.alpha,
-            "dropout": self.dropout,
-            "target_modules": None if self.target_modules is None else list(self.target_modules),
-        }
-
-
-TRAINABLE_SETS: tuple[str, ...] = ("head", "lora", "full")
-#: built-in unlabelled corpora a feature centre may come from (public reference data)
-CENTER_CORPORA: tuple[str, ...] = ("nyt-editorials", "movie-reviews", "imdb")
-
-
-class FeatureSettings(_Section):
-    """How frozen encoder outputs become the features a head (or the top layers) reads.
-
-    The pooled vector of layer ``layer`` is L2-normalised per example (``normalize``), then the
-    mean normalised feature of a *public* reference corpus (``center``) is subtracted and the
-    result normalised again. Per-example normalisation uses no data statistics; the centre comes
-    from the reference corpus only, never from the training data.
-    """
-
-    layer: int = Field(-1, ge=-64, le=64, description="pooled layer: -1 = last, -2 = the one below, 0 = embeddings")
-    pooling: Literal["mean", "cls", "last"] = Field(
-        "mean", description="mean over real tokens | first token | last real token (decoder models)"
-    )
-    normalize: bool = Field(True, description="L2-normalise every pooled vector (per example)")
-    center: str | None = Field(
-        "nyt-editorials",
-        description="public corpus whose mean feature is subtracted (nyt-editorials | movie-reviews | imdb); "
-        "null = none. Never the training data",
-    )
-    cache: bool = Field(True, description="store the frozen activations on disk and reuse them (else in memory)")
-    cache_dir: str | None = Field(
-        None, description="feature cache folder; null = $LMODP_FEATURE_CACHE, else <data cache>/features"
-    )
-
-    @field_validator("center")
-    @classmethod
-    def _center(cls, v: str | None) -> str | None:
-        if v is not None and v not in CENTER_CORPORA:
-            raise ParameterError(
-                "model.features.center", f"must be one of {', '.join(CENTER_CORPORA)} or null, got {v!r}"
-            )
-        return v
-
-
-class ModelSettings(_Section):
-    task: Literal["classification", "causal-lm"] = "classification"
-    path: str | None = Field(None, description="Hugging Face model folder; null = the task's packaged default")
-    trainable: Literal["head", "lora", "full"] = Field(
-        "lora", description="head: classifier on cached frozen features | lora: LoRA adapters | full: every weight"
-    )
-    lora: LoraSettings | None = Field(default_factory=LoraSettings, description="null = full fine-tuning")
-    top_layers: int | None = Field(
-        None, ge=1, le=1024, description="lora/full: adapt only the top k layers (>= 1); the frozen rest is cached"
-    )
-    features: FeatureSettings = Field(default_factory=FeatureSettings, description="head and top_layers only")
-    max_length: int = Field(64, ge=4, le=8192, description="tokens per example (truncated), in [4, 8192]")
-    dtype: Literal["float32", "bfloat16"] = "float32"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_full(cls, data: Any) -> Any:
-        """``lora: null`` without ``trainable`` keeps its old meaning: full fine-tuning."""
-        if isinstance(data, dict) and "lora" in data and data["lora"] is None and "trainable" not in data:
-            return {**data, "trainable": "full"}
-        return data
-
-    @model_validator(mode="after")
-    def _trainable(self) -> ModelSettings:
-        # a section equal to its default counts as not given (configs round-trip through dicts)
-        if self.trainable != "lora" and self.lora is not None and self.lora != LoraSettings():
-            raise ParameterError("model.lora", f"only with model.trainable lora (got trainable {self.trainable})")
-        if self.trainable != "lora" and self.lora is not None:
-            self.__dict__["lora"] = None  # the default section is meaningless here: record none
-        if self.trainable == "lora" and self.lora is None:
-            raise ParameterError("model.lora", "trainable lora needs a lora section (or trainable full)")
-        if (self.trainable == "head" or self.top_layers is not None) and self.task != "classification":
-            field = "model.trainable" if self.trainable == "head" else "model.top_layers"
-            raise ParameterError(field, "head and top_layers train a classifier: use them with task classification")
-        if self.trainable == "head" and self.top_layers is not None:
-            raise ParameterError("model.top_layers", "not with trainable head (the head has no encoder layers)")
-        if self.features != FeatureSettings() and self.trainable != "head" and self.top_layers is None:
-            raise ParameterError("model.features", "only used with trainable head or with top_layers")
-        return self
-
-    @property
-    def cached_prefix(self) -> bool:
-        """Whether everything below the first trainable module is frozen (activations cached)."""
-        return self.trainable == "head" or self.top_layers is not None
-
-    @property
-    def trainable_kind(self) -> str:
-        """``head``, ``top`` (lora/full on the top layers), ``lora`` or ``full``: the recipe's key."""
-        return "top" if self.top_layers is not None else self.trainable
-
-    @field_validator("path")
-    @classmethod
-    def _folder_exists(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from trainers.models import check_model_folder
-
-        return str(check_model_folder(v))
-
-
-class DataSettings(_Section):
-    name: str = Field("movie-reviews", description="movie-reviews | nyt-editorials | imdb | csv | jsonl")
-    path: str | None = Field(None, description="csv/jsonl: the (training) file")
-    validation_path: str | None = None
-    test_path: str | None = None
-    text_field: str = "text"
-    label_field: str = "label"
-    max_train_examples: int | None = Field(None, ge=1, description="use the first n training examples (>= 1)")
-    max_eval_examples: int | None = Field(None, ge=1, description="use the first n validation and test examples")
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from trainers.data import DATASET_NAMES
-
-        if v not in DATASET_NAMES:
-            raise ParameterError("data.name", f"must be one of {', '.join(DATASET_NAMES)}, got {v!r}")
-        return v
-
-
-class PrivacySettings(_Section):
-    """The privacy target and where the noise comes from. ``params`` is kept as given (it is
-    what a config file and the run's MLflow params show) and parsed once, on validation, into
-    the typed mechanism :meth:`explicit_mechanism` returns."""
-
-    mechanism: Literal["gaussian", "laplace", "lmo", "none"]
-    epsilon: float | None = Field(None, gt=0, description="target epsilon > 0 (required unless mechanism is none)")
-    delta: float = Field(1e-5, gt=0, lt=1, description="target delta in (0, 1)")
-    clip: float | None = Field(
-        None, gt=0, description="clipping bound C > 0, in the mechanism's norm (L2 / L1); null = the recipe's"
-    )
-    accountant: Literal["rdp", "prv", "pld"] = "rdp"
-    params: dict[str, Any] | None = Field(None, description="mechanism parameters (sigma | u0 | LMO keys)")
-    search_result: str | None = Field(None, description="a noise-search result file (lmo-dp search --out)")
-    calibrate: bool = Field(False, description="LMO: rescale the given parameters to meet the target")
-    on_budget: Literal["refuse", "stop"] = Field(
-        "refuse",
-        description="refuse: a plan whose epsilon exceeds the target does not start; "
-        "stop: it starts and stops before the first step that would exceed the target",
-    )
-
-    _noise: Mechanism | None = PrivateAttr(None)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> PrivacySettings:
-        if self.mechanism == "none":
-            return self
-        if self.epsilon is None:
-            raise ParameterError("privacy.epsilon", f"required for mechanism {self.mechanism} (a target > 0)")
-        if self.params is not None and self.search_result is not None:
-            raise ParameterError("privacy.params", "give either params or search_result, not both")
-        if self.mechanism == "lmo" and self.params is None and self.search_result is None:
-            raise ParameterError("privacy.params", "lmo needs params or a search_result file")
-        if self.calibrate and self.mechanism != "lmo":
-            raise ParameterError(
-                "privacy.calibrate", "only for lmo (Gaussian/Laplace calibrate when params are omitted)"
-            )
-        if self.search_result is not None and not Path(self.search_result).is_file():
-            raise ParameterError("privacy.search_result", f"file {self.search_result} does not exist")
-        if self.params is not None:
-            self._noise = self._parse_params()
-        able = accountants_for(self.mechanism)
-        if self.accountant not in able:
-            raise ParameterError(
-                "privacy.accountant",
-                f"'{self.accountant}' cannot account the {self.mechanism} mechanism (use {' or '.join(able)})",
-            )
-        return self
-
-    def _parse_params(self) -> Mechanism:
-        try:
-            return mechanism_from_dict({**(self.params or {}), "mechanism": self.mechanism}, source="privacy.params")
-        except ParameterError as exc:
-            raise ParameterError(f"privacy.params.{exc.field}", str(exc)[len(exc.field) + 2 :]) from exc
-
-    def explicit_mechanism(self) -> Mechanism | None:
-        """The mechanism given by ``params``, validated once when the settings were built (or None)."""
-        return self._noise
-
-
-class TrainingSettings(_Section):
-    """Training settings; null learning_rate, batch_size, epochs, optimizer and
-    physical_batch_size take the recipe's values (:mod:`trainers.recipes`)."""
-
-    epochs: float | None = Field(
-        None, gt=0, le=1e6, description="passes over the training data (> 0); steps = ceil(epochs / q)"
-    )
-    steps: int | None = Field(None, ge=1, description="number of steps T >= 1 (overrides epochs)")
-    batch_size: int | None = Field(None, ge=1, description="expected (Poisson) batch size qN >= 1, at most N")
-    physical_batch_size: int | None = Field(
-        None, ge=1, description="most examples per forward/backward pass; a larger Poisson batch is split"
-    )
-    learning_rate: float | None = Field(None, gt=0, le=10, description="learning rate in (0, 10]")
-    optimizer: Literal["sgd", "adam", "adamw"] | None = None
-    weight_decay: float = Field(0.0, ge=0)
-    seed: int = Field(0, ge=0, description="seeds model init, dropout, sampling and noise")
-    device: str = Field("cpu", description="cpu | cuda | cuda:N | auto")
-    eval_batch_size: int = Field(128, ge=1)
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads (null = torch default)")
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if v in ("cpu", "cuda", "auto") or (v.startswith("cuda:") and v[5:].isdigit()):
-            return v
-        raise ParameterError("training.device", f"must be cpu, cuda, cuda:N or auto, got {v!r}")
-
-
-class AuditSettings(_Section):
-    """The trial-level privacy audit (:mod:`trainers.audit_canaries`): gradient canaries in training."""
-
-    canaries: int = Field(ge=2, le=1_000_000, description="number of gradient canaries M, in [2, 1e6]")
-    confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the epsilon lower bound, in (0, 1)")
-
-
-class ConfigFile(_Section):
+class ConfigFile(Section):
     """A whole config file: ``from_dict`` / ``from_yaml`` with one-line, field-naming errors."""
 
     #: what the top level must hold, for the error on a non-mapping

@@ -48,12 +48,13 @@ import torch
 
 from trainers.audit_canaries import TrialAudit
 from trainers.budget import BudgetGuard, make_step_plan, plan_noise
-from trainers.config import DataSettings, TrialConfig
+from trainers.config import TrialConfig
 from trainers.data import TextDataset, load_dataset
 from trainers.loop import RunContext, evaluate_all, run_steps
 from trainers.optimizer import ExtraContributions
 from trainers.results import StepCallback, StepRecord, TrainResult
 from trainers.seeds import SEED_AUDIT, SEED_MODEL, derive_seed
+from trainers.settings import DataSettings
 from trainers.trainable import build_trainable
 
 __all__ = ["StepRecord", "TrainResult", "derive_seed", "load_settings_dataset", "resolve_device", "train"]

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 from noise_search.errors import ParameterError
 
 if TYPE_CHECKING:
-    from trainers.config import RecipeUse, TrainingSettings, TrialConfig
+    from trainers.config import RecipeUse, TrialConfig
+    from trainers.settings import TrainingSettings
 
 KINDS: tuple[str, ...] = ("head", "top", "lora", "full")
 FAMILIES: tuple[str, ...] = ("gaussian", "l1", "none")

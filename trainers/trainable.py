@@ -27,13 +27,14 @@ import torch
 from torch import nn
 
 from trainers.batches import encode
-from trainers.config import ModelSettings, TrialConfig
+from trainers.config import TrialConfig
 from trainers.data import Split, TextDataset, load_dataset
 from trainers.feature_cache import FeatureStore, cache_root, digest_folder, digest_texts
 from trainers.frozen import EncoderShape, FrozenEncoder, encoder_shape, resolve_layer
 from trainers.heads import FeatureHead, TopLayers, add_lora, encoder_layers
 from trainers.inputs import FeatureInputs, HiddenInputs, ModelInputs, TokenInputs
 from trainers.models import default_lora_targets, default_model_path, load_model
+from trainers.settings import ModelSettings
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 

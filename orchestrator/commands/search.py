@@ -104,14 +104,16 @@ def problem_from_args(args: argparse.Namespace) -> SearchProblem:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from orchestrator import search_runner
+    from orchestrator.search_outputs import write_outputs
+    from orchestrator.search_tracking import track
     from orchestrator.tracking import tracking_configured
 
     problem = problem_from_args(args)  # all validation happens here, before anything runs or is written
     outcome = search_runner.run(problem, workers=args.workers, address=args.address)
     result = outcome.to_dict()
-    files = search_runner.write_outputs(outcome, args.out, result) if args.out else None
+    files = write_outputs(outcome, args.out, result) if args.out else None
     if tracking_configured():
-        result["mlflow_run_id"] = search_runner.track(outcome, result, files)
+        result["mlflow_run_id"] = track(outcome, result, files)
     if files:
         result["files"] = {k: str(v) for k, v in files.items()}
     return result

@@ -38,8 +38,7 @@ def run(args: argparse.Namespace) -> dict:
 def _run_tracked(config: Any, path: Path, dataset: Any) -> dict:
     from noise_search.errors import ParameterError
     from orchestrator.tracking import KIND_TAG, Tracker
-    from orchestrator.trial_tracking import StepLogger, log_result, trial_params
-    from trainers.engine import train
+    from orchestrator.trial_tracking import train_and_log, trial_params
 
     if len(dataset.train) < 1:
         raise ParameterError("data.max_train_examples", "the training split is empty")
@@ -49,14 +48,7 @@ def _run_tracked(config: Any, path: Path, dataset: Any) -> dict:
     with tracker.run(config.experiment, run_name=config.name or path.stem, tags=tags) as run_id:
         tracker.log_params(run_id, trial_params(config))
         tracker.log_text(run_id, path.read_text(), "config.yaml")
-        steps = StepLogger(tracker, run_id)
-        try:
-            result = train(config, on_step=steps, dataset=dataset)
-        finally:
-            steps.flush()
-        summary = result.summary()
-        summary["mlflow_run_id"] = run_id
-        log_result(tracker, run_id, result, summary)
+        _, summary = train_and_log(tracker, run_id, config, dataset=dataset)
     return summary
 
 

@@ -15,7 +15,7 @@ from noise_search.mechanisms import LMO, Gaussian, Laplace
 from noise_search.search import SearchProblem, calibrate_gaussian_rdp, run_search
 from noise_search.search_result import SearchResult
 from noise_search.spaces import PaperSpace
-from orchestrator.search_runner import jsonable
+from orchestrator.serialize import jsonable
 
 # A 324-point sub-grid of the paper grid with a spread of epsilons at these settings.
 WEIGHTS = (0.1, 0.3, 0.9)

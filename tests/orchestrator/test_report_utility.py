@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.report import _dodge, trial_rows, utility_points, write_report
+from orchestrator.report import trial_rows, write_report
+from orchestrator.report_plots import dodge, utility_points
 from orchestrator.tracking import KIND_TAG, Tracker
 
 
@@ -91,6 +92,6 @@ def test_report_page_shows_selection_references_and_recipes(store, tmp_path: Pat
 
 
 def test_markers_of_different_mechanisms_are_set_apart() -> None:
-    xs = [_dodge(2.0, i, 3) for i in range(3)]
+    xs = [dodge(2.0, i, 3) for i in range(3)]
     assert xs[1] == 2.0 and xs[0] < 2.0 < xs[2]
     assert math.log(xs[2] / xs[0]) < 0.1  # close enough to read as the same epsilon

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,8 @@ from noise_search.search import SearchProblem
 from noise_search.search_result import SearchResult
 from noise_search.spaces import PaperSpace
 from orchestrator import search_runner
-from orchestrator.search_runner import jsonable, pareto_mask
+from orchestrator.search_outputs import output_paths, pareto_mask
+from orchestrator.serialize import jsonable
 
 Q, T = 2048 / 67349, 197
 BASE = ["search", "--delta", "1e-10", "--sample-rate", str(Q), "--steps", str(T)]
@@ -94,7 +94,7 @@ def test_paper_grid_json_and_output_files(capsys, tmp_path):
     for fam in ("lmo", "laplace", "gaussian"):
         assert compute_epsilon(loaded.mechanism(fam, 3.0), sample_rate=Q, steps=T, delta=1e-10).epsilon <= 3.0
 
-    paths = search_runner.output_paths(out)
+    paths = output_paths(out)
     assert Path(data["files"]["csv"]) == paths["csv"] and paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with paths["csv"].open() as fh:
         rows = list(csv.DictReader(fh))
@@ -115,6 +115,7 @@ def test_pareto_mask():
     assert pareto_mask(np.array(eps), np.array(score)).tolist() == [True, True, False, False, True]
 
 
+@pytest.mark.slow  # starts Ray
 def test_ray_and_single_process_give_identical_results(local_ray):
     sub = PaperSpace(weights=(0.1, 0.3, 0.9), gamma=((0.5, 1.0), (3.0, 2.0)), e_lambda=(1.0, 5.0))
     problem = SearchProblem(
@@ -136,6 +137,7 @@ def test_ray_and_single_process_give_identical_results(local_ray):
         assert getattr(on_ray.grid, name).tolist() == getattr(local.grid, name).tolist()
 
 
+@pytest.mark.slow  # starts Ray
 def test_cli_on_ray_equals_cli_in_process(capsys, local_ray):
     args = [*BASE, "--epsilons", "0.5,2", "--space", "wide", "--candidates", "3000", "--seed", "5", "--json"]
     on_ray = run_cli(capsys, *args, "--workers", "2")
@@ -183,9 +185,3 @@ def test_human_output(capsys):
     assert r.code == 0, r.err
     assert "noise search: wide space (300 candidates)" in r.out
     assert "Laplace u0" in r.out and "Gauss sigma" in r.out
-
-
-def test_progress_is_quiet_in_ci(monkeypatch):
-    monkeypatch.setenv("CI", "1")
-    assert search_runner._show_progress() is False
-    assert os.environ["CI"] == "1"

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from cli_helpers import lmo_dp_executable, run_cli
 
+from noise_search.mechanisms import Laplace
 from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG, Tracker
 
@@ -114,7 +115,7 @@ def test_trial_configs_carry_the_grid_point(tmp_path):
     cfg = SweepConfig.from_dict(sweep_dict(tmp_path, learning_rates=[0.01, 0.02], seeds=[3, 4]))
     assert cfg.learning_rate_grid() == (0.01, 0.02)
     trial = cfg.trial_config(mechanism="laplace", epsilon=8.0, seed=4, learning_rate=0.02, params={"u0": 0.5}, name="x")
-    assert trial.privacy.mechanism == "laplace" and trial.privacy.params == {"u0": 0.5}
+    assert trial.privacy.explicit_mechanism() == Laplace(0.5)
     assert trial.training.seed == 4 and trial.training.learning_rate == 0.02 and trial.training.threads == 1
     assert trial.privacy.on_budget == "refuse"
     assert cfg.storage_uri().startswith("/")

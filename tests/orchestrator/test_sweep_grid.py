@@ -11,7 +11,8 @@ from test_sweep import sweep_dict, write_config
 
 from noise_search.search_result import SearchResult
 from orchestrator.selection import select
-from orchestrator.sweep import _private_training, majority_baseline, trial_key, trial_specs
+from orchestrator.sweep import majority_baseline, trial_key, trial_specs
+from orchestrator.sweep.plan import _private_training
 from orchestrator.sweep_config import SweepConfig
 from trainers.data import Split, TextDataset
 
@@ -57,15 +58,15 @@ def test_grids_non_private_and_infeasible_points(tmp_path) -> None:
     specs, infeasible = trial_specs(cfg, SEARCH)
     by_mech: dict[str, list] = {}
     for s in specs:
-        by_mech.setdefault(s["mechanism"], []).append(s)
+        by_mech.setdefault(s.mechanism, []).append(s)
     assert len(by_mech["gaussian"]) == 2 * 2 * 2 * 2  # epsilons x lrs x clips x seeds
     assert len(by_mech["laplace"]) == 2 * 2 and len(by_mech["lmo"]) == 2  # lmo infeasible at epsilon 1
-    assert [s["key"] for s in infeasible] == ["eps=1_lmo_seed=0", "eps=1_lmo_seed=1"]
-    assert [s["key"] for s in by_mech["none"]] == ["none_seed=0", "none_seed=1"]
-    assert all(s["epsilon"] is None and s["params"] is None and s["learning_rate"] == 0.01 for s in by_mech["none"])
-    assert {s["key"] for s in by_mech["gaussian"]} >= {"eps=8_gaussian_seed=1_lr=0.1_clip=0.3"}
-    assert all(s["learning_rate"] is None and s["clip"] is None for s in by_mech["laplace"])  # the recipe's
-    assert len({s["key"] for s in specs + infeasible}) == len(specs) + len(infeasible)
+    assert [s.key for s in infeasible] == ["eps=1_lmo_seed=0", "eps=1_lmo_seed=1"]
+    assert [s.key for s in by_mech["none"]] == ["none_seed=0", "none_seed=1"]
+    assert all(s.epsilon is None and s.params is None and s.learning_rate == 0.01 for s in by_mech["none"])
+    assert {s.key for s in by_mech["gaussian"]} >= {"eps=8_gaussian_seed=1_lr=0.1_clip=0.3"}
+    assert all(s.learning_rate is None and s.clip is None for s in by_mech["laplace"])  # the recipe's
+    assert len({s.key for s in specs + infeasible}) == len(specs) + len(infeasible)
     assert cfg.trial_count() == len(specs) + len(infeasible)
 
 

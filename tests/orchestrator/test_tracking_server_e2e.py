@@ -52,7 +52,7 @@ def test_tracker_logs_to_mlflow_server_with_artifacts_in_s3(
     assert run.data.tags["mlflow.parentRunId"] == parent_id
     history = client.get_metric_history(rid, "epsilon_spent")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(0, 0.1), (1, 0.4), (2, 0.9)]
-    assert [r.info.run_id for r in tracker.find_runs("e2e-tracking", tag=TRIAL_TAG, value="t0")] == [rid]
+    assert [r.info.run_id for r in tracker.find_runs("e2e-tracking", {TRIAL_TAG: "t0"})] == [rid]
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri  # proxied serving
 
     # read back THROUGH THE SERVER (this process has no S3 credentials)

@@ -247,6 +247,7 @@ def deliberately_broken_noise_10x_too_small(mech, shape, clip_bound, generator, 
     return real_sample_noise(mech, shape, clip_bound, generator, **kw) / 10.0
 
 
+@pytest.mark.slow  # real training
 def test_audited_run_logs_a_lower_bound_below_the_accountant_and_reproduces(
     tmp_path, monkeypatch, capsys, movie_reviews
 ):
@@ -278,6 +279,7 @@ def test_audited_run_logs_a_lower_bound_below_the_accountant_and_reproduces(
     assert plain.history[0].loss == again.history[0].loss and "epsilon_lower_bound" not in plain.metrics
 
 
+@pytest.mark.slow  # real training
 def test_deliberately_broken_noise_is_caught_and_sgd_scores_are_the_parameter_update(monkeypatch, movie_reviews):
     monkeypatch.setattr(optimizer_module, "sample_noise", deliberately_broken_noise_10x_too_small)
     cfg = TrialConfig.from_dict(real_config(training={"optimizer": "sgd"}))
@@ -323,6 +325,7 @@ def _ddp_train(rank: int, world: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # gloo data parallel
 def test_data_parallel_audit_runs_on_the_noise_adding_rank(tmp_path):
     import torch.multiprocessing as mp
 

@@ -223,6 +223,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # gloo data parallel
 def test_data_parallel_noise_is_added_once_on_rank_zero(tmp_path):
     import socket
 

@@ -252,6 +252,7 @@ def _head_config(cache_dir: Path, *, cache: bool, physical: int | None = None) -
     )
 
 
+@pytest.mark.slow  # real training
 def test_head_trial_is_identical_with_and_without_the_cache(tmp_path: Path, reviews: TextDataset) -> None:
     """Tolerance: none (the cache stores the float32 features exactly as computed)."""
     from trainers.engine import train
@@ -268,6 +269,7 @@ def test_head_trial_is_identical_with_and_without_the_cache(tmp_path: Path, revi
     assert hit.summary()["recipe"]["name"] == "head/gaussian"
 
 
+@pytest.mark.slow  # real training
 def test_split_passes_release_the_same_update(tmp_path: Path, reviews: TextDataset) -> None:
     """A Poisson batch split into passes of 7 examples: same clipped sum, same single noise draw
     (up to float summation order: 1e-6)."""

@@ -1,0 +1,164 @@
+"""The sweep report's plots (PNG, matplotlib's Agg backend): utility, privacy spent, noise.
+
+* :func:`plot_utility` -- test metric vs target epsilon per mechanism for the configuration
+  chosen on validation (mean, min-max over seeds), markers of different mechanisms at the same
+  epsilon set slightly apart (:func:`dodge`), the non-private reference and the majority-class
+  baseline as horizontal lines;
+* :func:`plot_privacy` -- epsilon spent (upper bound) per trial, audit lower bounds;
+* :func:`plot_noise` -- the noise search's objective per family.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from orchestrator.selection import headline_metric, select
+
+FAMILY_COLORS = {"gaussian": "tab:blue", "laplace": "tab:orange", "lmo": "tab:green"}
+
+
+def utility_points(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float, float, float, int]]]:
+    """Per private mechanism: ``(epsilon, mean, min, max, n_seeds)`` of the headline test metric
+    for the configuration selected on the validation split."""
+    out: dict[str, list[tuple[float, float, float, float, int]]] = defaultdict(list)
+    for sel in select(rows):
+        if sel.epsilon_target is not None:
+            out[sel.mechanism].append((sel.epsilon_target, sel.test_mean, sel.test_min, sel.test_max, sel.seeds))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def dodge(eps: float, index: int, count: int, spread: float = 0.035) -> float:
+    """``eps`` moved by a small factor so markers of ``count`` mechanisms do not overlap (log x)."""
+    return eps * math.exp((index - (count - 1) / 2) * spread)
+
+
+def _epsilon_axis(ax, epsilons: list[float]) -> None:
+    """Log-scaled target-epsilon axis with the grid's own values as plain tick labels."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.set_xscale("log")
+    ticks = sorted({float(e) for e in epsilons if e})
+    if ticks:
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.set_xlabel("target epsilon")
+
+
+def _plain_log_y(ax) -> None:
+    """Log-scaled y axis labelled with plain numbers (0.6, 2, 8) instead of 6x10^-1."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    fmt = FuncFormatter(lambda v, _pos: f"{v:g}")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(fmt)
+
+
+def plot_utility(rows: list[dict[str, Any]], path: Path, majority: float | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric, _ = headline_metric(rows)
+    selected = select(rows)
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    points = utility_points(rows)
+    mechs = sorted(points)
+    for i, mech in enumerate(mechs):
+        pts = points[mech]
+        xs = [dodge(p[0], i, len(mechs)) for p in pts]
+        means = [p[1] for p in pts]
+        err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+        ax.errorbar(xs, means, yerr=err, fmt="o-", capsize=3, color=FAMILY_COLORS.get(mech), label=mech, ms=5)
+    eps_all = sorted({r["epsilon_target"] for r in rows if r["epsilon_target"]})
+    reference = next((s for s in selected if s.mechanism == "none"), None)
+    if reference is not None:
+        ax.axhline(reference.test_mean, color="black", lw=1.2, label=f"non-private ({reference.test_mean:.3f})")
+        if eps_all:
+            ax.axhspan(reference.test_min, reference.test_max, color="black", alpha=0.08)
+    if majority is not None and metric == "accuracy":
+        ax.axhline(majority, color="gray", ls=":", lw=1.2, label=f"majority class ({majority:.3f})")
+    _epsilon_axis(ax, eps_all)
+    ax.set_ylabel(f"test {metric} (mean, min-max over seeds)")
+    ax.set_title(f"{metric} vs privacy budget (configuration chosen on validation)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_privacy(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    targets = [r["epsilon_target"] for r in rows if r["epsilon_target"]]
+    if targets:
+        lo, hi = min(targets), max(targets)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="target")
+    mechs = sorted({r["mechanism"] for r in rows if r["mechanism"] and r["mechanism"] != "none"})
+    for i, mech in enumerate(mechs):
+        pts = [r for r in rows if r["mechanism"] == mech and r["epsilon"] is not None]
+        ax.scatter(
+            [dodge(r["epsilon_target"], i, len(mechs)) for r in pts],
+            [r["epsilon"] for r in pts],
+            color=FAMILY_COLORS.get(mech),
+            label=f"{mech}: spent (upper bound)",
+        )
+        lbs = [r for r in pts if r["epsilon_lower_bound"] is not None and r["epsilon_lower_bound"] > 0]
+        if lbs:
+            ax.scatter(
+                [dodge(r["epsilon_target"], i, len(mechs)) for r in lbs],
+                [r["epsilon_lower_bound"] for r in lbs],
+                marker="v",
+                color=FAMILY_COLORS.get(mech),
+                label=f"{mech}: audit lower bound",
+            )
+    _epsilon_axis(ax, targets)
+    _plain_log_y(ax)
+    ax.set_ylabel("epsilon (audit lower bounds of 0 not drawn)")
+    ax.set_title("privacy spent per trial")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_noise(search: dict[str, Any], path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objective = search.get("settings", {}).get("objective", "objective")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    rows = sorted(search.get("results", []), key=lambda r: r["epsilon_target"])
+    series = {
+        "lmo": [(r["epsilon_target"], r.get("objective")) for r in rows if r.get("feasible", True)],
+        "laplace": [(r["epsilon_target"], (r.get("laplace") or {}).get("objective")) for r in rows],
+        "gaussian": [(r["epsilon_target"], (r.get("gaussian") or {}).get("objective")) for r in rows],
+    }
+    for fam, pts in series.items():
+        pts = [(e, v) for e, v in pts if v is not None and math.isfinite(v)]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=FAMILY_COLORS[fam], label=fam)
+    _epsilon_axis(ax, [r["epsilon_target"] for r in rows])
+    if objective in ("mean-abs", "variance"):
+        _plain_log_y(ax)
+    ax.set_ylabel(f"{objective} per coordinate (C = 1)")
+    ax.set_title("noise at the searched parameters")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return objective

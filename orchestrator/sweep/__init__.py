@@ -1,0 +1,29 @@
+"""Sweeps: the noise search for every target epsilon, then a Ray Tune grid of DP trials.
+
+* :mod:`~orchestrator.sweep.plan` -- what every private trial shares (``q``, ``T``), the
+  majority-class baseline, the feature cache;
+* :mod:`~orchestrator.sweep.specs` -- the grid as :class:`TrialSpec` s;
+* :mod:`~orchestrator.sweep.trial` -- one trial, as a Tune trainable with its MLflow child run;
+* :mod:`~orchestrator.sweep.outcomes` -- :class:`TrialOutcome`, one shape from trainer to report;
+* :mod:`~orchestrator.sweep.storage` -- the run folder and the manifest;
+* :mod:`~orchestrator.sweep.pipeline` -- :func:`run_sweep`, the whole pipeline.
+"""
+
+from orchestrator.sweep.outcomes import TrialOutcome
+from orchestrator.sweep.pipeline import SweepError, check_tracking_reachable, run_sweep, stdout_to_stderr
+from orchestrator.sweep.plan import SharedPlan, majority_baseline, plan_sweep
+from orchestrator.sweep.specs import TrialSpec, trial_key, trial_specs
+
+__all__ = [
+    "SharedPlan",
+    "SweepError",
+    "TrialOutcome",
+    "TrialSpec",
+    "check_tracking_reachable",
+    "majority_baseline",
+    "plan_sweep",
+    "run_sweep",
+    "stdout_to_stderr",
+    "trial_key",
+    "trial_specs",
+]

@@ -1,0 +1,379 @@
+"""The sweep pipeline: plan, noise search, a Ray Tune grid of trials, the report.
+
+:func:`run_sweep` checks everything it can before starting anything (the config, the storage,
+the Ray address and resources, tracking for multi-node clusters), then:
+
+1. **Plan** (:mod:`~orchestrator.sweep.plan`) -- ``q`` and ``T`` of every private trial, the
+   majority-class baseline, the feature cache;
+2. **Search** -- :mod:`orchestrator.search_runner` on Ray tasks, all targets at once, for that
+   ``(q, T, delta)``; saved in the manifest, as ``search/`` artifacts of the parent run;
+3. **Trials** -- a Ray Tune grid of :class:`~orchestrator.sweep.specs.TrialSpec` s
+   (:mod:`~orchestrator.sweep.trial`); a failing trial is retried ``max_retries`` times and
+   never stops the others; a target the search found no LMO parameters for is ``infeasible``;
+4. **Report** -- :mod:`orchestrator.report`, written locally and logged to the parent run.
+
+``resume=True`` restores the Tune run from its storage path (finished trials are not rerun)
+and reopens the same parent run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from noise_search.errors import InputError, LmoDpError, ParameterError
+from noise_search.search_result import SearchResult
+from orchestrator.progress import show_progress, trial_progress_callback
+from orchestrator.ray_session import check_address, connect
+from orchestrator.selection import select
+from orchestrator.sweep.outcomes import TrialOutcome, selection_rows, trial_entry
+from orchestrator.sweep.plan import SharedPlan, plan_sweep
+from orchestrator.sweep.specs import TrialSpec, trial_specs
+from orchestrator.sweep.storage import MANIFEST, read_manifest, run_dir_exists, write_manifest
+from orchestrator.sweep.trial import SWEEP_TAG, TrialFn, run_trial
+from orchestrator.sweep_config import SweepConfig
+from orchestrator.tracking import KIND_TAG, Tracker, tracking_configured, tracking_uri
+
+
+class SweepError(LmoDpError):
+    """The sweep could not run (Ray, storage or tracking failed)."""
+
+
+# --- checks before anything starts --------------------------------------------------------------
+
+
+def check_resources(cfg: SweepConfig, cluster: dict[str, float]) -> None:
+    """Refuse (exit 2) a trial that can never be scheduled on this cluster."""
+    r = cfg.resources
+    cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    need_cpu = r.cpus_per_trial * r.workers
+    if need_cpu > cpus:
+        raise ParameterError(
+            "resources.workers",
+            f"a trial needs {r.workers} worker(s) x {r.cpus_per_trial} CPU(s) = {need_cpu} CPUs, "
+            f"but the Ray cluster has {cpus:g}",
+        )
+    if r.gpus_per_trial * r.workers > gpus:
+        raise ParameterError(
+            "resources.gpus_per_trial",
+            f"a trial needs {r.gpus_per_trial * r.workers:g} GPU(s), but the Ray cluster has {gpus:g}",
+        )
+
+
+def check_tracking_reachable(nodes: list[dict[str, Any]]) -> None:
+    """A multi-node sweep needs a tracking server: trials on other nodes cannot reach (and must
+    not each create) the driver's local SQLite file."""
+    if len(nodes) > 1 and not tracking_configured():
+        raise InputError(
+            f"MLFLOW_TRACKING_URI: the Ray cluster has {len(nodes)} nodes; set it to an MLflow server every node "
+            "can reach (docs/tracking.md) -- the local SQLite default only works on one machine"
+        )
+
+
+def _check_storage(cfg: SweepConfig, run_dir: str, resume: bool, address: str | None) -> dict[str, Any] | None:
+    """The manifest of the sweep at ``run_dir`` (None: a new sweep), after the resume rules."""
+    manifest = read_manifest(run_dir)
+    if resume and manifest is None:
+        raise InputError(f"--resume: no sweep {cfg.experiment!r} to resume at {run_dir}")
+    if not resume and (manifest is not None or run_dir_exists(run_dir)):
+        status = manifest.get("status", "unknown") if manifest else "unknown"
+        raise InputError(
+            f"experiment: a sweep {cfg.experiment!r} already exists at {run_dir} (status: {status}); "
+            "pass --resume to continue it, or choose another experiment name or storage_path"
+        )
+    if resume and manifest and manifest.get("config") != cfg.to_dict():
+        raise InputError(f"--config: differs from the config of the sweep being resumed ({run_dir}/{MANIFEST})")
+    local_machine = "://" not in run_dir and not address and not os.environ.get("RAY_ADDRESS")
+    if not resume and local_machine and cfg.resources.workers > (os.cpu_count() or 1):
+        raise ParameterError(
+            "resources.workers",
+            f"{cfg.resources.workers} workers per trial, but this machine has {os.cpu_count()} CPUs",
+        )
+    return manifest
+
+
+# --- the pipeline -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Route everything written to fd 1 (Ray and Tune print there) to stderr meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _quiet_libraries() -> None:
+    """Tune's console tables and MLflow's download bars would clutter the driver's output."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def run_sweep(
+    cfg: SweepConfig,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    trial_fn: TrialFn | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a sweep; returns the ``lmo-dp sweep --json`` object."""
+    _quiet_libraries()
+    if address:
+        check_address(address)
+    run_dir = f"{cfg.storage_uri().rstrip('/')}/{cfg.experiment}"
+    manifest = _check_storage(cfg, run_dir, resume, address)
+    try:
+        session = connect(address)
+    except LmoDpError as exc:
+        raise SweepError(str(exc)) from exc
+    try:
+        import ray
+
+        check_resources(cfg, ray.cluster_resources())
+        check_tracking_reachable([n for n in ray.nodes() if n.get("Alive")])
+        return _Run(cfg, run_dir, manifest, resume, trial_fn).execute()
+    finally:
+        session.close()
+
+
+class _Run:
+    """One execution of :func:`run_sweep` after the checks."""
+
+    def __init__(
+        self, cfg: SweepConfig, run_dir: str, manifest: dict[str, Any] | None, resume: bool, trial_fn: TrialFn | None
+    ) -> None:
+        self.cfg, self.run_dir, self.manifest, self.resume, self.trial_fn = cfg, run_dir, manifest, resume, trial_fn
+        self.started = time.perf_counter()
+        self.uri = tracking_uri()
+        self.tracker = Tracker(self.uri)
+        self.out_dir = (
+            (Path.cwd() / "lmodp-out" / "reports" / cfg.experiment).resolve() if "://" in run_dir else Path(run_dir)
+        )
+        self.timings: dict[str, float] = {}
+
+    def execute(self) -> dict[str, Any]:
+        manifest = self._open()
+        search = SearchResult.from_dict(manifest["search"], source=f"{self.run_dir}/{MANIFEST}")
+        specs, infeasible = trial_specs(self.cfg, search)
+        ctx = {
+            "experiment": self.cfg.experiment,
+            "parent_run_id": manifest["parent_run_id"],
+            "tracking_uri": self.uri,
+            "sweep": self.cfg.to_dict(),
+            "train_storage": f"{self.run_dir}/ray-train",
+            "n_train": manifest["plan"]["n_train"],
+        }
+        results, trials_seconds = self._fit(specs, ctx, manifest)
+        trials = [
+            trial_entry(TrialSpec.from_dict(res.config["spec"]), TrialOutcome.from_report(res.metrics, res.error),
+                        (res.metrics or {}).get("trial_id"))
+            for res in results
+        ]  # fmt: skip
+        trials += [trial_entry(s, TrialOutcome("infeasible")) for s in infeasible]
+        trials.sort(key=_entry_order)
+        return self._finish(manifest, trials, trials_seconds)
+
+    # --- stages ---------------------------------------------------------------------------------
+    def _open(self) -> dict[str, Any]:
+        """A new sweep: plan, search, parent run, manifest. A resumed one: reopen its parent run."""
+        cfg, tracker = self.cfg, self.tracker
+        if self.manifest is not None:
+            manifest = self.manifest
+            tracker.reopen_run(manifest["parent_run_id"])
+            manifest["status"] = "running"
+            write_manifest(self.run_dir, manifest)
+            return manifest
+        t = time.perf_counter()
+        plan = plan_sweep(cfg)
+        self.timings["plan_seconds"] = time.perf_counter() - t
+        t = time.perf_counter()
+        outcome, result = _search(cfg, plan)
+        self.timings["search_seconds"] = time.perf_counter() - t
+        parent_run_id = tracker.start_run(
+            cfg.experiment,
+            run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={KIND_TAG: "sweep", SWEEP_TAG: cfg.experiment},
+        )
+        manifest = {
+            "experiment": cfg.experiment,
+            "parent_run_id": parent_run_id,
+            "tracking_uri": self.uri,
+            "run_dir": self.run_dir,
+            "status": "running",
+            "config": cfg.to_dict(),
+            "plan": plan.to_dict(),
+            "search": result,
+        }
+        write_manifest(self.run_dir, manifest)
+        _log_parent_inputs(tracker, parent_run_id, cfg, plan, outcome, result, self.out_dir)
+        return manifest
+
+    def _fit(self, specs: list[TrialSpec], ctx: dict[str, Any], manifest: dict[str, Any]) -> tuple[list[Any], float]:
+        if not specs:
+            return [], 0.0
+        tuner = self._tuner(specs, ctx)
+        started = time.perf_counter()
+        try:
+            grid = tuner.fit()
+        except KeyboardInterrupt:
+            self.tracker.end_run(manifest["parent_run_id"], "KILLED")
+            manifest["status"] = "interrupted"
+            write_manifest(self.run_dir, manifest)
+            raise
+        return list(grid), time.perf_counter() - started
+
+    def _tuner(self, specs: list[TrialSpec], ctx: dict[str, Any]) -> Any:
+        from ray import tune
+
+        cfg, r = self.cfg, self.cfg.resources
+        if r.workers > 1:  # the trial only drives a TorchTrainer, whose workers hold the resources
+            resources: dict[str, float] = {"cpu": 0, "memory": 256 * 2**20}
+        else:
+            resources = {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial}
+            if r.memory_gb:
+                resources["memory"] = r.memory_gb * 2**30
+        fn = tune.with_parameters(run_trial, trial_fn=self.trial_fn) if self.trial_fn is not None else run_trial
+        trainable = tune.with_resources(fn, resources)
+        space = {"spec": tune.grid_search([s.to_dict() for s in specs]), "ctx": ctx}
+        if self.resume:
+            return tune.Tuner.restore(
+                self.run_dir, trainable=trainable, resume_unfinished=True, restart_errored=True, param_space=space
+            )
+        return tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=cfg.max_concurrent_trials,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=cfg.experiment,
+                storage_path=cfg.storage_uri(),
+                failure_config=tune.FailureConfig(max_failures=cfg.max_retries),
+                callbacks=[trial_progress_callback(len(specs))] if show_progress() else [],
+                verbose=0,
+            ),
+        )
+
+    def _finish(self, manifest: dict[str, Any], trials: list[dict[str, Any]], trials_seconds: float) -> dict[str, Any]:
+        from orchestrator.report import write_report
+
+        tracker, parent_run_id = self.tracker, manifest["parent_run_id"]
+        report = write_report(tracker, self.cfg.experiment, self.out_dir / "report", parent_run_id=parent_run_id)
+        tracker.log_artifacts(parent_run_id, report.parent, "report")
+        failed = sum(t["status"] == "error" for t in trials)
+        tracker.log_metrics(
+            parent_run_id,
+            {"trials": len(trials), "trials_failed": failed, "seconds": time.perf_counter() - self.started},
+        )
+        selected = [s.to_dict() for s in select(selection_rows(trials))]
+        tracker.log_dict(parent_run_id, {"trials": trials, "selected": selected}, "trials.json")
+        tracker.end_run(parent_run_id, "FINISHED" if failed == 0 else "FAILED")
+        manifest["status"] = "finished" if failed == 0 else "finished-with-errors"
+        write_manifest(self.run_dir, manifest)
+        plan = manifest["plan"]
+        return {
+            "experiment": self.cfg.experiment,
+            "parent_run_id": parent_run_id,
+            "report": str(report),
+            "run_dir": self.run_dir,
+            "tracking_uri": self.uri,
+            "trials": trials,
+            "selected": selected,
+            "baselines": {"majority": plan.get("majority")},
+            "plan": {k: plan.get(k) for k in ("n_train", "batch_size", "sample_rate", "steps", "training")},
+            "seconds": time.perf_counter() - self.started,
+            "trials_seconds": trials_seconds,
+            **self.timings,
+        }
+
+
+def _entry_order(t: dict[str, Any]) -> tuple[Any, ...]:
+    """Trial entries by target (the reference last), mechanism, seed, learning rate, clip."""
+    eps = t["epsilon_target"]
+    return (eps is None, eps or 0.0, t["mechanism"], t["seed"], t["learning_rate"] or 0.0, t.get("clip") or 0.0)
+
+
+def _trial_name(trial: Any) -> str:
+    return f"{trial.trial_id}_{trial.config['spec']['key']}"
+
+
+def _search(cfg: SweepConfig, plan: SharedPlan) -> tuple[Any, dict[str, Any]]:
+    """The noise search for every target at the plan's ``(q, T)``: (outcome, its JSON object)."""
+    from noise_search.search import SearchProblem
+    from orchestrator import search_runner
+    from orchestrator.serialize import jsonable
+
+    problem = SearchProblem(
+        targets=cfg.privacy.epsilons,
+        delta=cfg.privacy.delta,
+        sample_rate=plan.sample_rate,
+        steps=plan.steps,
+        objective=cfg.search.objective,
+        gamma=cfg.search.gamma,
+        space=cfg.search.space,
+        strategy=cfg.search.strategy,
+        seed=cfg.search.seed,
+        accountant=cfg.privacy.accountant,
+    )
+    outcome = search_runner.run(problem)
+    return outcome, jsonable(outcome.to_dict())
+
+
+def _log_parent_inputs(
+    tracker: Tracker,
+    parent_run_id: str,
+    cfg: SweepConfig,
+    plan: SharedPlan,
+    outcome: Any,
+    result: dict[str, Any],
+    out_dir: Path,
+) -> None:
+    from orchestrator.search_outputs import write_outputs
+
+    flat = {
+        "experiment": cfg.experiment,
+        "epsilons": ",".join(f"{e:g}" for e in cfg.privacy.epsilons),
+        "mechanisms": ",".join(cfg.privacy.mechanisms),
+        "seeds": ",".join(str(s) for s in cfg.seeds),
+        "delta": cfg.privacy.delta,
+        "clip": cfg.privacy.clip,
+        "plan.sample_rate": plan.sample_rate,
+        "plan.steps": plan.steps,
+        "plan.n_train": plan.n_train,
+        "data.name": cfg.data.name,
+        "data.sha256": plan.dataset.get("sha256"),
+        "search.objective": cfg.search.objective,
+        "search.space": cfg.search.space,
+        "search.strategy": cfg.search.strategy,
+        "model.trainable": cfg.model.trainable_kind,
+        "non_private": cfg.non_private,
+        **{f"plan.{k}": v for k, v in (plan.training or {}).items()},
+    }
+    tracker.log_params(parent_run_id, flat)
+    tracker.log_dict(parent_run_id, cfg.to_dict(), "sweep-config.json")
+    search_dir = out_dir / "search"
+    search_dir.mkdir(parents=True, exist_ok=True)
+    for path in write_outputs(outcome, search_dir / "search.json", result).values():
+        tracker.log_artifact(parent_run_id, str(path), "search")
+    metrics = {f"baseline.majority_{k}": v for k, v in (plan.majority or {}).items()}
+    for row in outcome.rows:
+        e = row.epsilon_target
+        if row.objective is not None:
+            metrics[f"search.lmo.objective.eps_{e:g}"] = row.objective
+        for entry in (row.laplace, row.gaussian):
+            if entry.objective is not None:
+                metrics[f"search.{entry.family}.objective.eps_{e:g}"] = entry.objective
+    tracker.log_metrics(parent_run_id, metrics)

@@ -1,0 +1,93 @@
+"""A sweep's grid as typed trial specs.
+
+:class:`TrialSpec` is one grid point: mechanism, target epsilon (None for the non-private
+reference), seed, learning rate and clip (None: the recipe's), and the noise parameters found
+by the search. :func:`trial_specs` expands a config and a search result into the runnable specs
+and the grid points the search found no noise for. A spec's :attr:`~TrialSpec.key` identifies
+the trial across attempts and resumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from noise_search.search_result import SearchResult, SearchRow
+from orchestrator.sweep_config import SweepConfig
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One grid point of a sweep."""
+
+    key: str
+    mechanism: str  #: gaussian, laplace, lmo or none (the non-private reference)
+    epsilon: float | None  #: target epsilon; None for the reference
+    seed: int
+    learning_rate: float | None  #: None: the sweep's value or the recipe's
+    clip: float | None  #: None: the sweep's value or the recipe's
+    params: dict[str, Any] | None  #: noise parameters (None: the reference, or an infeasible point)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain form Tune carries in a trial's config (and saves with its state)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
+        return cls(
+            key=data["key"],
+            mechanism=data["mechanism"],
+            epsilon=data["epsilon"],
+            seed=data["seed"],
+            learning_rate=data["learning_rate"],
+            clip=data.get("clip"),
+            params=data.get("params"),
+        )
+
+
+def trial_key(
+    mechanism: str,
+    epsilon: float | None,
+    seed: int,
+    learning_rate: float | None,
+    n_lrs: int,
+    clip: float | None = None,
+    n_clips: int = 1,
+) -> str:
+    """``eps=E_mechanism_seed=S`` (``mechanism_seed=S`` for the reference), plus ``_lr=`` / ``_clip=``
+    when the mechanism's grid has several values."""
+    key = f"eps={epsilon:g}_{mechanism}_seed={seed}" if epsilon is not None else f"{mechanism}_seed={seed}"
+    key += f"_lr={learning_rate:g}" if n_lrs > 1 and learning_rate is not None else ""
+    return key + (f"_clip={clip:g}" if n_clips > 1 and clip is not None else "")
+
+
+def noise_params(mechanism: str, row: SearchRow) -> dict[str, Any] | None:
+    """A trial's noise parameters from the search row (None: the search found none)."""
+    found = row.lmo if mechanism == "lmo" else row.baseline(mechanism).mechanism
+    if found is None:
+        return None
+    params = found.to_dict()
+    params.pop("mechanism", None)
+    return params
+
+
+def trial_specs(cfg: SweepConfig, search: SearchResult) -> tuple[list[TrialSpec], list[TrialSpec]]:
+    """(runnable trial specs, infeasible grid points) for the sweep's grid."""
+    points: list[tuple[str, float | None, dict[str, Any] | None]] = [
+        (mech, eps, noise_params(mech, search.row(eps)))
+        for eps in cfg.privacy.epsilons
+        for mech in cfg.privacy.mechanisms
+    ]
+    if cfg.non_private:
+        points.append(("none", None, None))
+    specs, infeasible = [], []
+    for mech, eps, params in points:
+        lrs, clips = cfg.learning_rate_grid(mech), cfg.clip_grid(mech)
+        for seed in cfg.seeds:
+            for lr in lrs:
+                for clip in clips:
+                    spec = TrialSpec(
+                        trial_key(mech, eps, seed, lr, len(lrs), clip, len(clips)), mech, eps, seed, lr, clip, params
+                    )
+                    (specs if params is not None or mech == "none" else infeasible).append(spec)
+    return specs, infeasible

@@ -1,0 +1,141 @@
+"""One sweep trial as a Ray Tune function trainable, tracked in its own MLflow child run.
+
+:func:`run_trial` claims the trial's child run (closing and deleting an unfinished one of an
+earlier attempt, or reporting a finished one instead of training again), resolves the trial
+config against the recipe, logs its params, trains -- in this process, or under Ray Train's
+``TorchTrainer`` when ``resources.workers > 1`` -- and reports a
+:class:`~orchestrator.sweep.outcomes.TrialOutcome` to Tune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from noise_search.errors import InputError, one_line
+from orchestrator.sweep.outcomes import TrialOutcome
+from orchestrator.sweep.specs import TrialSpec
+from orchestrator.sweep_config import SweepConfig
+from orchestrator.tracking import KIND_TAG, PARENT_TAG, TRIAL_TAG, Tracker
+
+SWEEP_TAG = "lmodp.sweep"
+
+#: ``trial_fn(trial_config, on_step) -> TrainResult``; the default runs the real trainer.
+TrialFn = Callable[..., Any]
+
+
+def claim_run(tracker: Tracker, ctx: dict[str, Any], spec: TrialSpec, trial_id: str) -> tuple[str | None, Any]:
+    """(run id to log into, finished run or None). Unfinished earlier attempts are closed and
+    deleted; a finished one is returned so the trial is not trained twice."""
+    earlier = tracker.find_runs(ctx["experiment"], {TRIAL_TAG: trial_id, PARENT_TAG: ctx["parent_run_id"]})
+    for run in earlier:
+        if run.info.status == "FINISHED":
+            return None, run
+    for run in earlier:
+        tracker.discard_run(run.info.run_id)
+    tags = {
+        TRIAL_TAG: trial_id,
+        KIND_TAG: "trial",
+        SWEEP_TAG: ctx["experiment"],
+        "lmodp.mechanism": spec.mechanism,
+        "lmodp.epsilon_target": "none" if spec.epsilon is None else f"{spec.epsilon:g}",
+        "lmodp.seed": str(spec.seed),
+    }
+    run_id = tracker.start_run(ctx["experiment"], run_name=spec.key, tags=tags, parent_run_id=ctx["parent_run_id"])
+    return run_id, None
+
+
+def run_trial(config: dict[str, Any], trial_fn: TrialFn | None = None) -> None:
+    """The Tune function trainable: ``config = {"spec": TrialSpec dict, "ctx": sweep context}``."""
+    import ray
+    from ray import tune
+
+    from orchestrator.trial_tracking import trial_params
+
+    spec, ctx = TrialSpec.from_dict(config["spec"]), config["ctx"]
+    trial_id = tune.get_context().get_trial_id()
+    sweep = SweepConfig.from_dict(ctx["sweep"])
+    tracker = Tracker(ctx["tracking_uri"])
+    run_id, finished = claim_run(tracker, ctx, spec, trial_id)
+    if finished is not None:
+        tune.report(TrialOutcome.from_run(finished).report())
+        return
+    trial_cfg = sweep.trial_config(
+        mechanism=spec.mechanism,
+        epsilon=spec.epsilon,
+        seed=spec.seed,
+        learning_rate=spec.learning_rate,
+        params=spec.params,
+        name=spec.key,
+        clip=spec.clip,
+    ).resolve(ctx["n_train"])
+    with tracker.run(ctx["experiment"], run_id=run_id):
+        tracker.set_tags(run_id, {"lmodp.node_ip": ray.util.get_node_ip_address()})
+        tracker.log_params(run_id, {**trial_params(trial_cfg), "trial.key": spec.key, "trial.id": trial_id})
+        tracker.log_dict(run_id, trial_cfg.to_dict(), "trial-config.json")
+        if sweep.resources.workers > 1:
+            outcome = _run_data_parallel(sweep, trial_cfg, ctx, run_id)
+        else:
+            outcome = _run_local(trial_cfg, tracker, run_id, trial_fn)
+        if outcome.status != "finished":
+            tracker.set_tags(run_id, {"lmodp.status": outcome.status, "lmodp.error": outcome.error or ""})
+    tune.report(outcome.report())
+
+
+def _run_local(trial_cfg: Any, tracker: Tracker, run_id: str, trial_fn: TrialFn | None) -> TrialOutcome:
+    from orchestrator.trial_tracking import train_and_log
+
+    try:
+        result, _ = train_and_log(tracker, run_id, trial_cfg, train_fn=trial_fn)
+    except InputError as exc:  # e.g. a plan over budget: retrying cannot help
+        return TrialOutcome("refused", mlflow_run_id=run_id, error=one_line(exc))
+    return TrialOutcome.from_train(result, run_id)
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """Ray Train loop: every worker trains its shard; rank 0 logs to MLflow and reports."""
+    import ray.train
+
+    from orchestrator.trial_tracking import train_and_log
+    from trainers.config import TrialConfig
+
+    rank = ray.train.get_context().get_world_rank()
+    trial_cfg = TrialConfig.from_dict(config["trial"])
+    tracker = Tracker(config["tracking_uri"]) if rank == 0 else None
+    try:
+        result, _ = train_and_log(tracker, config["run_id"], trial_cfg)
+    except InputError as exc:
+        ray.train.report(TrialOutcome("refused", error=one_line(exc)).report())
+        return
+    ray.train.report(TrialOutcome.from_train(result, None).report())
+
+
+def _run_data_parallel(sweep: SweepConfig, trial_cfg: Any, ctx: dict[str, Any], run_id: str) -> TrialOutcome:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    r = sweep.resources
+    per_worker: dict[str, float] = {"CPU": float(r.cpus_per_trial)}
+    if r.gpus_per_trial:
+        per_worker["GPU"] = float(r.gpus_per_trial)
+    if r.memory_gb:
+        per_worker["memory"] = float(r.memory_gb) * 2**30
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"trial": trial_cfg.to_dict(), "tracking_uri": ctx["tracking_uri"], "run_id": run_id},
+        scaling_config=ScalingConfig(
+            num_workers=r.workers, use_gpu=r.gpus_per_trial > 0, resources_per_worker=per_worker
+        ),
+        torch_config=TorchConfig(backend="nccl" if r.gpus_per_trial > 0 else "gloo"),
+        run_config=RunConfig(name=f"{run_id}-train", storage_path=ctx["train_storage"]),
+    )
+    outcome = TrialOutcome.from_report(trainer.fit().metrics)
+    return TrialOutcome(
+        outcome.status,
+        outcome.epsilon,
+        outcome.metrics,
+        run_id,
+        outcome.train_seconds,
+        outcome.hyperparameters,
+        outcome.error,
+    )
