@@ -62,9 +62,14 @@ class PrivacySpent:
     order: float | None = None
 
 
+#: Smallest Poisson sample rate accepted: below it the libraries' numerics break down (and no
+#: dataset is that large).
+MIN_SAMPLE_RATE = 1e-12
+
+
 def check_accounting_inputs(sample_rate: float, steps: int, delta: float) -> tuple[float, int, float]:
-    """Validate ``sample_rate`` in (0, 1], ``steps >= 1``, ``delta`` in (0, 1)."""
-    q = check_range("sample_rate", sample_rate, gt=0.0, le=1.0)
+    """Validate ``sample_rate`` in [1e-12, 1], ``steps >= 1``, ``delta`` in (0, 1)."""
+    q = check_range("sample_rate", sample_rate, ge=MIN_SAMPLE_RATE, le=1.0)
     t = check_int("steps", steps, ge=1)
     d = check_range("delta", delta, gt=0.0, lt=1.0)
     return q, t, d
@@ -141,6 +146,14 @@ class Accountant(ABC):
 
     @abstractmethod
     def _spent(self, found: Counter[Leaf], delta: float) -> PrivacySpent: ...
+
+    def _library_limits(self, exc: Exception, found: Counter[Leaf]) -> UnsupportedError:
+        """A library's numeric failure on extreme parameters, as a one-line refusal."""
+        what = ", ".join(sorted({repr(m) for m, _ in found}))
+        return UnsupportedError(
+            f"accountant: '{self.name}' cannot evaluate {what} (numeric limits of the library: "
+            f"{type(exc).__name__}: {exc}); use the rdp accountant"
+        )
 
     # --- the one-call form ---------------------------------------------------------------------
     def epsilon(self, mechanism: Mechanism, *, sample_rate: float, steps: int, delta: float) -> PrivacySpent:
@@ -230,7 +243,10 @@ def pure_dp_composition(eps0: float, sample_rate: float, steps: int) -> float:
     """
     if not math.isfinite(eps0):
         return math.inf
-    return steps * math.log1p(sample_rate * math.expm1(eps0))
+    if eps0 < 30.0:
+        return steps * math.log1p(sample_rate * math.expm1(eps0))
+    # log(1 + q (e^e - 1)) = e + log(q + (1 - q) e^-e), without overflowing e^e
+    return steps * (eps0 + math.log(sample_rate + (1.0 - sample_rate) * math.exp(-eps0)))
 
 
 class RdpAccountant(Accountant):
@@ -299,7 +315,11 @@ class PrvAccountant(Accountant):
         eps_error = max(self.rel_error * eps_rdp, 1e-6)
         with warnings.catch_warnings():  # Opacus warns about its own internal RDP orders
             warnings.simplefilter("ignore", UserWarning)
-            eps = float(acc.get_epsilon(delta=delta, eps_error=eps_error, delta_error=delta / 1000))
+            warnings.simplefilter("ignore", RuntimeWarning)
+            try:
+                eps = float(acc.get_epsilon(delta=delta, eps_error=eps_error, delta_error=delta / 1000))
+            except (OverflowError, FloatingPointError, ValueError, ZeroDivisionError) as exc:
+                raise self._library_limits(exc, found) from exc
         # PRV can only tighten RDP; never report more than the proven RDP value.
         return PrivacySpent(min(max(eps, 0.0), eps_rdp), delta, self.name, None)
 
@@ -330,10 +350,14 @@ class PldAccountant(Accountant):
         steps = sum(found.values())
         interval = min(1e-4, self.rel_discretization * max(eps_rdp, 1e-3) / math.sqrt(steps))
         acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=interval)
-        for (mech, q), count in found.items():
-            event = mechanism_event(mech)
-            acc.compose(dp_accounting.PoissonSampledDpEvent(q, event) if q < 1.0 else event, count)
-        return PrivacySpent(max(float(acc.get_epsilon(delta)), 0.0), delta, self.name, None)
+        try:
+            for (mech, q), count in found.items():
+                event = mechanism_event(mech)
+                acc.compose(dp_accounting.PoissonSampledDpEvent(q, event) if q < 1.0 else event, count)
+            eps = float(acc.get_epsilon(delta))
+        except (OverflowError, FloatingPointError, ValueError, ZeroDivisionError) as exc:
+            raise self._library_limits(exc, found) from exc
+        return PrivacySpent(max(eps, 0.0), delta, self.name, None)
 
 
 # --- lookup ----------------------------------------------------------------------------------

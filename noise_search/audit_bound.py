@@ -276,15 +276,48 @@ def audit_scores(
     )
 
 
+#: Largest simulated dimension: one release is a vector of this many float64 (800 MB).
+MAX_AUDIT_DIM = 10**8
+#: Most canaries of one audit.
+MAX_AUDIT_CANARIES = 10**6
+#: Most elements of the dense canary directions an L2 (Gaussian) audit stores (canaries x dim).
+MAX_DENSE_ELEMENTS = 1 << 28
+#: Largest simulation seed (torch generators take 64-bit seeds).
+MAX_AUDIT_SEED = 2**64 - 1
+
+
 def check_audit_inputs(
-    *, sample_rate: float, steps: int, delta: float, dim: int, canaries: int, confidence: float, clip_bound: float
+    *,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    dim: int,
+    canaries: int,
+    confidence: float,
+    clip_bound: float,
+    norm: str | None = None,
+    seed: int = 0,
 ) -> tuple[float, int, float, int, int, float, float]:
-    """Validate the settings of a simulated audit before any work: returns
-    ``(q, T, delta, N, M, confidence, C)`` with ``q`` in (0, 1], ``T >= 1``, ``delta`` in (0, 1),
-    ``N >= 1``, ``M >= 2``, ``confidence`` in (0, 1), ``C > 0``."""
+    """Validate the settings of a simulated audit before any work (and any memory is taken):
+    returns ``(q, T, delta, N, M, confidence, C)`` with ``q`` in [1e-12, 1], ``T >= 1``,
+    ``delta`` in (0, 1), ``N`` in [1, 1e8], ``M`` in [2, 1e6], ``confidence`` in (0, 1),
+    ``C > 0``, ``seed`` in [0, 2**64 - 1]; for ``norm == "l2"`` also ``M * N <= 2**28`` (the dense
+    canary directions)."""
     q, t, d = check_accounting_inputs(sample_rate, steps, delta)
     n = check_int("dim", dim, ge=1)
+    if n > MAX_AUDIT_DIM:
+        raise ParameterError("dim", f"must be an integer in [1, {MAX_AUDIT_DIM}], got {dim}")
     m = check_int("canaries", canaries, ge=2)
+    if m > MAX_AUDIT_CANARIES:
+        raise ParameterError("canaries", f"must be an integer in [2, {MAX_AUDIT_CANARIES}], got {canaries}")
+    if norm == "l2" and m * n > MAX_DENSE_ELEMENTS:
+        raise ParameterError(
+            "canaries",
+            f"{m} Gaussian canaries in dimension {n} need {4 * m * n / 2**30:.1f} GiB of directions; "
+            f"keep canaries * dim <= {MAX_DENSE_ELEMENTS}",
+        )
     c = _check_confidence(confidence)
     clip = check_range("clip_bound", clip_bound, gt=0.0)
+    if check_int("seed", seed, ge=0) > MAX_AUDIT_SEED:
+        raise ParameterError("seed", f"must be an integer in [0, 2**64 - 1], got {seed}")
     return q, t, d, n, m, c, clip

@@ -1,4 +1,4 @@
-"""Calibration: the noise parameter that meets a target epsilon (PRIVACY_MATH.md section 5).
+"""Calibration: the noise parameter that meets a target epsilon (docs/privacy.md section 5).
 
 :func:`solve_monotone` is the generic routine: given ``epsilon(x)`` monotone in a positive
 parameter ``x``, find the least private ``x`` whose epsilon is still ``<= target``. It
@@ -154,7 +154,7 @@ def calibrate_parameter(
 #: Per family: the mechanism of a parameter, whether epsilon increases with it, and its range.
 _FAMILIES: dict[str, tuple[Callable[[float], Mechanism], bool, float, float]] = {
     "gaussian": (Gaussian, False, 1e-3, 1e5),
-    "laplace": (Laplace, True, 1e-6, 1e4),
+    "laplace": (Laplace, True, 1e-6, 1e3),
 }
 
 

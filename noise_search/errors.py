@@ -89,9 +89,11 @@ def one_line(text: object) -> str:
 def read_input_file(path: str | Path, field: str) -> str:
     """The text of a user's file, or :class:`InputError` ``"<field>: cannot read <path>: ..."``."""
     try:
-        return Path(path).read_text()
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{field}: cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{field}: {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
 
 
 def load_json_file(path: str | Path, field: str) -> Any:
@@ -101,3 +103,7 @@ def load_json_file(path: str | Path, field: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{field}: {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except ValueError as exc:  # an integer longer than Python converts (4300 digits)
+        raise InputError(f"{field}: {path} is not usable JSON ({one_line(exc)})") from None
+    except RecursionError:
+        raise InputError(f"{field}: {path} is not usable JSON (nested too deeply)") from None

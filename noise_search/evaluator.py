@@ -15,7 +15,7 @@ Two things keep it fast without changing any number:
 
 1. **Order truncation.** Order ``alpha`` is finite only while ``M(alpha - 1)`` is, i.e. while
    ``alpha - 1`` is inside the MGF's domain ``a1 G_theta t < 1``, ``a3 t < E_lambda``
-   (PRIVACY_MATH.md section 3). :func:`max_finite_order` finds each row's last finite order
+   (docs/privacy.md section 3). :func:`max_finite_order` finds each row's last finite order
    ``K_i`` with the same floating-point expressions as :func:`noise_search.mgf.log_mgf`; rows
    are grouped by ``K_i`` (rounded up to a geometric ladder of levels) and each group is
    evaluated at orders up to its level only: every order past it is ``+inf`` for every row of
@@ -225,7 +225,7 @@ def check_objective(objective: str, gamma: float | None) -> float | None:
 
 
 def objective_values(p: MixtureArrays, objective: str, gamma: float | None = None) -> np.ndarray:
-    """The objective of every row (per coordinate, sensitivity 1; PRIVACY_MATH.md section 6).
+    """The objective of every row (per coordinate, sensitivity 1; docs/privacy.md section 6).
 
     ``mean-abs`` = ``E[1/u]``, ``variance`` = ``2 E[1/u**2]`` (``+inf`` where it diverges),
     ``usefulness`` = ``P(|Z| <= gamma) = 1 - M(-gamma)``.

@@ -1,4 +1,4 @@
-"""Noise mechanisms as validated, immutable parameter objects (PRIVACY_MATH.md section 2).
+"""Noise mechanisms as validated, immutable parameter objects (docs/privacy.md section 2).
 
 Each mechanism adds noise to a sum of per-example contributions clipped to bound ``C`` in
 its norm (:attr:`norm`: L2 for Gaussian, L1 for Laplace and LMO):
@@ -30,6 +30,11 @@ from noise_search.errors import InputError, ParameterError, check_range, load_js
 from noise_search.mgf import MixtureArrays, dlog_mgf, log_inverse_moment, log_mgf
 
 COMPONENTS: tuple[str, ...] = ("gamma", "exponential", "uniform")
+#: Largest Gaussian noise multiplier accepted (beyond it every epsilon is the conversion's floor,
+#: and the libraries' numerics overflow near 1e300).
+MAX_SIGMA = 1e6
+#: Largest Laplace inverse scale accepted: a per-release epsilon of 1000 is no privacy at all.
+MAX_U0 = 1e3
 VARIANTS: tuple[str, ...] = ("per_coordinate", "shared")
 _COMPONENT_ALIASES = {"gamma": "gamma", "exponential": "exponential", "exp": "exponential", "uniform": "uniform"}
 
@@ -48,19 +53,18 @@ def _check_gamma(gamma: float) -> float:
 
 @dataclass(frozen=True)
 class Gaussian:
-    """Gaussian noise with noise multiplier ``sigma > 0`` (std ``sigma * C``), L2 clipping."""
+    """Gaussian noise with noise multiplier ``sigma`` in (0, 1e6] (std ``sigma * C``), L2 clipping."""
 
     sigma: float
     name: ClassVar[str] = "gaussian"
     norm: ClassVar[str] = "l2"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sigma", check_range("sigma", self.sigma, gt=0.0))
+        object.__setattr__(self, "sigma", check_range("sigma", self.sigma, gt=0.0, le=MAX_SIGMA))
 
     def sample(self, shape: int | tuple[int, ...], clip_bound: float, rng: np.random.Generator) -> np.ndarray:
         """Noise of ``shape`` for clipping bound ``clip_bound``."""
         return rng.normal(0.0, self.sigma * _check_clip(clip_bound), _shape_tuple(shape))
-
 
     def mean_abs(self) -> float:
         return self.sigma * math.sqrt(2.0 / math.pi)
@@ -77,18 +81,17 @@ class Gaussian:
 
 @dataclass(frozen=True)
 class Laplace:
-    """Laplace noise with inverse scale ``u0 > 0`` (scale ``C/u0``), L1 clipping."""
+    """Laplace noise with inverse scale ``u0`` in (0, 1000] (scale ``C/u0``), L1 clipping."""
 
     u0: float
     name: ClassVar[str] = "laplace"
     norm: ClassVar[str] = "l1"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "u0", check_range("u0", self.u0, gt=0.0))
+        object.__setattr__(self, "u0", check_range("u0", self.u0, gt=0.0, le=MAX_U0))
 
     def sample(self, shape: int | tuple[int, ...], clip_bound: float, rng: np.random.Generator) -> np.ndarray:
         return rng.laplace(0.0, _check_clip(clip_bound) / self.u0, _shape_tuple(shape))
-
 
     def log_mgf(self, t: np.ndarray | float) -> np.ndarray:
         """``log E[exp(t u)] = t u0`` (``u`` is the point mass ``u0``)."""
@@ -163,6 +166,11 @@ class LMO:
         )
         if arrays.a1[0] == arrays.a3[0] == arrays.a4[0] == 0.0:
             raise ParameterError("a1", "a1, a3 and a4 are all 0 (or absent): u would be 0, no noise")
+        with np.errstate(over="ignore"):
+            mean_u = float(arrays.mean()[0])
+        if not math.isfinite(mean_u):
+            big = max(_scale_fields(self.components), key=lambda f: getattr(self, f))
+            raise ParameterError(big, f"too large: the mean of u overflows, got {getattr(self, big)!r}")
         s = float(arrays.zero_concentration()[0])
         if s <= 2.0:
             raise ParameterError(
@@ -242,7 +250,6 @@ class LMO:
         u = self.sample_u(shape if self.variant == "per_coordinate" else (), rng)
         return rng.laplace(0.0, 1.0, shape) * (c / u)
 
-
     def noise_cdf(self, z: np.ndarray | float) -> np.ndarray:
         """CDF of one noise coordinate for ``C = 1``: ``1 - M(-z)/2`` for ``z >= 0``."""
         z = np.asarray(z, float)
@@ -272,6 +279,18 @@ class LMO:
 
 Mechanism = Gaussian | Laplace | LMO
 MECHANISMS: dict[str, type] = {"gaussian": Gaussian, "laplace": Laplace, "lmo": LMO}
+#: The keys :func:`mechanism_from_dict` reads per family (LMO: also the paper files' ``distributions``).
+PARAMETER_KEYS: dict[str, tuple[str, ...]] = {
+    "gaussian": ("sigma",),
+    "laplace": ("u0",),
+    "lmo": ("a1", "a3", "a4", "G_k", "G_theta", "E_lambda", "U_a", "U_b", "components", "distributions", "variant"),
+}
+
+
+def _scale_fields(components: tuple[str, ...]) -> list[str]:
+    """The parameters of the present components that scale ``u`` up (an overflow names one)."""
+    per = {"gamma": ("a1", "G_k", "G_theta"), "exponential": ("a3",), "uniform": ("a4", "U_a", "U_b")}
+    return [f for c in components for f in per[c]]
 
 
 def _normalise_components(comps: Any) -> tuple[str, ...]:

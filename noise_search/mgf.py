@@ -1,7 +1,7 @@
 """Moment generating function of the LMO inverse scale ``u``, vectorised.
 
 ``u = a1 * Gamma(G_k, scale=G_theta) + a3 * Exponential(rate=E_lambda) + a4 * Uniform(U_a, U_b)``
-with independent components (PRIVACY_MATH.md section 2). A component with weight 0 is
+with independent components (docs/privacy.md section 2). A component with weight 0 is
 absent. Everything here works on a block of candidates at once: every field of
 :class:`MixtureArrays` is a 1-D array of length ``n`` and the functions return arrays
 of shape ``(n, len(t))``.
@@ -165,7 +165,7 @@ _ES_LOG_W = np.log(_ES_H * 0.5 * np.pi * np.cosh(_ES_X)) + _ES_LOG_T
 def log_inverse_moment(p: MixtureArrays, m: float, *, block: int = 4096) -> np.ndarray:
     """``log E[u**-m]`` per candidate (``m > 0``), by quadrature of the Laplace transform.
 
-    Uses ``E[u**-m] = 1/Gamma(m) * int_0^inf t**(m-1) M(-t) dt`` (PRIVACY_MATH.md
+    Uses ``E[u**-m] = 1/Gamma(m) * int_0^inf t**(m-1) M(-t) dt`` (docs/privacy.md
     section 6). Returns ``+inf`` where the moment diverges (``zero_concentration <= m``).
     """
     if m <= 0:

@@ -1,6 +1,6 @@
 """Renyi DP of Laplace noise with a random inverse scale, and RDP -> (epsilon, delta).
 
-Implements PRIVACY_MATH.md sections 4 and 5. Everything is vectorised over a block of
+Implements docs/privacy.md sections 4 and 5. Everything is vectorised over a block of
 candidates: RDP curves are arrays of shape ``(n_candidates, n_orders)``.
 
 Why the bound holds (the proofs the tests check numerically):

@@ -34,7 +34,7 @@ Two spaces:
   The ranges reach near-degenerate mixtures on purpose: single-component mixtures, a
   component with a weight 1e4 times smaller than another, a Gamma with shape up to 1e3
   (coefficient of variation ~3%), a Uniform of width 1e-3 far from 0 -- all close to a
-  plain Laplace, which is where the search is expected to drift (PRIVACY_MATH.md section 6).
+  plain Laplace, which is where the search is expected to drift (docs/privacy.md section 6).
   Absent components get neutral values (``G_k = G_theta = E_lambda = 1``, ``U_a = 0``,
   ``U_b = 1``) and weight 0.
 

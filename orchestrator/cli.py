@@ -6,8 +6,10 @@ Each sub-command lives in ``orchestrator/commands/<name>.py`` and exposes
 with ``--json`` (nothing else goes to stdout) or rendered for people otherwise.
 
 Exit codes: 0 success, 2 bad input (:class:`~noise_search.errors.InputError`, argument
-errors), 1 runtime failure (any other :class:`~noise_search.errors.LmoDpError`).
-Errors are printed as one line on stderr.
+errors), 1 runtime failure (any other :class:`~noise_search.errors.LmoDpError`, or an
+unexpected exception), 3 a sweep that finished with failed trials, 130 interrupted. Errors are
+printed as one line on stderr; ``--debug`` (or ``LMODP_DEBUG=1``) shows the traceback instead.
+Without a terminal, stderr carries no progress bars and no library INFO lines.
 """
 
 from __future__ import annotations
@@ -48,21 +50,49 @@ class OneLineParser(argparse.ArgumentParser):
         raise CliUsageError(f"{message} (see '{self.prog} --help')")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each optional flag's default (required flags and switches have none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and not action.required
+            and default not in (None, False, argparse.SUPPRESS)
+            and "%(default)" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("lmo-dp")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="lmo-dp",
         description="Differentially private fine-tuning over privacy-budget grids with LMO-DP noise.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lmo-dp {version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of a failure (or set LMODP_DEBUG=1)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"orchestrator.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"orchestrator.commands.{name}":
-                continue  # command not part of this build
-            raise
+        module = importlib.import_module(f"orchestrator.commands.{name}")
         module.register(sub)
+    for sub_parser in sub.choices.values():
+        sub_parser.formatter_class = HelpFormatter
     return parser
 
 
@@ -81,16 +111,27 @@ def emit(args: argparse.Namespace, result: dict[str, Any], render) -> None:
     sys.stdout.flush()
 
 
-def _field_flags() -> dict[str, str]:
-    from orchestrator.commands._common import FIELD_FLAGS
+def _quiet_libraries() -> None:
+    """No INFO chatter from libraries on stderr (MLflow's database set-up, alembic)."""
+    import os
 
-    return FIELD_FLAGS
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _debugging(argv: Sequence[str]) -> bool:
+    import os
+
+    return "--debug" in argv or os.environ.get("LMODP_DEBUG", "") not in ("", "0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debugging(argv)
     named = next((a for a in argv if not a.startswith("-")), None)
     command = f"lmo-dp {named}" if named in COMMANDS else "lmo-dp"
     args = None
@@ -102,19 +143,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             emit(args, result, getattr(args, "render", None) or (lambda r: json.dumps(jsonable(r), indent=2)))
         return int(getattr(args, "exit_code", 0) or 0)
     except InputError as exc:
+        if debug:
+            raise
         message = str(exc)
         field = getattr(exc, "field", None)
-        flags = getattr(args, "field_flags", None) or _field_flags()
+        flags = getattr(args, "field_flags", None) or {}
         if field in flags and message.startswith(f"{field}:"):
             message = f"{flags[field]}{message[len(field) :]}"
         print(f"{command}: error: {one_line(message)}", file=sys.stderr)
         return 2
     except LmoDpError as exc:
+        if debug:
+            raise
         print(f"{command}: failed: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a failure we did not foresee: still one line, the traceback on request
+        if debug:
+            raise
+        print(
+            f"{command}: failed: {type(exc).__name__}: {one_line(exc)} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,13 +3,16 @@
 :func:`connect` uses an already initialised Ray as it is; else joins ``address`` (or
 ``RAY_ADDRESS``, as inside a Ray job), after checking that something answers there; else starts
 a local instance. :meth:`RaySession.close` shuts down only an instance this call started.
-:func:`check_address` is the fail-fast check (exit 2, one line) for a user's ``--address``.
+:func:`check_address` is the fail-fast check for a user's ``--address``: a malformed address is
+bad input (exit 2), one where nothing answers within the connect timeout
+(``$LMODP_CONNECT_TIMEOUT``, default 15 s) a runtime failure (exit 1), both one line naming it.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 
 from noise_search.errors import LmoDpError, ParameterError
@@ -35,7 +38,13 @@ class RaySession:
 
 
 def check_address(address: str, field: str = "--address") -> None:
-    """Fail fast (exit 2) when a ``host:port`` or ``ray://host:port`` address does not answer."""
+    """Fail fast when ``address`` (``host:port``, ``ray://host:port`` or ``auto``) is malformed
+    (:class:`ParameterError`) or nothing answers there (:class:`RayUnavailableError`).
+
+    Ray itself retries an unreachable GCS for minutes; a TCP connect bounded by the connect
+    timeout answers in seconds."""
+    from orchestrator.checks import connect_timeout
+
     if address == "auto":
         return
     if address.startswith(("http://", "https://")):
@@ -48,11 +57,15 @@ def check_address(address: str, field: str = "--address") -> None:
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         raise ParameterError(field, f"must be host:port, ray://host:port or auto, got {address!r}")
+    if not 0 < int(port) < 65536:
+        raise ParameterError(field, f"port must be in [1, 65535], got {address!r}")
+    wait = connect_timeout()
     try:
-        with socket.create_connection((host, int(port)), timeout=5):
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=wait):
             pass
     except OSError as exc:
-        raise ParameterError(field, f"no Ray cluster answers at {address} ({exc.strerror or exc})") from None
+        reason = exc.strerror or str(exc) or f"no answer within {wait:g} s"
+        raise RayUnavailableError(f"{field}: no Ray cluster answers at {address} ({reason})") from None
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> RaySession:
@@ -63,10 +76,13 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> RaySe
 
     started = False
     target = address or os.environ.get("RAY_ADDRESS")
+    if target and not ray.is_initialized():
+        check_address(target, "--address" if address else "RAY_ADDRESS")
+    quiet = "WARNING" if sys.stderr.isatty() else "ERROR"
     try:
         if not ray.is_initialized():
             if target:
-                ray.init(address=target, log_to_driver=False, logging_level="WARNING")
+                ray.init(address=target, log_to_driver=False, logging_level=quiet)
             else:
                 # "local": a new instance even if another cluster runs on this machine
                 ray.init(
@@ -74,10 +90,12 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> RaySe
                     num_cpus=num_cpus,
                     include_dashboard=False,
                     log_to_driver=False,
-                    logging_level="WARNING",
+                    logging_level=quiet,
                 )
             started = True
         cpus = int(ray.cluster_resources().get("CPU", 0))
+    except LmoDpError:
+        raise
     except Exception as exc:  # Ray raises many types here (ConnectionError, RuntimeError, ...)
         where = f"reach {target}" if target else "start a local instance"
         raise RayUnavailableError(f"Ray: cannot {where}: {exc}") from exc

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from noise_search.errors import InputError
+from noise_search.errors import InputError, LmoDpError
 from orchestrator.report_plots import plot_noise, plot_privacy, plot_utility
 from orchestrator.selection import Selected, headline_metric, select
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, Tracker
@@ -35,10 +35,17 @@ from orchestrator.tracking import KIND_TAG, PARENT_TAG, Tracker
 
 def find_parent_run(tracker: Tracker, experiment: str, parent_run_id: str | None = None) -> Any:
     """The sweep's parent run: ``parent_run_id``, else the newest sweep run of ``experiment``."""
-    if not tracker.has_experiment(experiment):
+    exp_id = tracker.experiment_id_of(experiment)
+    if exp_id is None:
         raise InputError(f"--experiment: no MLflow experiment named {experiment!r} at {tracker.uri}")
     if parent_run_id:
-        return tracker.get_run(parent_run_id)
+        try:
+            run = tracker.get_run(parent_run_id)
+        except Exception as exc:  # MLflow raises its own exception type for an unknown id
+            raise InputError(f"--run-id: no MLflow run {parent_run_id!r} at {tracker.uri}") from exc
+        if run.info.experiment_id != exp_id or run.data.tags.get(KIND_TAG) != "sweep":
+            raise InputError(f"--run-id: {parent_run_id} is not a sweep run of experiment {experiment!r}")
+        return run
     runs = tracker.find_runs(experiment, {KIND_TAG: "sweep"}, max_results=1)
     if not runs:
         raise InputError(f"--experiment: {experiment!r} has no sweep runs (run lmo-dp sweep first)")
@@ -131,6 +138,36 @@ def search_result(tracker: Tracker, parent: Any) -> dict[str, Any] | None:
         return json.loads(Path(local).read_text())
 
 
+class EmptyReportError(LmoDpError):
+    """A sweep that did not finish and has no trial results: there is nothing to report."""
+
+
+def sweep_warnings(parent: Any, rows: list[dict[str, Any]], *, live: bool = False) -> list[str]:
+    """What a reader must know before trusting the report: a sweep that did not finish, or
+    trials that failed. ``live``: the report is written by the running sweep itself."""
+    warnings = []
+    status = parent.info.status
+    finished = "trials" in parent.data.metrics  # logged by the sweep's last stage only
+    if status in ("FAILED", "KILLED") and not finished:
+        warnings.append(
+            f"the sweep's parent run ended {status} before the sweep finished: results are partial "
+            "(rerun lmo-dp sweep with --resume)"
+        )
+    elif status == "RUNNING" and not live:
+        warnings.append(
+            "the sweep's parent run is still RUNNING: the sweep is under way or its driver died; results may be partial"
+        )
+    failed = [r for r in rows if r["status"] in _FAILED]
+    if failed:
+        keys = ", ".join(str(r["key"]) for r in failed[:5]) + (", ..." if len(failed) > 5 else "")
+        warnings.append(f"{len(failed)} trial(s) failed and are missing from the plots: {keys}")
+    return warnings
+
+
+#: trial statuses of runs that produced no result
+_FAILED = ("error", "refused", "failed", "killed")
+
+
 def _fmt(x: Any) -> str:
     if x is None:
         return ""
@@ -212,6 +249,7 @@ def _html(
     images: list[tuple[str, str]],
     notes: list[str],
     selected_html: str = "",
+    warnings: list[str] | None = None,
 ) -> str:
     cols = [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
@@ -221,12 +259,14 @@ def _html(
         for src, cap in images
     )
     note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    warn_html = "".join(f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in warnings or [])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lmo-dp sweep {html.escape(experiment)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:75em}}table{{border-collapse:collapse;font-size:.85em}}
 td,th{{border:1px solid #ccc;padding:.25em .5em;text-align:right}}figure{{display:inline-block;margin:.5em}}
-img{{max-width:40em}}</style></head><body>
+img{{max-width:40em}}.warning{{background:#fff3cd;border:1px solid #e0b000;padding:.5em}}</style></head><body>
 <h1>Sweep <code>{html.escape(experiment)}</code></h1>
+{warn_html}
 <p>Parent MLflow run <code>{html.escape(parent.info.run_id)}</code>, {len(rows)} trials. Epsilon values are the
 accountant's proven upper bounds; audit lower bounds (where present) are empirical.</p>
 <ul>{note_html}</ul>
@@ -240,12 +280,30 @@ accountant's proven upper bounds; audit lower bounds (where present) are empiric
 """
 
 
-def write_report(tracker: Tracker, experiment: str, out_dir: str | Path, *, parent_run_id: str | None = None) -> Path:
-    """Write the report of a sweep into ``out_dir``; returns the path of ``index.html``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def write_report(
+    tracker: Tracker,
+    experiment: str,
+    out_dir: str | Path,
+    *,
+    parent_run_id: str | None = None,
+    live: bool = False,
+) -> tuple[Path, list[str]]:
+    """Write the report of a sweep into ``out_dir``: (path of ``index.html``, warnings shown on
+    its page). ``live``: written by the running sweep (its parent run is RUNNING on purpose).
+
+    Raises :class:`EmptyReportError` (nothing written) for a sweep that did not finish and has
+    no trial runs.
+    """
     parent = find_parent_run(tracker, experiment, parent_run_id)
     rows = trial_rows(tracker, parent)
+    warnings = sweep_warnings(parent, rows, live=live)
+    if not rows and parent.info.status != "FINISHED" and not live:
+        raise EmptyReportError(
+            f"sweep {experiment!r} (parent run {parent.info.run_id}, {parent.info.status}) has no trial runs: "
+            "nothing to report; rerun lmo-dp sweep with --resume"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     majority = parent.data.metrics.get("baseline.majority_test_accuracy")
     images: list[tuple[str, str]] = []
     notes: list[str] = []
@@ -270,5 +328,5 @@ def write_report(tracker: Tracker, experiment: str, out_dir: str | Path, *, pare
                 notes.append(f"epsilon {r['epsilon_target']:g}: {r['note']}")
     _write_csv(rows, out / "trials.csv")
     index = out / "index.html"
-    index.write_text(_html(experiment, parent, rows, images, notes, _selected_html(select(rows), majority)))
-    return index
+    index.write_text(_html(experiment, parent, rows, images, notes, _selected_html(select(rows), majority), warnings))
+    return index, warnings

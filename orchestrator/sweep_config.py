@@ -180,6 +180,17 @@ class SweepConfig(ConfigFile):
     @model_validator(mode="after")
     def _cross(self) -> SweepConfig:
         check_sections(self.model, self.data, self.training)
+        if self.training.checkpoint_every is not None:
+            if self.resources.workers > 1:
+                raise ParameterError(
+                    "training.checkpoint_every",
+                    "checkpoints cover single-process trials only, not resources.workers > 1 (data parallel)",
+                )
+            if self.audit is not None:
+                raise ParameterError(
+                    "training.checkpoint_every",
+                    "not with an audit section (the canaries' state is not saved in a checkpoint)",
+                )
         for mech, g in self.grid.items():
             _grid_values(f"grid.{mech}.learning_rate", g.learning_rate)
             _grid_values(f"grid.{mech}.clip", g.clip)

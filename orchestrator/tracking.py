@@ -23,16 +23,23 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from noise_search.errors import LmoDpError
+from noise_search.errors import InputError, LmoDpError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR = "mlruns-lmodp"
 
-#: Tag carrying the Ray Tune trial id; a resumed sweep finds its runs by it.
+#: Tag carrying the Ray Tune trial id (for reference; Tune ids change when a sweep restarts).
 TRIAL_TAG = "lmodp.trial_id"
+#: Tag carrying a sweep trial's own key (target, mechanism, seed, hyperparameters); a resumed
+#: sweep finds its finished work under the parent run by it.
+TRIAL_KEY_TAG = "lmodp.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "lmodp.kind"
+#: MLflow 3's UI opens an experiment by its kind; without it a training experiment opens on the
+#: GenAI traces page. Ours are model-training experiments.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 class TrackingError(LmoDpError):
@@ -86,16 +93,77 @@ def _clean_params(params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-class Tracker:
-    """A thin, explicit-client wrapper over MLflow for lmo-dp's runs."""
+def _uri_field() -> str:
+    """What the user set, for error messages: the variable, or the local default folder."""
+    return "MLFLOW_TRACKING_URI" if tracking_configured() else f"tracking store ./{DEFAULT_DIR}"
 
-    def __init__(self, uri: str | None = None) -> None:
+
+def check_server(uri: str, timeout: float | None = None) -> None:
+    """An MLflow tracking server must answer its ``/health`` endpoint within ``timeout`` seconds
+    (default :func:`orchestrator.checks.connect_timeout`); else :class:`TrackingError`."""
+    import urllib.error
+    import urllib.request
+
+    from orchestrator.checks import connect_timeout
+
+    wait = connect_timeout() if timeout is None else timeout
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=wait):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):  # an authenticated server answers; the client's credentials decide
+            return
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise TrackingError(
+        f"MLflow tracking server {uri} does not answer ({reason}; waited up to {wait:g} s, LMODP_CONNECT_TIMEOUT)"
+    )
+
+
+def check_tracking(uri: str) -> None:
+    """Before any work: the store at ``uri`` can be used, and nothing is created to find out.
+
+    A local SQLite store's folder must exist or be creatable (exit 2 naming
+    ``MLFLOW_TRACKING_URI`` or the default folder); an ``http(s)`` server must answer
+    (:func:`check_server`, exit 1). Other schemes are left to MLflow.
+    """
+    from orchestrator.checks import check_output_dir
+
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        if db.is_dir():
+            raise InputError(f"{_uri_field()}: {db} is a folder, not an SQLite file")
+        check_output_dir(db.parent, _uri_field())
+    elif uri.startswith(("http://", "https://")):
+        check_server(uri)
+
+
+class Tracker:
+    """A thin, explicit-client wrapper over MLflow for lmo-dp's runs.
+
+    ``create=False`` refuses (:class:`~noise_search.errors.InputError`) to create the local
+    default store when it does not exist yet (a read-only command has nothing to read then). An
+    ``http(s)`` tracking URI must answer within the connect timeout (:func:`check_server`).
+    """
+
+    def __init__(self, uri: str | None = None, *, create: bool = True) -> None:
         import mlflow
         from mlflow import MlflowClient
 
         self.uri = uri or tracking_uri()
         if self.uri.startswith("sqlite:///"):
-            Path(self.uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            db = Path(self.uri[len("sqlite:///") :])
+            if not create and not db.is_file():
+                raise InputError(f"{_uri_field()}: no MLflow tracking store at {db} (nothing has been tracked yet)")
+            try:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"{_uri_field()}: cannot create {db.parent}: {exc.strerror or exc}") from exc
+            if not os.access(db.parent, os.W_OK):
+                raise InputError(f"{_uri_field()}: {db.parent} is not writable")
+        elif self.uri.startswith(("http://", "https://")):
+            check_server(self.uri)
         self._mlflow = mlflow
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
@@ -104,18 +172,23 @@ class Tracker:
 
     # --- experiments --------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
-        """Id of experiment ``name``, created (with a local artifact folder if local) if needed."""
+        """Id of experiment ``name``, created (with a local artifact folder if local) if needed,
+        and tagged as a model-training experiment for the MLflow UI."""
         try:
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
                 if exp.lifecycle_stage == "deleted":
                     self.client.restore_experiment(exp.experiment_id)
+                if EXPERIMENT_KIND_TAG not in exp.tags:
+                    self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 return exp.experiment_id
             location = None
             if self.uri.startswith("sqlite:///"):
                 store = Path(self.uri[len("sqlite:///") :]).parent
                 location = (store / "artifacts").as_uri()
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         except Exception as exc:
             raise TrackingError(f"cannot open MLflow experiment {name!r} at {self.uri}: {exc}") from exc
 
@@ -206,12 +279,23 @@ class Tracker:
     def experiment_name(self, experiment_id: str) -> str:
         return self.client.get_experiment(experiment_id).name
 
-    def has_experiment(self, name: str) -> bool:
-        return self.client.get_experiment_by_name(name) is not None
+    def experiment_id_of(self, name: str) -> str | None:
+        """Id of an existing experiment ``name`` (None if there is none; nothing is created)."""
+        exp = self.client.get_experiment_by_name(name)
+        return None if exp is None else exp.experiment_id
 
     def reopen_run(self, run_id: str) -> None:
         """Mark a run RUNNING again (a resumed sweep's parent run)."""
         self.client.update_run(run_id, status="RUNNING")
+
+    def fail_open_children(self, experiment: str, parent_run_id: str) -> int:
+        """End every child run of ``parent_run_id`` still RUNNING as FAILED (their trials are
+        over: a worker that died for good never closed its run); returns how many."""
+        stale = [r for r in self.find_runs(experiment, {PARENT_TAG: parent_run_id}) if r.info.status == "RUNNING"]
+        for run in stale:
+            self.client.set_tag(run.info.run_id, "lmodp.status", "error")
+            self.end_run(run.info.run_id, "FAILED")
+        return len(stale)
 
     def discard_run(self, run_id: str) -> None:
         """Close (KILLED) an unfinished run and delete it (an abandoned attempt)."""

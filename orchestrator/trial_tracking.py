@@ -11,9 +11,12 @@ noise), per-step
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.tracking import Tracker
+
+if TYPE_CHECKING:  # torch is imported only when a trial runs
+    from trainers.checkpoint import Checkpointing
 
 
 class StepLogger:
@@ -41,9 +44,17 @@ class StepLogger:
             self.buffer = []
 
 
+#: Tag of a run whose trial resumed from a checkpoint: the steps the checkpoint held.
+RESUMED_TAG = "lmodp.resumed_from_step"
+
+#: config keys that are not hyperparameters of a trial (how it runs, not what it computes)
+NOT_PARAMS: tuple[str, ...] = ("training.checkpoint_every",)
+
+
 def trial_params(trial_cfg: Any) -> dict[str, Any]:
-    """MLflow params of a resolved trial config: its flattened settings and its recipe."""
-    out = dict(trial_cfg.flat())
+    """MLflow params of a resolved trial config: its flattened settings (minus :data:`NOT_PARAMS`)
+    and its recipe."""
+    out = {k: v for k, v in trial_cfg.flat().items() if k not in NOT_PARAMS}
     recipe = trial_cfg.recipe
     if recipe is not None:
         out["recipe.name"] = recipe.name
@@ -73,6 +84,8 @@ def log_result(tracker: Tracker, run_id: str, result: Any, summary: dict[str, An
     if result.mechanism is not None:
         plan.update({f"noise.{k}": v for k, v in result.mechanism.to_dict().items()})
     tracker.log_params(run_id, plan)
+    if result.resumed_from:
+        tracker.set_tags(run_id, {RESUMED_TAG: str(result.resumed_from)})
     tracker.log_metrics(run_id, final_metrics(result), step=result.steps)
     if result.mechanism is not None:
         tracker.log_dict(run_id, {**result.mechanism.to_dict(), "clip": result.config.privacy.clip}, "noise.json")
@@ -87,6 +100,7 @@ def train_and_log(
     *,
     train_fn: Any = None,
     dataset: Any = None,
+    checkpoints: Checkpointing | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The one train-and-track path of ``lmo-dp train`` and of every sweep trial.
 
@@ -94,11 +108,17 @@ def train_and_log(
     per-step metrics to ``run_id`` while it runs and the result (params, final metrics,
     artifacts) afterwards. Without a tracker (the other ranks of a data-parallel trial) it only
     trains. Returns ``(result, summary)``; ``summary`` is the ``lmo-dp train --json`` object.
+
+    ``checkpoints`` (a :class:`trainers.checkpoint.Checkpointing`) is passed on to ``train_fn``
+    only when given. On a resume the trainer replays the restored steps through ``on_step``, so
+    ``run_id`` (a fresh run) gets the whole per-step history.
     """
     from trainers.engine import train
 
     train_fn = train_fn or train
-    kwargs = {} if dataset is None else {"dataset": dataset}
+    kwargs: dict[str, Any] = {} if dataset is None else {"dataset": dataset}
+    if checkpoints is not None:
+        kwargs["checkpoints"] = checkpoints
     if tracker is None or run_id is None:
         result = train_fn(trial_cfg, **kwargs)
         return result, result.summary()

@@ -57,7 +57,7 @@ the audit and reports its metrics.
 
 **Cost**: per step about ``q M`` dense rows of ``D`` floats pass through the optimizer's
 clipping; Gaussian canaries store ``M`` directions (``4 M D`` bytes). Both are bounded by
-:data:`~trainers.audit_simulation.MAX_DENSE_ELEMENTS` (error naming ``audit.canaries`` before training).
+:data:`~noise_search.audit_bound.MAX_DENSE_ELEMENTS` (error naming ``audit.canaries`` before training).
 """
 
 from __future__ import annotations
@@ -68,10 +68,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from noise_search.audit_bound import OneRunAudit, audit_scores
+from noise_search.audit_bound import MAX_DENSE_ELEMENTS, OneRunAudit, audit_scores
 from noise_search.errors import InputError, ParameterError
 from noise_search.mechanisms import Mechanism
-from trainers.audit_simulation import MAX_DENSE_ELEMENTS, Canaries, draw_canaries
+from trainers.audit_simulation import Canaries, draw_canaries
 
 
 @dataclass(frozen=True)

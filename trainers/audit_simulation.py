@@ -36,13 +36,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from noise_search.accountants import compute_epsilon
-from noise_search.audit_bound import OneRunAudit, audit_scores, check_audit_inputs
+from noise_search.audit_bound import MAX_DENSE_ELEMENTS, OneRunAudit, audit_scores, check_audit_inputs
 from noise_search.errors import InputError, check_int
 from noise_search.mechanisms import LMO, Mechanism
+from trainers.progress import progress_bar
 
 #: ``noise_fn(mech, shape, clip_bound, generator, *, dtype, device) -> Tensor``, like ``sample_noise``.
 NoiseFn = Callable[..., torch.Tensor]
@@ -50,7 +52,6 @@ NoiseFn = Callable[..., torch.Tensor]
 #: Noise values drawn per ``noise_fn`` call (whole steps; at least one step per call).
 CHUNK_ELEMENTS = 1 << 21
 #: Largest ``M * N`` for dense (Gaussian) canary directions: 4 bytes each.
-MAX_DENSE_ELEMENTS = 1 << 28
 #: Largest ``M * M * N`` for which Gaussian directions are orthonormalised (QR, about 2 s here).
 MAX_QR_WORK = 2 * 10**10
 #: Rows of the direction matrix handled at once when projecting in float64.
@@ -143,11 +144,13 @@ def simulate_release(
     clip_bound: float,
     generator: torch.Generator,
     noise_fn: NoiseFn | None = None,
+    on_steps: Callable[[int], Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``steps`` Poisson-sampled releases; return ``(sum_t R_t, counts)``.
 
     ``sum_t R_t`` is ``(N,)`` float64; ``counts[i]`` is the number of steps that included
-    canary ``i`` (0 for canaries left out of the input).
+    canary ``i`` (0 for canaries left out of the input). ``on_steps(k)`` is told after every
+    ``k`` steps drawn (progress).
     """
     if noise_fn is None:
         from trainers.noise import sample_noise as noise_fn
@@ -167,6 +170,8 @@ def simulate_release(
             raise InputError(f"noise_fn: returned shape {tuple(z.shape)}, expected {shape}")
         noise_sum += z if per_call == 1 else z.sum(0)
         done += k
+        if on_steps is not None:
+            on_steps(k)
     release = noise_sum + canaries.embed(counts * clip_bound)
     return release, counts
 
@@ -253,9 +258,14 @@ def run_audit(
     upper = compute_epsilon(mech, sample_rate=q, steps=t, delta=d, accountant=accountant)
     generator = torch.Generator().manual_seed(seed)
     cans = draw_canaries(mech.norm, m, n, generator)
-    release, _ = simulate_release(
-        mech, cans, sample_rate=q, steps=t, clip_bound=clip, generator=generator, noise_fn=noise_fn
-    )
+    bar = progress_bar(t, f"audit {mech.name}: steps")
+    try:
+        release, _ = simulate_release(
+            mech, cans, sample_rate=q, steps=t, clip_bound=clip, generator=generator, noise_fn=noise_fn,
+            on_steps=bar.update,
+        )  # fmt: skip
+    finally:
+        bar.close()
     scores = cans.project(release).numpy()
     included = cans.included.numpy()
     result = audit_scores(scores, included, delta=d, confidence=c, schedule=schedule)

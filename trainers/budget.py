@@ -21,7 +21,7 @@ from typing import Any
 
 from noise_search.accountants import PrivacySpent, compute_epsilon, get_accountant
 from noise_search.calibration import calibrate
-from noise_search.errors import InputError, ParameterError
+from noise_search.errors import InputError, LmoDpError, ParameterError
 from noise_search.events import DpEvent, PoissonSampledDpEvent, mechanism_event
 from noise_search.mechanisms import LMO, Mechanism
 from noise_search.search_result import SearchResult
@@ -120,6 +120,20 @@ def plan_noise(settings: PrivacySettings, plan: StepPlan, mechanism: Mechanism |
     )
 
 
+@dataclass(frozen=True)
+class BudgetState:
+    """What a checkpoint keeps of a :class:`BudgetGuard`."""
+
+    steps: int  #: noisy step events composed so far (>= 0)
+    epsilon: float  #: epsilon spent after them, at the run's delta (0.0 before any step)
+
+
+#: Relative difference allowed between a checkpoint's epsilon and the one recomposed from it on
+#: restore: the same arithmetic gives the same float on one machine; another machine's maths
+#: library may differ in the last bits, while one step more or less changes epsilon by far more.
+RESTORE_REL_TOL = 1e-9
+
+
 class BudgetGuard:
     """The run's accountant and its budget.
 
@@ -164,3 +178,29 @@ class BudgetGuard:
     def attach(self, optimizer: Any) -> None:
         """Compose a step every time ``optimizer`` (an Opacus ``DPOptimizer``) adds its noise."""
         optimizer.attach_step_hook(self.record_step)
+
+    def state(self) -> BudgetState:
+        """The step events composed so far and the epsilon they spend."""
+        return BudgetState(self.steps, self.spent.epsilon)
+
+    def restore(self, state: BudgetState) -> None:
+        """Compose ``state.steps`` step events into this (fresh) guard's accountant.
+
+        Raises :class:`~noise_search.errors.LmoDpError` when the guard has already composed
+        steps, or when the recomposed epsilon differs from ``state.epsilon`` by more than a
+        relative :data:`RESTORE_REL_TOL` (the checkpoint does not describe this run's noise).
+        The guard then reports the recomposed value (with its order).
+        """
+        if self.steps:
+            raise LmoDpError(f"accounting: cannot restore a checkpoint into a guard with {self.steps} steps composed")
+        if state.steps < 0:
+            raise LmoDpError(f"accounting: a checkpoint cannot hold {state.steps} composed steps")
+        if state.steps:
+            self.accountant.compose(self.step_event, count=state.steps)
+        self._next = None
+        self.spent = self.accountant.spent(self.delta)
+        if not math.isclose(self.spent.epsilon, state.epsilon, rel_tol=RESTORE_REL_TOL, abs_tol=0.0):
+            raise LmoDpError(
+                f"accounting: {state.steps} step events recompose to epsilon {self.spent.epsilon!r}, "
+                f"but the checkpoint recorded {state.epsilon!r}"
+            )

@@ -80,6 +80,7 @@ __all__ = [
     "validation_to_input_error",
 ]
 
+
 def load_yaml_file(path: str | Path, field: str) -> Any:
     """A user's YAML file parsed, or :class:`InputError` naming ``field`` (unreadable or invalid)."""
     text = read_input_file(path, field)
@@ -87,6 +88,10 @@ def load_yaml_file(path: str | Path, field: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InputError(f"{field}: {path} is not valid YAML: {one_line(exc)}") from exc
+    except ValueError as exc:  # an integer longer than Python converts (4300 digits)
+        raise InputError(f"{field}: {path} is not usable YAML: {one_line(exc)}") from None
+    except RecursionError:
+        raise InputError(f"{field}: {path} is not usable YAML: nested too deeply") from None
 
 
 class ConfigFile(Section):
@@ -106,7 +111,11 @@ class ConfigFile(Section):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Self:
-        return cls.from_dict(load_yaml_file(path, "--config"), source=str(path))
+        data = load_yaml_file(path, "--config")
+        if not isinstance(data, dict):
+            got = "an empty file" if data is None else f"a {type(data).__name__}"
+            raise InputError(f"--config: {path} must hold {cls._expected}, got {got}")
+        return cls.from_dict(data, source=str(path))
 
 
 class TrialConfig(ConfigFile):
@@ -148,9 +157,7 @@ class TrialConfig(ConfigFile):
         training, clip, use = apply_recipe(self.model.trainable_kind, self.privacy.mechanism, self, n_train)
         if not use.applied and self._recipe is not None:
             return self
-        out = self.model_copy(
-            update={"training": training, "privacy": self.privacy.model_copy(update={"clip": clip})}
-        )
+        out = self.model_copy(update={"training": training, "privacy": self.privacy.model_copy(update={"clip": clip})})
         out._recipe = use
         return out
 
@@ -206,7 +213,7 @@ def validation_to_input_error(exc: ValidationError) -> InputError:
     inner = (err.get("ctx") or {}).get("error")
     if isinstance(inner, InputError):
         return inner
-    loc = ".".join(str(x) for x in err.get("loc", ())) or "config"
+    loc = ".".join(str(x) for x in err.get("loc", ()) if x != "[key]") or "config"  # a bad key: its own path
     msg = str(err.get("msg", "invalid value"))
     if err.get("type") == "extra_forbidden":
         return ParameterError(loc, "unknown field")

@@ -259,6 +259,8 @@ def load_imdb() -> TextDataset:
 
 
 def _read_rows(path: Path, fmt: str, field: str) -> list[dict[str, Any]]:
+    if path.is_dir():
+        raise ParameterError(field, f"{path} is a folder, not a data file")
     if not path.is_file():
         raise ParameterError(field, f"file {path} does not exist")
     try:

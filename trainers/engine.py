@@ -32,6 +32,15 @@ seed derived from ``training.seed`` with ``numpy.random.SeedSequence``; sampling
 canaries use explicit ``torch.Generator`` objects. A run is reproducible from its seed on the same machine and
 thread count.
 
+Checkpoints (``train(..., checkpoints=Checkpointing(...))``, :mod:`trainers.checkpoint`): the
+loop saves the trainable parameters, optimizer state, step history, budget guard and generator
+states every ``every`` steps, when it ends, and after the current step on SIGTERM (then it
+raises :class:`~trainers.checkpoint.TrainingInterrupted`). A trial started on a folder that
+holds a checkpoint of the same trial resumes from it (its history is replayed through
+``on_step``) and ends with the same steps, epsilon and -- on the same machine and thread count --
+the same parameters and metrics as an uninterrupted run. Not with ``config.audit`` (the canaries'
+state is not saved) nor under ``torch.distributed``: both are refused before any work.
+
 Data parallel: when ``torch.distributed`` is initialised (gloo on CPU, NCCL on GPU) each
 rank samples its shard, clips its examples, only rank 0 adds noise and the gradients are
 summed (see :mod:`trainers.optimizer`); every rank takes every step. Rank 0 evaluates and
@@ -48,6 +57,7 @@ import torch
 
 from trainers.audit_canaries import TrialAudit
 from trainers.budget import BudgetGuard, make_step_plan, plan_noise
+from trainers.checkpoint import Checkpointing, CheckpointSession, check_checkpointable, trial_identity
 from trainers.config import TrialConfig
 from trainers.data import TextDataset, load_dataset
 from trainers.loop import RunContext, evaluate_all, run_steps
@@ -112,6 +122,7 @@ def train(
     extra_contributions: ExtraContributions | None = None,
     dataset: TextDataset | None = None,
     keep_update: bool = False,
+    checkpoints: Checkpointing | None = None,
 ) -> TrainResult:
     """Run one trial. Raises :class:`~noise_search.errors.InputError` for a bad config or a
     plan over budget (before any training), other ``LmoDpError`` for runtime failures.
@@ -120,6 +131,13 @@ def train(
     not together with ``config.audit``, which installs its own).
     ``dataset`` replaces loading ``config.data`` (tests); the config's limits still apply.
     ``keep_update`` fills :attr:`TrainResult.parameter_update`.
+    ``checkpoints``: save checkpoints and resume from the one in its folder (single process,
+    without ``config.audit``; see :mod:`trainers.checkpoint`). A checkpoint of another trial is
+    refused (:class:`~noise_search.errors.ParameterError` naming ``checkpoints.field``) before
+    the model is loaded; SIGTERM during the steps raises
+    :class:`~trainers.checkpoint.TrainingInterrupted` after saving one. A caller's
+    ``extra_contributions`` keeps its own state: after a resume it is called with the step
+    index where the run left off.
     """
     started = time.perf_counter()
     cfg, t = config, config.training
@@ -127,6 +145,8 @@ def train(
         raise ValueError("extra_contributions: config.audit installs its own canary hook; pass one or the other")
     private = cfg.privacy.mechanism != "none"
     distributed, rank, world = _distributed()
+    if checkpoints is not None:
+        check_checkpointable(cfg, checkpoints, distributed=distributed)
     device = resolve_device(t.device)
 
     ds = prepare_dataset(cfg, dataset)
@@ -143,6 +163,11 @@ def train(
     plan = make_step_plan(len(ds.train), t.batch_size, epochs=t.epochs, steps=t.steps)
     privacy_plan = plan_noise(cfg.privacy, plan) if private else None
     guard = BudgetGuard(privacy_plan) if privacy_plan is not None else None
+    session = None
+    if checkpoints is not None:
+        mechanism = None if privacy_plan is None else privacy_plan.mechanism
+        identity = trial_identity(cfg, dataset_sha256=ds.sha256(), plan=plan, mechanism=mechanism, device=device)
+        session = checkpoints.open(identity)
 
     threads = torch.get_num_threads()
     if t.threads is not None:
@@ -160,7 +185,9 @@ def train(
             observe = None
             if audit is not None:
                 extra_contributions, observe = audit.contributions, audit.observe
-            history, stop_reason, update = run_steps(ctx, on_step, extra_contributions, keep_update, observe)
+            history, stop_reason, update = run_steps(
+                ctx, on_step, extra_contributions, keep_update, observe, checkpoints=session
+            )
             audit_result = audit.finish(cfg.privacy.delta) if audit is not None else None
             metrics = evaluate_all(ctx)
             if audit_result is not None:
@@ -191,7 +218,12 @@ def train(
         parameter_update=update,
         audit=audit_result,
         cache=trainable.cache,
+        resumed_from=_resumed_steps(session),
     )
+
+
+def _resumed_steps(session: CheckpointSession | None) -> int:
+    return 0 if session is None else session.resumed_steps
 
 
 def _start_audit(ctx: RunContext) -> TrialAudit | None:

@@ -3,6 +3,8 @@
 :func:`run_steps` takes the run's ``T`` steps (stopping before one the budget guard forbids);
 :func:`take_step` is one step, in passes of at most ``training.physical_batch_size`` examples;
 :func:`evaluate_all` scores the validation and test splits (rank 0, broadcast under DDP).
+:func:`capture_state` / :func:`restore_state` move the loop's state into and out of a
+:class:`~trainers.checkpoint.TrialState` (checkpoints, :mod:`trainers.checkpoint`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from typing import Any
 
 import torch
 
+from noise_search.errors import LmoDpError
 from trainers.budget import BudgetGuard, NoisePlan, StepPlan
+from trainers.checkpoint import (
+    CheckpointSession,
+    TerminationRequest,
+    TrainingInterrupted,
+    TrialState,
+    termination_watch,
+)
 from trainers.config import TrialConfig
 from trainers.data import TextDataset
 from trainers.evaluate import evaluate
@@ -53,25 +63,43 @@ def make_base_optimizer(params: list[torch.nn.Parameter], config: TrialConfig) -
     return torch.optim.Adam(params, lr=t.learning_rate, weight_decay=t.weight_decay)
 
 
+@dataclass
+class _Parts:
+    """The loop's moving parts: what a checkpoint captures and restores besides the model."""
+
+    base: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer
+    train_model: torch.nn.Module
+    sample_gen: torch.Generator
+    noise_gen: torch.Generator | None
+
+
 def run_steps(
     ctx: RunContext,
     on_step: StepCallback | None,
     extra_contributions: ExtraContributions | None,
     keep_update: bool,
     observe: Callable[[list[torch.Tensor]], None] | None = None,
+    checkpoints: CheckpointSession | None = None,
 ) -> tuple[list[StepRecord], str | None, list[torch.Tensor] | None]:
-    """Train; ``observe`` (private runs) gets every step's privatized gradients ``p.grad``."""
+    """Train; ``observe`` (private runs) gets every step's privatized gradients ``p.grad``.
+
+    With ``checkpoints`` (single process only): a checkpoint to resume from is restored first
+    and its history replayed through ``on_step``; a checkpoint is saved every
+    ``checkpoints.checkpointing.every`` steps, when the loop ends, and after the current step
+    on SIGTERM (then :class:`~trainers.checkpoint.TrainingInterrupted` is raised).
+    """
     cfg, plan, privacy_plan, guard = ctx.cfg, ctx.plan, ctx.privacy_plan, ctx.guard
     device, distributed, rank = ctx.device, ctx.distributed, ctx.rank
     t = cfg.training
     model = ctx.trainable.model
     params = ctx.trainable.parameters
-    inputs = ctx.trainable.inputs["train"]
     if distributed:
         for p in params:  # identical start on every rank
             torch.distributed.broadcast(p.data, src=0)
     initial = [p.detach().float().cpu().clone() for p in params] if keep_update else None
     base = make_base_optimizer(params, cfg)
+    noise_gen = None
     if privacy_plan is not None:
         from opacus import GradSampleModule
 
@@ -91,57 +119,21 @@ def run_steps(
     else:
         train_model, optimizer = model, base
     sample_gen = torch.Generator().manual_seed(derive_seed(t.seed, SEED_SAMPLING, rank))
-    batches = poisson_batches(
-        len(inputs), sample_rate=plan.sample_rate, steps=plan.steps, generator=sample_gen, distributed=distributed
-    )
+    parts = _Parts(base, optimizer, train_model, sample_gen, noise_gen)
     history: list[StepRecord] = []
     stop_reason = None
-    model.train()
-    bar = progress_bar(plan.steps, f"train {cfg.privacy.mechanism}")
-    try:
-        for idx in batches:
-            if guard is not None and not guard.allows_next_step():
-                nxt = guard.next_spent().epsilon
-                stop_reason = (
-                    f"stopped before step {guard.steps + 1}: epsilon would reach {nxt:.6g} > target {guard.target:g}"
-                )
-                log.warning(stop_reason)
-                break
-            n = len(idx)
-            loss_sum = take_step(ctx, train_model, optimizer, inputs, idx, private=privacy_plan is not None)
-            if observe is not None:
-                observe([p.grad for p in params])
-            total_n = n
-            if distributed:
-                on = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
-                stats = torch.tensor([float(loss_sum), float(n)], dtype=torch.float64, device=on)
-                torch.distributed.all_reduce(stats)
-                loss_sum, total_n = float(stats[0]), int(stats[1])
-            spent = None
-            if guard is not None:
-                if guard.steps != len(history) + 1:  # the optimizer's step hook composes each noisy step
-                    from noise_search.errors import LmoDpError
-
-                    raise LmoDpError(f"accounting: {guard.steps} noisy steps composed after {len(history) + 1} steps")
-                spent = guard.spent
-            record = StepRecord(
-                step=len(history) + 1,
-                loss=float(loss_sum) / total_n if total_n > 0 else None,
-                epsilon=None if spent is None else spent.epsilon,
-                batch_size=total_n,
-            )
-            history.append(record)
-            if on_step is not None:
+    finished = False
+    resume = None if checkpoints is None else checkpoints.resume
+    if resume is not None:
+        restore_state(ctx, parts, resume)
+        history, stop_reason, finished = list(resume.history), resume.stop_reason, resume.finished
+        if on_step is not None:
+            for record in history:
                 on_step(record)
-            bar.update(1)
-            if record.loss is not None and not math.isfinite(record.loss):
-                from noise_search.errors import LmoDpError
-
-                raise LmoDpError(
-                    f"training diverged at step {record.step} (loss {record.loss}); lower the learning rate"
-                )
-    finally:
-        bar.close()
+    if not finished:
+        stop_reason = _train(ctx, parts, history, on_step, observe, checkpoints)
+        if checkpoints is not None:
+            checkpoints.save(capture_state(ctx, parts, history, finished=True, stop_reason=stop_reason))
     if privacy_plan is not None:
         optimizer.zero_grad(set_to_none=True)
         train_model.to_standard_module()  # type: ignore[operator]  # remove Opacus hooks and attributes
@@ -149,6 +141,157 @@ def run_steps(
     if initial is not None:
         update = [p.detach().float().cpu() - i for p, i in zip(params, initial, strict=True)]
     return history, stop_reason, update
+
+
+def _train(
+    ctx: RunContext,
+    parts: _Parts,
+    history: list[StepRecord],
+    on_step: StepCallback | None,
+    observe: Callable[[list[torch.Tensor]], None] | None,
+    checkpoints: CheckpointSession | None,
+) -> str | None:
+    """The steps after the ``len(history)`` already done; appends to ``history``, returns the stop reason."""
+    cfg, plan, guard = ctx.cfg, ctx.plan, ctx.guard
+    device, distributed = ctx.device, ctx.distributed
+    params = ctx.trainable.parameters
+    inputs = ctx.trainable.inputs["train"]
+    private = ctx.privacy_plan is not None
+    batches = poisson_batches(
+        len(inputs),
+        sample_rate=plan.sample_rate,
+        steps=plan.steps - len(history),
+        generator=parts.sample_gen,
+        distributed=distributed,
+    )
+    stop_reason = None
+    ctx.trainable.model.train()
+    bar = progress_bar(plan.steps, f"train {cfg.privacy.mechanism}")
+    bar.update(len(history))
+    try:
+        with termination_watch(enabled=checkpoints is not None) as termination:
+            for idx in batches:
+                if guard is not None and not guard.allows_next_step():
+                    nxt = guard.next_spent().epsilon
+                    stop_reason = (
+                        f"stopped before step {guard.steps + 1}: epsilon would reach {nxt:.6g} > "
+                        f"target {guard.target:g}"
+                    )
+                    log.warning(stop_reason)
+                    break
+                n = len(idx)
+                loss_sum = take_step(ctx, parts.train_model, parts.optimizer, inputs, idx, private=private)
+                if observe is not None:
+                    observe([p.grad for p in params])
+                total_n = n
+                if distributed:
+                    on = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+                    stats = torch.tensor([float(loss_sum), float(n)], dtype=torch.float64, device=on)
+                    torch.distributed.all_reduce(stats)
+                    loss_sum, total_n = float(stats[0]), int(stats[1])
+                spent = None
+                if guard is not None:
+                    if guard.steps != len(history) + 1:  # the optimizer's step hook composes each noisy step
+                        raise LmoDpError(
+                            f"accounting: {guard.steps} noisy steps composed after {len(history) + 1} steps"
+                        )
+                    spent = guard.spent
+                record = StepRecord(
+                    step=len(history) + 1,
+                    loss=float(loss_sum) / total_n if total_n > 0 else None,
+                    epsilon=None if spent is None else spent.epsilon,
+                    batch_size=total_n,
+                )
+                history.append(record)
+                if on_step is not None:
+                    on_step(record)
+                bar.update(1)
+                if record.loss is not None and not math.isfinite(record.loss):
+                    raise LmoDpError(
+                        f"training diverged at step {record.step} (loss {record.loss}); lower the learning rate"
+                    )
+                if checkpoints is not None:
+                    _checkpoint_after_step(ctx, parts, history, checkpoints, termination)
+    finally:
+        bar.close()
+    return stop_reason
+
+
+def _checkpoint_after_step(
+    ctx: RunContext,
+    parts: _Parts,
+    history: list[StepRecord],
+    checkpoints: CheckpointSession,
+    termination: TerminationRequest,
+) -> None:
+    """Save when SIGTERM asked for it (then stop) or a periodic checkpoint is due (not after the
+    last step: the loop's end saves that one)."""
+    done, planned = len(history), ctx.plan.steps
+    if termination.requested:
+        state = capture_state(ctx, parts, history, finished=done == planned, stop_reason=None)
+        path = checkpoints.save(state)
+        raise TrainingInterrupted(path, done, planned)
+    if done < planned and checkpoints.checkpointing.due(done):
+        checkpoints.save(capture_state(ctx, parts, history, finished=False, stop_reason=None))
+
+
+def capture_state(
+    ctx: RunContext, parts: _Parts, history: list[StepRecord], *, finished: bool, stop_reason: str | None
+) -> TrialState:
+    """The trial's state after ``len(history)`` steps (its identity is filled in when saved)."""
+    device = ctx.device
+    noise_steps = getattr(parts.optimizer, "noise_steps", 0)
+    return TrialState(
+        identity={},
+        steps=len(history),
+        planned_steps=ctx.plan.steps,
+        finished=finished,
+        stop_reason=stop_reason,
+        history=list(history),
+        parameters=[p.detach().cpu().clone() for p in ctx.trainable.parameters],
+        optimizer=parts.base.state_dict(),
+        sample_rng=parts.sample_gen.get_state(),
+        torch_rng=torch.get_rng_state(),
+        noise_rng=None if parts.noise_gen is None else parts.noise_gen.get_state(),
+        cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        budget=None if ctx.guard is None else ctx.guard.state(),
+        noise_steps=int(noise_steps),
+    )
+
+
+def restore_state(ctx: RunContext, parts: _Parts, state: TrialState) -> None:
+    """Put ``state`` back into the freshly built model, optimizer, generators and budget guard.
+
+    Raises :class:`~noise_search.errors.LmoDpError` when the state does not fit this run
+    (parameter shapes, privacy parts present or missing, accounting).
+    """
+    params = ctx.trainable.parameters
+    if len(state.parameters) != len(params):
+        raise LmoDpError(f"checkpoint: {len(state.parameters)} trainable tensors saved, the model has {len(params)}")
+    for i, (p, saved) in enumerate(zip(params, state.parameters, strict=True)):
+        if saved.shape != p.shape or saved.dtype != p.dtype:
+            raise LmoDpError(
+                f"checkpoint: trainable tensor {i} saved as {tuple(saved.shape)} {saved.dtype}, "
+                f"the model has {tuple(p.shape)} {p.dtype}"
+            )
+    if (state.budget is None) != (ctx.guard is None) or (state.noise_rng is None) != (parts.noise_gen is None):
+        raise LmoDpError("checkpoint: saved by a run with a different privacy set-up")
+    with torch.no_grad():
+        for p, saved in zip(params, state.parameters, strict=True):
+            p.copy_(saved.to(p.device))
+    parts.base.load_state_dict(state.optimizer)
+    parts.sample_gen.set_state(state.sample_rng)
+    if parts.noise_gen is not None and state.noise_rng is not None:
+        parts.noise_gen.set_state(state.noise_rng)
+    torch.set_rng_state(state.torch_rng)
+    if state.cuda_rng is not None and ctx.device.type == "cuda":
+        torch.cuda.set_rng_state(state.cuda_rng, ctx.device)
+    if ctx.guard is not None and state.budget is not None:
+        if state.budget.steps != state.steps:
+            raise LmoDpError(f"checkpoint: {state.budget.steps} noisy steps composed after {state.steps} steps")
+        ctx.guard.restore(state.budget)
+    if hasattr(parts.optimizer, "noise_steps"):
+        parts.optimizer.noise_steps = state.noise_steps
 
 
 def take_step(

@@ -112,6 +112,8 @@ def default_model_path(task: str) -> Path:
 def check_model_folder(path: str | Path, field: str = "model.path") -> Path:
     """``path`` must be a Hugging Face model folder (with a ``config.json``)."""
     p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ParameterError(field, f"{p} is a file, not a model folder")
     if not p.is_dir():
         raise ParameterError(field, f"model folder {p} does not exist")
     if not (p / "config.json").is_file():

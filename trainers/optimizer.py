@@ -1,7 +1,7 @@
 """The DP optimizer: Opacus's ``DPOptimizer`` with clipping in the mechanism's norm and noise
 from a :mod:`noise_search` mechanism.
 
-One step releases ``S = sum_i clip(g_i) + Z`` (PRIVACY_MATH.md section 1) and the wrapped
+One step releases ``S = sum_i clip(g_i) + Z`` (docs/privacy.md section 1) and the wrapped
 optimizer then uses ``S / (q N)``. Opacus's step is ``pre_step -> clip_and_accumulate ->
 add_noise -> scale_grad``; :class:`MechanismDPOptimizer` overrides only:
 

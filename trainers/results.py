@@ -54,6 +54,8 @@ class TrainResult:
     audit: TrialAuditResult | None = field(default=None, repr=False)
     #: feature-cache use of a head / top-layers trial (``hits``, ``builds``, ``root``)
     cache: dict[str, Any] = field(default_factory=dict)
+    #: steps restored from a checkpoint (0: the run started at step 0; see trainers.checkpoint)
+    resumed_from: int = 0
 
     def summary(self) -> dict[str, Any]:
         """The ``lmo-dp train --json`` object (``mlflow_run_id`` is filled by the CLI)."""
@@ -92,4 +94,5 @@ class TrainResult:
             },
             "recipe": None if recipe is None else recipe.to_dict(),
             "feature_cache": dict(self.cache) or None,
+            "resumed_from_step": self.resumed_from,
         }

@@ -4,20 +4,41 @@ its field (``section.key``) and allowed range."""
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from noise_search.accountants import accountants_for
 from noise_search.errors import ParameterError
-from noise_search.mechanisms import Mechanism, mechanism_from_dict
+from noise_search.mechanisms import PARAMETER_KEYS, Mechanism, mechanism_from_dict
+
+
+def _allows_bool(annotation: Any) -> bool:
+    if annotation is bool:
+        return True
+    return any(_allows_bool(a) for a in typing.get_args(annotation))
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are errors, values are frozen after validation."""
+    """A config section: unknown keys are errors, numbers must be finite numbers (not true/false,
+    not .inf or .nan), values are frozen after validation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        items = value if isinstance(value, (list, tuple)) else (value,)  # a list's items too: [1.0, true]
+        if (
+            any(isinstance(v, bool) for v in items)
+            and info.field_name
+            and not _allows_bool(cls.model_fields[info.field_name].annotation)
+        ):
+            raise PydanticCustomError("not_bool", "must be a value of its type, not true or false")
+        return value
 
 
 class LoraSettings(Section):
@@ -190,6 +211,9 @@ class PrivacySettings(Section):
     @model_validator(mode="after")
     def _consistent(self) -> PrivacySettings:
         if self.mechanism == "none":
+            for key in ("params", "search_result", "calibrate"):
+                if getattr(self, key) not in (None, False):
+                    raise ParameterError(f"privacy.{key}", "not with mechanism none (a non-private run adds no noise)")
             return self
         if self.epsilon is None:
             raise ParameterError("privacy.epsilon", f"required for mechanism {self.mechanism} (a target > 0)")
@@ -214,6 +238,12 @@ class PrivacySettings(Section):
         return self
 
     def _parse_params(self) -> Mechanism:
+        allowed = PARAMETER_KEYS[self.mechanism]
+        unknown = sorted(set(self.params or {}) - set(allowed))
+        if unknown:
+            raise ParameterError(
+                f"privacy.params.{unknown[0]}", f"unknown {self.mechanism} parameter (allowed: {', '.join(allowed)})"
+            )
         try:
             return mechanism_from_dict({**(self.params or {}), "mechanism": self.mechanism}, source="privacy.params")
         except ParameterError as exc:
@@ -242,7 +272,16 @@ class TrainingSettings(Section):
     seed: int = Field(0, ge=0, description="seeds model init, dropout, sampling and noise")
     device: str = Field("cpu", description="cpu | cuda | cuda:N | auto")
     eval_batch_size: int = Field(128, ge=1)
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads (null = torch default)")
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="torch intra-op threads, in [1, 1024] (null = torch default)"
+    )
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        description="steps between trial checkpoints (>= 1). lmo-dp train: with --checkpoint-dir only; "
+        "null = only on SIGTERM and when training ends. Sweeps: checkpoints go to Tune, which restores a "
+        "trial whose worker died from the latest; null = no checkpoints. Not part of the trial's identity",
+    )
 
     @field_validator("device")
     @classmethod

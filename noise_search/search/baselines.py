@@ -62,8 +62,6 @@ _GAUSSIAN_COARSE_ORDERS = np.array(
 )
 
 
-
-
 def _gaussian_proxy(sigma: float, orders: np.ndarray, q: float, steps: int, delta: float) -> tuple[float, float]:
     """Epsilon of the sampled Gaussian from the accountant's RDP at a *subset* of its orders.
 

@@ -53,7 +53,7 @@ def honesty_note(
     note = (
         f"The best LMO ({problem.objective} {objective:.4g}) is dominated by {' and '.join(parts)} at epsilon "
         f"{target:g}. This is expected: under the joint-convexity RDP bound a plain Laplace "
-        "with u0 = E[u] is never worse than the mixture (PRIVACY_MATH.md section 6); only a tighter "
+        "with u0 = E[u] is never worse than the mixture (docs/privacy.md section 6); only a tighter "
         "accountant for the mixture could change that."
     )
     return dominated, note

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from noise_search.accountants import ACCOUNTANTS
-from noise_search.errors import InputError
+from noise_search.accountants import ACCOUNTANTS, accountants_for
+from noise_search.errors import InputError, ParameterError, load_json_file
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
 
 #: Library field name -> CLI flag, so one-line errors name what the user typed.
@@ -17,11 +17,17 @@ FIELD_FLAGS: dict[str, str] = {
     "u0": "--u",
     "epsilon": "--epsilon",
     "gamma": "--gamma",
+    "accountant": "--accountant",
 }
 
 
 def add_mechanism_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mechanism", required=True, choices=["gaussian", "laplace", "lmo"])
+    parser.add_argument(
+        "--mechanism",
+        required=True,
+        choices=["gaussian", "laplace", "lmo"],
+        help="noise family: gaussian (L2 clipping), laplace or lmo (L1 clipping)",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--sigma", type=float, help="Gaussian noise multiplier (std / clipping bound)")
     group.add_argument("--u", type=float, dest="u", help="Laplace inverse scale u0 (scale = C / u0)")
@@ -38,7 +44,18 @@ def mechanism_from_args(args: argparse.Namespace) -> Mechanism:
         return Gaussian(args.sigma)
     if args.mechanism == "laplace":
         return Laplace(args.u)
-    return LMO.from_json(args.params)
+    return lmo_from_file(args.params)
+
+
+def lmo_from_file(path: str) -> LMO:
+    """The LMO of a ``--params`` file; every error names ``--params`` (and the key at fault)."""
+    data = load_json_file(path, "--params")
+    if not isinstance(data, dict):
+        raise InputError(f"--params: {path} must hold a JSON object with LMO parameters")
+    try:
+        return LMO.from_dict(data, source=path)
+    except InputError as exc:
+        raise InputError(f"--params: {path}: {exc}") from None
 
 
 def add_accounting_args(parser: argparse.ArgumentParser, *, accountant: bool = True) -> None:
@@ -46,7 +63,21 @@ def add_accounting_args(parser: argparse.ArgumentParser, *, accountant: bool = T
     parser.add_argument("--steps", type=int, required=True, help="number of noisy steps T >= 1")
     parser.add_argument("--delta", type=float, required=True, help="target delta in (0, 1)")
     if accountant:
-        parser.add_argument("--accountant", choices=list(ACCOUNTANTS), default="rdp")
+        parser.add_argument(
+            "--accountant",
+            choices=list(ACCOUNTANTS),
+            default="rdp",
+            help="rdp: every mechanism; prv: gaussian (Opacus PRV); pld: gaussian and laplace (dp-accounting)",
+        )
+
+
+def check_accountant(accountant: str, family: str) -> None:
+    """``--accountant`` can bound releases of ``family`` (checked before any work)."""
+    able = accountants_for(family)
+    if accountant not in able:
+        raise ParameterError(
+            "accountant", f"'{accountant}' cannot account the {family} mechanism (use {' or '.join(able)})"
+        )
 
 
 def mechanism_params(mech: Mechanism) -> dict:

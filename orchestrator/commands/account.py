@@ -7,8 +7,10 @@ import argparse
 from noise_search.accountants import compute_epsilon
 from orchestrator.cli import add_json_flag
 from orchestrator.commands._common import (
+    FIELD_FLAGS,
     add_accounting_args,
     add_mechanism_args,
+    check_accountant,
     mechanism_from_args,
 )
 
@@ -18,11 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_mechanism_args(p)
     add_accounting_args(p)
     add_json_flag(p)
-    p.set_defaults(handler=run, render=render)
+    p.set_defaults(handler=run, render=render, field_flags=FIELD_FLAGS)
 
 
 def run(args: argparse.Namespace) -> dict:
     mech = mechanism_from_args(args)
+    check_accountant(args.accountant, mech.name)
     spent = compute_epsilon(
         mech, sample_rate=args.sample_rate, steps=args.steps, delta=args.delta, accountant=args.accountant
     )

@@ -12,7 +12,13 @@ import argparse
 
 from noise_search.audit_bound import check_audit_inputs
 from orchestrator.cli import add_json_flag
-from orchestrator.commands._common import FIELD_FLAGS, add_accounting_args, add_mechanism_args, mechanism_from_args
+from orchestrator.commands._common import (
+    FIELD_FLAGS,
+    add_accounting_args,
+    add_mechanism_args,
+    check_accountant,
+    mechanism_from_args,
+)
 
 #: Extra field -> flag names for this command's one-line errors.
 AUDIT_FLAGS: dict[str, str] = {
@@ -56,7 +62,10 @@ def run(args: argparse.Namespace) -> dict:
         canaries=args.canaries,
         confidence=args.confidence,
         clip_bound=args.clip,
+        norm=mech.norm,
+        seed=args.seed,
     )
+    check_accountant(args.accountant, mech.name)
     from trainers.audit_simulation import run_audit  # imports torch
 
     report = run_audit(

@@ -6,19 +6,22 @@ import argparse
 
 from noise_search.calibration import calibrate
 from orchestrator.cli import add_json_flag
-from orchestrator.commands._common import add_accounting_args
+from orchestrator.commands._common import FIELD_FLAGS, add_accounting_args, check_accountant
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="noise multiplier (gaussian) or inverse scale (laplace) for a target epsilon")
-    p.add_argument("--mechanism", required=True, choices=["gaussian", "laplace"])
+    p.add_argument(
+        "--mechanism", required=True, choices=["gaussian", "laplace"], help="noise family whose parameter is calibrated"
+    )
     p.add_argument("--epsilon", type=float, required=True, help="target epsilon > 0")
     add_accounting_args(p)
     add_json_flag(p)
-    p.set_defaults(handler=run, render=render)
+    p.set_defaults(handler=run, render=render, field_flags=FIELD_FLAGS)
 
 
 def run(args: argparse.Namespace) -> dict:
+    check_accountant(args.accountant, args.mechanism)
     cal = calibrate(
         args.mechanism,
         epsilon=args.epsilon,
@@ -42,9 +45,17 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def render(r: dict) -> str:
+    from noise_search.mechanisms import MAX_U0
+
     name, value = ("sigma", r["sigma"]) if "sigma" in r else ("u0", r["u"])
-    return (
+    text = (
         f"{r['mechanism']}: {name} = {value:.6g} gives epsilon = {r['epsilon']:.6g} "
         f"(target {r['target_epsilon']:g}) at delta = {r['delta']:g}\n"
         f"  accountant {r['accountant']}, sample rate {r['sample_rate']:g}, {r['steps']} steps"
     )
+    if name == "u0" and value >= MAX_U0 * (1 - 1e-9):
+        text += (
+            f"\n  u0 is at its upper limit {MAX_U0:g} (the least noise lmo-dp accounts for); "
+            "its epsilon is below the target"
+        )
+    return text

@@ -1,8 +1,13 @@
-"""``lmo-dp report --experiment NAME --out DIR [--run-id ID] [--json]``."""
+"""``lmo-dp report --experiment NAME --out DIR [--run-id ID] [--json]``.
+
+A sweep that did not finish, or has failed trials, is reported with a warning on stderr and on
+the page (``warnings`` in ``--json``); one that did not finish and has no trial runs exits 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from orchestrator.cli import add_json_flag
 
@@ -18,12 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from orchestrator.checks import check_output_dir
     from orchestrator.report import find_parent_run, write_report
     from orchestrator.tracking import Tracker
 
-    tracker = Tracker()
+    check_output_dir(args.out, "--out")
+    tracker = Tracker(create=False)
     parent = find_parent_run(tracker, args.experiment, args.run_id)
-    index = write_report(tracker, args.experiment, args.out, parent_run_id=parent.info.run_id)
+    index, warnings = write_report(tracker, args.experiment, args.out, parent_run_id=parent.info.run_id)
+    for warning in warnings:
+        print(f"lmo-dp report: warning: {warning}", file=sys.stderr)
     if not args.no_log:
         tracker.log_artifacts(parent.info.run_id, index.parent, "report")
-    return {"experiment": args.experiment, "parent_run_id": parent.info.run_id, "report": str(index)}
+    return {
+        "experiment": args.experiment,
+        "parent_run_id": parent.info.run_id,
+        "report": str(index),
+        "warnings": warnings,
+    }

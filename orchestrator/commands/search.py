@@ -54,7 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--gamma", type=float, default=None, help="usefulness threshold gamma > 0 (with --objective usefulness)"
     )
     p.add_argument("--space", choices=list(SPACES), default="paper", help="paper: the paper's 326,592-point grid")
-    p.add_argument("--strategy", choices=list(STRATEGIES), default="grid")
+    p.add_argument(
+        "--strategy",
+        choices=list(STRATEGIES),
+        default="grid",
+        help="grid: the space's best; optimize: then refine it with differential evolution",
+    )
     p.add_argument("--candidates", type=int, default=None,
                    help=f"number of candidates drawn from the wide space (default {WIDE_DEFAULT_SIZE})")  # fmt: skip
     p.add_argument("--accountant", choices=list(ACCOUNTANTS), default="rdp",
@@ -104,11 +109,14 @@ def problem_from_args(args: argparse.Namespace) -> SearchProblem:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from orchestrator import search_runner
+    from orchestrator.checks import check_output_file
     from orchestrator.search_outputs import write_outputs
     from orchestrator.search_tracking import track
     from orchestrator.tracking import tracking_configured
 
     problem = problem_from_args(args)  # all validation happens here, before anything runs or is written
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     outcome = search_runner.run(problem, workers=args.workers, address=args.address)
     result = outcome.to_dict()
     files = write_outputs(outcome, args.out, result) if args.out else None

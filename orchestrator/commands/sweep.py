@@ -1,4 +1,9 @@
-"""``lmo-dp sweep --config FILE.yaml [--address ADDR] [--resume] [--json]``."""
+"""``lmo-dp sweep --config FILE.yaml [--address ADDR] [--resume] [--json]``.
+
+Exit codes: 0 every trial finished (or was infeasible), 3 the sweep ran to the end but some
+trials failed for good (their entries have status ``error`` or ``refused``; the report and
+``--json`` still come), 1 the sweep itself failed, 2 bad input.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +16,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="noise search + a Ray Tune grid of DP trials, tracked in MLflow")
     p.add_argument("--config", required=True, help="sweep config YAML (see examples/sweep-tiny.yaml)")
     p.add_argument("--address", help="Ray cluster address host:port (default: RAY_ADDRESS or a local instance)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its storage path")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted or failed sweep from its storage path (finished trials are not rerun)",
+    )
     add_json_flag(p)
     p.set_defaults(handler=run, render=render)
 
 
 def run(args: argparse.Namespace) -> dict:
     from orchestrator.sweep import run_sweep, stdout_to_stderr
+    from orchestrator.sweep.pipeline import EXIT_TRIALS_FAILED
     from orchestrator.sweep_config import SweepConfig
 
     cfg = SweepConfig.from_yaml(args.config)
     if args.json:
         with stdout_to_stderr():
-            return run_sweep(cfg, address=args.address, resume=args.resume)
-    return run_sweep(cfg, address=args.address, resume=args.resume)
+            result = run_sweep(cfg, address=args.address, resume=args.resume)
+    else:
+        result = run_sweep(cfg, address=args.address, resume=args.resume)
+    if result["trials_failed"]:
+        args.exit_code = EXIT_TRIALS_FAILED
+    return result
 
 
 def render(r: dict) -> str:
@@ -33,6 +47,8 @@ def render(r: dict) -> str:
         metric = next((f"{k} {v:.4g}" for k, v in t["metrics"].items() if k in ("accuracy", "perplexity")), "")
         eps = "" if t["epsilon"] is None else f"epsilon {t['epsilon']:.4g} <= {t['epsilon_target']:g}"
         lines.append(f"  {t['key']:<36} {t['status']:<10} {eps:<24} {metric}")
+    if r.get("trials_failed"):
+        lines.append(f"{r['trials_failed']} trial(s) failed (see their lmodp.error tags); exit code 3")
     lines += selected_summary(r)
     lines.append(f"report: {r['report']}")
     lines.append(f"browse: mlflow ui --backend-store-uri {r['tracking_uri']}")

@@ -1,24 +1,42 @@
-"""``lmo-dp train --config FILE.yaml [--json]``: one DP fine-tuning trial, locally.
+"""``lmo-dp train --config FILE.yaml [--checkpoint-dir DIR] [--json]``: one DP fine-tuning trial, locally.
 
 Prints ``{"mechanism", "epsilon_target", "epsilon", "delta", "steps", "sample_rate",
 "metrics", "mlflow_run_id", ...}``. When ``MLFLOW_TRACKING_URI`` is set the trial is a run of
 experiment ``experiment`` (config key): params (the flattened config, plan and noise),
 per-step ``loss`` and ``epsilon``, the evaluation metrics, and as artifacts the config as
 given, the noise parameters, the dataset record and the result.
+
+With ``--checkpoint-dir DIR`` the trial keeps a checkpoint in ``DIR`` (every
+``training.checkpoint_every`` steps, when training ends, and on SIGTERM, after which it exits
+1) and a rerun of the same command resumes from it (:mod:`trainers.checkpoint`); a tracked
+rerun is a new MLflow run holding the whole per-step history.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from orchestrator.cli import add_json_flag
 
+CHECKPOINT_FLAG = "--checkpoint-dir"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="one DP fine-tuning trial from a YAML config")
     p.add_argument("--config", required=True, help="trial config YAML (see examples/trial-minilm-mr.yaml)")
+    p.add_argument(
+        CHECKPOINT_FLAG,
+        metavar="DIR",
+        default=None,
+        help="keep a checkpoint of the trial in DIR (created if missing; checked writable before any work): "
+        "every training.checkpoint_every steps, when training ends, and on SIGTERM (then exit 1). If DIR holds "
+        "a checkpoint of the same trial the run resumes from it (one line on stderr says so) and ends with the "
+        "same steps and epsilon as an uninterrupted run; a finished run's checkpoint goes straight to "
+        "evaluation. A checkpoint of a different config is refused (exit 2). Not with an audit section",
+    )
     add_json_flag(p)
     p.set_defaults(handler=run, render=render)
 
@@ -29,13 +47,38 @@ def run(args: argparse.Namespace) -> dict:
     from trainers.engine import load_settings_dataset, train
 
     config = TrialConfig.from_yaml(args.config)
+    checkpoints = _checkpointing(args.checkpoint_dir, config)
     dataset = load_settings_dataset(config.data, config.model.task)
     if not tracking_configured():
-        return train(config, dataset=dataset).summary()
-    return _run_tracked(config, Path(args.config), dataset)
+        return train(config, dataset=dataset, checkpoints=checkpoints).summary()
+    return _run_tracked(config, Path(args.config), dataset, checkpoints)
 
 
-def _run_tracked(config: Any, path: Path, dataset: Any) -> dict:
+def _checkpointing(directory: str | None, config: Any) -> Any:
+    """The trial's :class:`~trainers.checkpoint.Checkpointing` (None without ``--checkpoint-dir``),
+    its folder checked usable and the config checked checkpointable before any model loading."""
+    if directory is None:
+        return None
+    from orchestrator.checks import check_output_dir
+    from trainers.checkpoint import Checkpointing, check_checkpointable
+
+    folder = check_output_dir(directory, CHECKPOINT_FLAG)
+    checkpoints = Checkpointing(
+        folder, every=config.training.checkpoint_every, on_resume=_say_resuming, field=CHECKPOINT_FLAG
+    )
+    check_checkpointable(config, checkpoints)
+    return checkpoints
+
+
+def _say_resuming(path: Path, state: Any) -> None:
+    if state.finished:
+        what = f"training finished ({state.steps} of {state.planned_steps} steps); evaluating"
+    else:
+        what = f"resuming after step {state.steps} of {state.planned_steps}"
+    print(f"lmo-dp train: {path} holds a checkpoint of this trial: {what}", file=sys.stderr, flush=True)
+
+
+def _run_tracked(config: Any, path: Path, dataset: Any, checkpoints: Any) -> dict:
     from noise_search.errors import ParameterError
     from orchestrator.tracking import KIND_TAG, Tracker
     from orchestrator.trial_tracking import train_and_log, trial_params
@@ -48,7 +91,7 @@ def _run_tracked(config: Any, path: Path, dataset: Any) -> dict:
     with tracker.run(config.experiment, run_name=config.name or path.stem, tags=tags) as run_id:
         tracker.log_params(run_id, trial_params(config))
         tracker.log_text(run_id, path.read_text(), "config.yaml")
-        _, summary = train_and_log(tracker, run_id, config, dataset=dataset)
+        _, summary = train_and_log(tracker, run_id, config, dataset=dataset, checkpoints=checkpoints)
     return summary
 
 
@@ -62,6 +105,8 @@ def render(r: dict) -> str:
         f"{r['mechanism']}: {privacy}; {r['steps']} steps at sample rate {r['sample_rate']:.4g}",
         f"  {metrics}",
     ]
+    if r.get("resumed_from_step"):
+        lines.append(f"  resumed from a checkpoint after step {r['resumed_from_step']}")
     if r.get("stop_reason"):
         lines.append(f"  {r['stop_reason']}")
     if r.get("mlflow_run_id"):

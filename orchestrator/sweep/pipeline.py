@@ -12,13 +12,21 @@ the Ray address and resources, tracking for multi-node clusters), then:
    never stops the others; a target the search found no LMO parameters for is ``infeasible``;
 4. **Report** -- :mod:`orchestrator.report`, written locally and logged to the parent run.
 
-``resume=True`` restores the Tune run from its storage path (finished trials are not rerun)
-and reopens the same parent run.
+``resume=True`` restores the Tune run from its storage path and reopens the same parent run;
+a trial finds its finished work by its own key (target, mechanism, seed, hyperparameters) under
+the parent run, never by Tune's trial id, so nothing is trained twice. Saved Tune state that
+cannot be read is refused before anything starts.
+
+Failures: whatever stops the sweep after its parent run exists (a full disk, a lost tracking
+server, Ray) ends the parent and every open child run FAILED (KILLED on Ctrl-C) and marks the
+manifest ``failed``, then raises :class:`SweepError` (exit 1). A sweep whose trials failed for
+good ends FAILED with the rest of its results and the CLI exits :data:`EXIT_TRIALS_FAILED`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -26,18 +34,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from noise_search.errors import InputError, LmoDpError, ParameterError
+from noise_search.errors import InputError, LmoDpError, ParameterError, one_line
 from noise_search.search_result import SearchResult
+from orchestrator.checks import check_output_dir
 from orchestrator.progress import show_progress, trial_progress_callback
 from orchestrator.ray_session import check_address, connect
 from orchestrator.selection import select
 from orchestrator.sweep.outcomes import TrialOutcome, selection_rows, trial_entry
 from orchestrator.sweep.plan import SharedPlan, plan_sweep
 from orchestrator.sweep.specs import TrialSpec, trial_specs
-from orchestrator.sweep.storage import MANIFEST, read_manifest, run_dir_exists, write_manifest
+from orchestrator.sweep.storage import MANIFEST, check_tune_state, read_manifest, run_dir_exists, write_manifest
 from orchestrator.sweep.trial import SWEEP_TAG, TrialFn, run_trial
 from orchestrator.sweep_config import SweepConfig
-from orchestrator.tracking import KIND_TAG, Tracker, tracking_configured, tracking_uri
+from orchestrator.tracking import KIND_TAG, Tracker, check_tracking, tracking_configured, tracking_uri
+
+log = logging.getLogger(__name__)
+
+#: ``lmo-dp sweep`` exits with this code when the sweep ran to the end but trials failed.
+EXIT_TRIALS_FAILED = 3
+#: trial statuses that count as failed (``infeasible``: the search found no noise; not a failure)
+FAILED_STATUSES = ("error", "refused")
 
 
 class SweepError(LmoDpError):
@@ -88,6 +104,10 @@ def _check_storage(cfg: SweepConfig, run_dir: str, resume: bool, address: str | 
         )
     if resume and manifest and manifest.get("config") != cfg.to_dict():
         raise InputError(f"--config: differs from the config of the sweep being resumed ({run_dir}/{MANIFEST})")
+    if resume and manifest is not None and manifest.get("trials_started"):
+        check_tune_state(run_dir)
+    if "://" not in run_dir:
+        check_output_dir(run_dir, "storage_path")
     local_machine = "://" not in run_dir and not address and not os.environ.get("RAY_ADDRESS")
     if not resume and local_machine and cfg.resources.workers > (os.cpu_count() or 1):
         raise ParameterError(
@@ -102,12 +122,14 @@ def _check_storage(cfg: SweepConfig, run_dir: str, resume: bool, address: str | 
 
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[None]:
-    """Route everything written to fd 1 (Ray and Tune print there) to stderr meanwhile."""
+    """Route everything written to stdout -- fd 1, and ``sys.stdout`` when it is not fd 1 (Ray
+    and Tune print to both) -- to stderr meanwhile."""
     sys.stdout.flush()
     saved = os.dup(1)
     try:
         os.dup2(2, 1)
-        yield
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)
@@ -129,14 +151,12 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run (or resume) a sweep; returns the ``lmo-dp sweep --json`` object."""
     _quiet_libraries()
-    if address:
-        check_address(address)
     run_dir = f"{cfg.storage_uri().rstrip('/')}/{cfg.experiment}"
     manifest = _check_storage(cfg, run_dir, resume, address)
-    try:
-        session = connect(address)
-    except LmoDpError as exc:
-        raise SweepError(str(exc)) from exc
+    check_tracking(tracking_uri())
+    if address:
+        check_address(address)
+    session = connect(address)
     try:
         import ray
 
@@ -163,6 +183,51 @@ class _Run:
         self.timings: dict[str, float] = {}
 
     def execute(self) -> dict[str, Any]:
+        """The sweep; on any failure its runs end FAILED (KILLED on Ctrl-C), never RUNNING."""
+        self.parent_run_id: str | None = None
+        self.live_manifest: dict[str, Any] | None = None
+        try:
+            return self._execute()
+        except KeyboardInterrupt:
+            self._abandon("KILLED", "interrupted")
+            raise
+        except BaseException as exc:
+            self._abandon("FAILED", "failed")
+            if isinstance(exc, InputError) and self.parent_run_id is None:
+                raise
+            if isinstance(exc, LmoDpError):
+                raise SweepError(f"sweep {self.cfg.experiment!r} failed: {one_line(exc)}{self._resume_hint()}") from exc
+            raise SweepError(
+                f"sweep {self.cfg.experiment!r} failed: {type(exc).__name__}: {one_line(exc)}{self._resume_hint()}"
+            ) from exc
+
+    def _resume_hint(self) -> str:
+        if self.parent_run_id is None:
+            return ""
+        return (
+            f" (parent run {self.parent_run_id} ended FAILED; finished trials are kept: "
+            "fix the cause and rerun with --resume)"
+        )
+
+    def _abandon(self, run_status: str, manifest_status: str) -> None:
+        """Best effort: every run of this sweep closed, the manifest marked. Each part may fail
+        on its own (the cause may be a full disk or a lost server); the others still happen."""
+        if self.parent_run_id is not None:
+            try:
+                self.tracker.fail_open_children(self.cfg.experiment, self.parent_run_id)
+            except Exception as exc:
+                log.warning("could not close the trial runs of sweep %s: %s", self.cfg.experiment, one_line(exc))
+            try:
+                self.tracker.end_run(self.parent_run_id, run_status)
+            except Exception as exc:
+                log.warning("could not end parent run %s: %s", self.parent_run_id, one_line(exc))
+        if self.live_manifest is not None:
+            try:
+                write_manifest(self.run_dir, {**self.live_manifest, "status": manifest_status})
+            except Exception as exc:
+                log.warning("could not mark the sweep's manifest %s: %s", manifest_status, one_line(exc))
+
+    def _execute(self) -> dict[str, Any]:
         manifest = self._open()
         search = SearchResult.from_dict(manifest["search"], source=f"{self.run_dir}/{MANIFEST}")
         specs, infeasible = trial_specs(self.cfg, search)
@@ -190,8 +255,10 @@ class _Run:
         cfg, tracker = self.cfg, self.tracker
         if self.manifest is not None:
             manifest = self.manifest
+            self.parent_run_id = manifest["parent_run_id"]
             tracker.reopen_run(manifest["parent_run_id"])
             manifest["status"] = "running"
+            self.live_manifest = manifest
             write_manifest(self.run_dir, manifest)
             return manifest
         t = time.perf_counter()
@@ -205,6 +272,7 @@ class _Run:
             run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={KIND_TAG: "sweep", SWEEP_TAG: cfg.experiment},
         )
+        self.parent_run_id = parent_run_id
         manifest = {
             "experiment": cfg.experiment,
             "parent_run_id": parent_run_id,
@@ -215,6 +283,7 @@ class _Run:
             "plan": plan.to_dict(),
             "search": result,
         }
+        self.live_manifest = manifest
         write_manifest(self.run_dir, manifest)
         _log_parent_inputs(tracker, parent_run_id, cfg, plan, outcome, result, self.out_dir)
         return manifest
@@ -222,15 +291,14 @@ class _Run:
     def _fit(self, specs: list[TrialSpec], ctx: dict[str, Any], manifest: dict[str, Any]) -> tuple[list[Any], float]:
         if not specs:
             return [], 0.0
+        if not manifest.get("trials_started"):
+            manifest["trials_started"] = True  # from now on --resume needs Tune's saved state
+            write_manifest(self.run_dir, manifest)
         tuner = self._tuner(specs, ctx)
         started = time.perf_counter()
-        try:
-            grid = tuner.fit()
-        except KeyboardInterrupt:
-            self.tracker.end_run(manifest["parent_run_id"], "KILLED")
-            manifest["status"] = "interrupted"
-            write_manifest(self.run_dir, manifest)
-            raise
+        grid = tuner.fit()
+        # a trial whose worker died for good never closed its run
+        self.tracker.fail_open_children(self.cfg.experiment, manifest["parent_run_id"])
         return list(grid), time.perf_counter() - started
 
     def _tuner(self, specs: list[TrialSpec], ctx: dict[str, Any]) -> Any:
@@ -246,10 +314,13 @@ class _Run:
         fn = tune.with_parameters(run_trial, trial_fn=self.trial_fn) if self.trial_fn is not None else run_trial
         trainable = tune.with_resources(fn, resources)
         space = {"spec": tune.grid_search([s.to_dict() for s in specs]), "ctx": ctx}
-        if self.resume:
-            return tune.Tuner.restore(
-                self.run_dir, trainable=trainable, resume_unfinished=True, restart_errored=True, param_space=space
-            )
+        if self.resume and self.manifest is not None and self.manifest.get("trials_started"):
+            try:
+                return tune.Tuner.restore(
+                    self.run_dir, trainable=trainable, resume_unfinished=True, restart_errored=True, param_space=space
+                )
+            except Exception as exc:
+                raise SweepError(f"--resume: cannot restore the Tune run at {self.run_dir}: {one_line(exc)}") from exc
         return tune.Tuner(
             trainable,
             param_space=space,
@@ -262,6 +333,8 @@ class _Run:
                 name=cfg.experiment,
                 storage_path=cfg.storage_uri(),
                 failure_config=tune.FailureConfig(max_failures=cfg.max_retries),
+                # a trial's latest checkpoint is all a retry needs (training.checkpoint_every)
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=[trial_progress_callback(len(specs))] if show_progress() else [],
                 verbose=0,
             ),
@@ -271,9 +344,11 @@ class _Run:
         from orchestrator.report import write_report
 
         tracker, parent_run_id = self.tracker, manifest["parent_run_id"]
-        report = write_report(tracker, self.cfg.experiment, self.out_dir / "report", parent_run_id=parent_run_id)
+        report, _ = write_report(
+            tracker, self.cfg.experiment, self.out_dir / "report", parent_run_id=parent_run_id, live=True
+        )
         tracker.log_artifacts(parent_run_id, report.parent, "report")
-        failed = sum(t["status"] == "error" for t in trials)
+        failed = sum(t["status"] in FAILED_STATUSES for t in trials)
         tracker.log_metrics(
             parent_run_id,
             {"trials": len(trials), "trials_failed": failed, "seconds": time.perf_counter() - self.started},
@@ -281,7 +356,9 @@ class _Run:
         selected = [s.to_dict() for s in select(selection_rows(trials))]
         tracker.log_dict(parent_run_id, {"trials": trials, "selected": selected}, "trials.json")
         tracker.end_run(parent_run_id, "FINISHED" if failed == 0 else "FAILED")
+        self.parent_run_id = None  # closed: nothing left to abandon
         manifest["status"] = "finished" if failed == 0 else "finished-with-errors"
+        self.live_manifest = None
         write_manifest(self.run_dir, manifest)
         plan = manifest["plan"]
         return {
@@ -291,6 +368,7 @@ class _Run:
             "run_dir": self.run_dir,
             "tracking_uri": self.uri,
             "trials": trials,
+            "trials_failed": failed,
             "selected": selected,
             "baselines": {"majority": plan.get("majority")},
             "plan": {k: plan.get(k) for k in ("n_train", "batch_size", "sample_rate", "steps", "training")},

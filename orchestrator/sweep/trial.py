@@ -5,18 +5,30 @@ earlier attempt, or reporting a finished one instead of training again), resolve
 config against the recipe, logs its params, trains -- in this process, or under Ray Train's
 ``TorchTrainer`` when ``resources.workers > 1`` -- and reports a
 :class:`~orchestrator.sweep.outcomes.TrialOutcome` to Tune.
+
+With ``training.checkpoint_every: N`` a single-process trial saves a checkpoint with its
+privacy state (:mod:`trainers.checkpoint`) every N steps and when training ends, and hands
+each one to Tune (``tune.report(..., checkpoint=...)``, an intermediate result with
+``lmodp_status: running``). When the trial's worker dies, Tune retries the trial
+(``max_retries``) from its latest checkpoint: the new attempt restores the steps, the
+accountant's composed steps and the generators, logs the whole step history to a fresh child
+run (tagged ``lmodp.resumed_from_step``) and ends with the steps and epsilon of an
+uninterrupted trial.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from noise_search.errors import InputError, one_line
 from orchestrator.sweep.outcomes import TrialOutcome
 from orchestrator.sweep.specs import TrialSpec
 from orchestrator.sweep_config import SweepConfig
-from orchestrator.tracking import KIND_TAG, PARENT_TAG, TRIAL_TAG, Tracker
+from orchestrator.tracking import KIND_TAG, PARENT_TAG, TRIAL_KEY_TAG, TRIAL_TAG, Tracker
 
 SWEEP_TAG = "lmodp.sweep"
 
@@ -25,15 +37,20 @@ TrialFn = Callable[..., Any]
 
 
 def claim_run(tracker: Tracker, ctx: dict[str, Any], spec: TrialSpec, trial_id: str) -> tuple[str | None, Any]:
-    """(run id to log into, finished run or None). Unfinished earlier attempts are closed and
-    deleted; a finished one is returned so the trial is not trained twice."""
-    earlier = tracker.find_runs(ctx["experiment"], {TRIAL_TAG: trial_id, PARENT_TAG: ctx["parent_run_id"]})
+    """(run id to log into, finished run or None).
+
+    Earlier attempts are found by the trial's key under the sweep's parent run (Tune's trial ids
+    change when a sweep's Tune state is rebuilt). A finished one is returned so the trial is
+    not trained twice; unfinished or failed ones are closed and deleted.
+    """
+    earlier = tracker.find_runs(ctx["experiment"], {TRIAL_KEY_TAG: spec.key, PARENT_TAG: ctx["parent_run_id"]})
     for run in earlier:
         if run.info.status == "FINISHED":
             return None, run
     for run in earlier:
         tracker.discard_run(run.info.run_id)
     tags = {
+        TRIAL_KEY_TAG: spec.key,
         TRIAL_TAG: trial_id,
         KIND_TAG: "trial",
         SWEEP_TAG: ctx["experiment"],
@@ -47,6 +64,21 @@ def claim_run(tracker: Tracker, ctx: dict[str, Any], spec: TrialSpec, trial_id: 
 
 def run_trial(config: dict[str, Any], trial_fn: TrialFn | None = None) -> None:
     """The Tune function trainable: ``config = {"spec": TrialSpec dict, "ctx": sweep context}``."""
+    from ray import tune
+
+    try:
+        _trial(config, trial_fn)
+    except _TrialRefused as refused:  # the run is closed FAILED; Tune gets the outcome, no retry
+        tune.report(refused.outcome.report())
+
+
+class _TrialRefused(Exception):
+    def __init__(self, outcome: TrialOutcome) -> None:
+        super().__init__(outcome.error)
+        self.outcome = outcome
+
+
+def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
     import ray
     from ray import tune
 
@@ -79,17 +111,52 @@ def run_trial(config: dict[str, Any], trial_fn: TrialFn | None = None) -> None:
             outcome = _run_local(trial_cfg, tracker, run_id, trial_fn)
         if outcome.status != "finished":
             tracker.set_tags(run_id, {"lmodp.status": outcome.status, "lmodp.error": outcome.error or ""})
+            # a refused trial is over, but FINISHED would let a resume report it as done
+            raise _TrialRefused(outcome)
     tune.report(outcome.report())
+
+
+#: Tune metric of an intermediate result: the steps the reported checkpoint holds.
+CHECKPOINT_STEPS = "checkpoint_steps"
 
 
 def _run_local(trial_cfg: Any, tracker: Tracker, run_id: str, trial_fn: TrialFn | None) -> TrialOutcome:
     from orchestrator.trial_tracking import train_and_log
 
-    try:
-        result, _ = train_and_log(tracker, run_id, trial_cfg, train_fn=trial_fn)
-    except InputError as exc:  # e.g. a plan over budget: retrying cannot help
-        return TrialOutcome("refused", mlflow_run_id=run_id, error=one_line(exc))
+    with tune_checkpoints(trial_cfg) as checkpoints:
+        try:
+            result, _ = train_and_log(tracker, run_id, trial_cfg, train_fn=trial_fn, checkpoints=checkpoints)
+        except InputError as exc:  # e.g. a plan over budget: retrying cannot help
+            return TrialOutcome("refused", mlflow_run_id=run_id, error=one_line(exc))
     return TrialOutcome.from_train(result, run_id)
+
+
+@contextlib.contextmanager
+def tune_checkpoints(trial_cfg: Any) -> Iterator[Any]:
+    """The trial's :class:`~trainers.checkpoint.Checkpointing` under Tune (None without
+    ``training.checkpoint_every``): a scratch folder filled from Tune's latest checkpoint of this
+    trial, if any, whose every save is reported to Tune. The folder is removed afterwards."""
+    every = trial_cfg.training.checkpoint_every
+    if every is None:
+        yield None
+        return
+    from ray import tune
+
+    from trainers.checkpoint import Checkpointing
+
+    def report(directory: Path, steps: int) -> None:
+        # Tune copies the folder into the trial's storage before this returns, so the loop may
+        # overwrite the file afterwards
+        tune.report(
+            {"lmodp_status": "running", CHECKPOINT_STEPS: steps},
+            checkpoint=tune.Checkpoint.from_directory(str(directory)),
+        )
+
+    with tempfile.TemporaryDirectory(prefix="lmodp-trial-checkpoint-") as scratch:
+        latest = tune.get_checkpoint()
+        if latest is not None:
+            latest.to_directory(scratch)
+        yield Checkpointing(Path(scratch), every=every, on_save=report, field="training.checkpoint_every")
 
 
 def _train_worker(config: dict[str, Any]) -> None:

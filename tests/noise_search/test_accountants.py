@@ -57,7 +57,7 @@ def test_default_gaussian_orders_go_far_beyond_opacus_default():
 
 
 def test_gaussian_calibration_at_small_epsilon():
-    """ENVIRONMENT.md: RDP 8.63, PRV 8.30, PLD 8.22 at eps = 0.3, delta = 1e-10, SST-2 setting."""
+    """Measured reference values: RDP 8.63, PRV 8.30, PLD 8.22 at eps = 0.3, delta = 1e-10, SST-2 setting."""
     kw = dict(epsilon=0.3, delta=1e-10, sample_rate=SST2_Q, steps=SST2_T)
     rdp = calibrate("gaussian", accountant="rdp", **kw)
     prv = calibrate("gaussian", accountant="prv", **kw)
@@ -123,7 +123,7 @@ def test_laplace_rdp_is_never_below_pld_and_within_20_percent():
 
 
 def test_laplace_pld_matches_environment_measurements():
-    """ENVIRONMENT.md: Laplace scale b, SST-2 setting, delta=1e-10: b=1 -> 2.553, b=3 -> 0.798."""
+    """Measured reference values: Laplace scale b, SST-2 setting, delta=1e-10: b=1 -> 2.553, b=3 -> 0.798."""
     for b, expected in ((1.0, 2.553), (3.0, 0.798)):
         eps = compute_epsilon(Laplace(1 / b), sample_rate=SST2_Q, steps=SST2_T, delta=1e-10, accountant="pld")
         assert eps.epsilon == pytest.approx(expected, rel=2e-3)

@@ -234,7 +234,7 @@ def test_objectives_agree_with_monte_carlo(mech, rng):
 
 
 def test_laplace_at_mean_u_is_never_worse_than_its_lmo(rng):
-    """PRIVACY_MATH.md section 6: Jensen on the convex A_k(u), 1/u, 1/u^2 and exp(-gamma u)."""
+    """docs/privacy.md section 6: Jensen on the convex A_k(u), 1/u, 1/u^2 and exp(-gamma u)."""
     from divergence import random_lmo
 
     for _ in range(30):

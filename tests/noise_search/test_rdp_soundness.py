@@ -1,6 +1,6 @@
 """Soundness of the Laplace/LMO RDP bound against brute-force numerical divergences.
 
-PRIVACY_MATH.md section 4 asks the implementation to establish:
+docs/privacy.md section 4 asks the implementation to establish:
 1. the reverse direction D(Q || (1-q)Q + qP) is not larger than the bounded one, for the
    1-D Laplace pair over a grid of u, q, alpha;
 2. the 1-D pair is the worst case in d dimensions (checked in 2-D for split shifts), for both

@@ -187,7 +187,7 @@ def test_dominated_lmo_points_say_so(grid_outcome):
         assert ("laplace" in row["dominated_by"]) == (lap <= row["objective"])
         # Jensen: the calibrated Laplace always beats the mixture under this bound
         assert "laplace" in row["dominated_by"]
-        assert "dominated" in row["note"] and "PRIVACY_MATH.md section 6" in row["note"]
+        assert "dominated" in row["note"] and "docs/privacy.md section 6" in row["note"]
         assert row["mean_u"] == pytest.approx(LMO.from_dict(row["params"]).mean_u())
 
 

@@ -228,6 +228,25 @@ class RayCluster:
                 parts.append(f"--- {name}\n{log_tail(session_logs / name, 15)}")
         return "\n".join(parts)
 
+    def kill_worker(self, index: int = 0) -> int:
+        """SIGKILL worker node ``index`` and everything it started (a machine lost at once): its
+        ``ray start`` group and every process whose command line names its temp dir. Returns how
+        many processes were killed."""
+        proc = self.procs[1 + index]
+        needles = [f"{self.temp_dir / f'w{index}'}{os.sep}", f"--node-ip-address={self.worker_ips[index]}"]
+        pgids = {pid for pid in [_pgid(proc.pid)] if pid is not None}
+        killed = 0
+        for _ in range(3):
+            victims = _processes_matching(needles, pgids)
+            if not victims:
+                break
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+            time.sleep(0.5)
+        return killed
+
     def stop(self) -> None:
         """Stop this cluster's processes only, then remove its temp dir."""
         for proc in reversed(self.procs):  # workers first, then the head
@@ -478,10 +497,28 @@ class MlflowServer:
     artifacts_destination: str
     log: Path
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    argv: list[str] = field(default_factory=list, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    cwd: Path | None = field(default=None, repr=False)
 
     def stop(self) -> None:
         stop_process(self.proc)
         self.proc = None
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """(Re)start the server process on its port and wait until it answers."""
+        self.proc = spawn(self.argv, self.log, self.env, cwd=self.cwd)
+        try:
+            wait_for(
+                lambda: http_get(f"{self.uri}/health")[0] == 200,
+                timeout_s=timeout_s,
+                what="MLflow server",
+                log=self.log,
+                proc=self.proc,
+            )
+        except BaseException:
+            self.stop()
+            raise
 
 
 def start_mlflow_server(
@@ -497,23 +534,12 @@ def start_mlflow_server(
     backend = f"sqlite:///{(base_dir / 'mlflow.db').resolve()}"
     destination = f"s3://{s3.bucket}/{prefix}"
     log = base_dir / "mlflow-server.log"
-    server = MlflowServer(f"http://127.0.0.1:{port}", backend, destination, log)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(s3.env(), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", PATH=f"{VENV_BIN}{os.pathsep}{env['PATH']}")
     argv = [
         tool("mlflow"), "server", "--backend-store-uri", backend, "--artifacts-destination", destination,
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    server.proc = spawn(argv, log, env, cwd=base_dir)
-    try:
-        wait_for(
-            lambda: http_get(f"{server.uri}/health")[0] == 200,
-            timeout_s=timeout_s,
-            what="MLflow server",
-            log=log,
-            proc=server.proc,
-        )
-    except BaseException:
-        server.stop()
-        raise
+    server = MlflowServer(f"http://127.0.0.1:{port}", backend, destination, log, argv=argv, env=env, cwd=base_dir)
+    server.start(timeout_s)
     return server

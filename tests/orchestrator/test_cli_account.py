@@ -211,6 +211,13 @@ def test_unsupported_accountant_is_bad_input(capsys):
     assert r.code == 2 and "rdp" in r.err
 
 
+def test_calibrate_says_when_the_noise_is_at_its_lower_limit(capsys):
+    args = ["calibrate", "--mechanism", "laplace", "--delta", "1e-5", "--sample-rate", "0.03", "--steps", "10"]
+    capped = run_cli(capsys, *args, "--epsilon", "1e6")
+    assert capped.code == 0 and "u0 is at its upper limit 1000" in capped.out
+    assert "upper limit" not in run_cli(capsys, *args, "--epsilon", "1").out
+
+
 def test_calibrate_bad_input(capsys):
     r = run_cli(
         capsys,

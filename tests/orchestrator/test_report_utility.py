@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.report import trial_rows, write_report
+from orchestrator.report import EmptyReportError, trial_rows, write_report
 from orchestrator.report_plots import dodge, utility_points
 from orchestrator.tracking import KIND_TAG, Tracker
 
@@ -49,7 +49,7 @@ def _child(tracker: Tracker, parent: str, mech: str, eps: float | None, seed: in
 def store(tmp_path: Path) -> tuple[Tracker, str]:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = tracker.start_run("t-report", run_name="sweep", tags={KIND_TAG: "sweep"})
-    tracker.log_metrics(parent, {"baseline.majority_test_accuracy": 0.516})
+    tracker.log_metrics(parent, {"baseline.majority_test_accuracy": 0.516, "trials": 10})
     for seed, shift in ((0, 0.0), (1, 0.02)):
         for eps in (1.0, 8.0):
             # lr 0.3 wins on test but loses on validation
@@ -78,8 +78,9 @@ def test_rows_carry_the_recipe_and_the_reference(store) -> None:
 
 def test_report_page_shows_selection_references_and_recipes(store, tmp_path: Path) -> None:
     tracker, parent = store
-    index = write_report(tracker, "t-report", tmp_path / "report", parent_run_id=parent)
+    index, warnings = write_report(tracker, "t-report", tmp_path / "report", parent_run_id=parent)
     page = html.unescape(index.read_text())
+    assert warnings == [] and "Warning:" not in page  # a finished sweep without failures
     assert "Selected configuration per target" in page and "non-private" in page
     assert "majority-class baseline scores 0.516" in page
     assert "not included in it" in page  # the selection is not covered by the per-trial epsilon
@@ -95,3 +96,33 @@ def test_markers_of_different_mechanisms_are_set_apart() -> None:
     xs = [dodge(2.0, i, 3) for i in range(3)]
     assert xs[1] == 2.0 and xs[0] < 2.0 < xs[2]
     assert math.log(xs[2] / xs[0]) < 0.1  # close enough to read as the same epsilon
+
+
+def test_a_crashed_sweep_is_reported_with_a_warning_and_an_empty_one_not_at_all(tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    crashed = tracker.start_run("t-report", run_name="sweep", tags={KIND_TAG: "sweep"})
+    _child(tracker, crashed, "gaussian", 1.0, 0, 0.1, 0.7, 0.7)
+    failed = tracker.start_run("t-report", run_name="bad", tags={KIND_TAG: "trial"}, parent_run_id=crashed)
+    tracker.log_params(failed, {"privacy.mechanism": "laplace", "privacy.epsilon": 1.0, "trial.key": "eps=1_laplace"})
+    tracker.end_run(failed, "FAILED")
+    tracker.end_run(crashed, "FAILED")  # no "trials" metric: the sweep never reached its last stage
+    index, warnings = write_report(tracker, "t-report", tmp_path / "r1", parent_run_id=crashed)
+    assert len(warnings) == 2
+    assert "ended FAILED before the sweep finished" in warnings[0] and "eps=1_laplace" in warnings[1]
+    page = html.unescape(index.read_text())
+    assert all(w in page for w in warnings)
+
+    empty = tracker.start_run("t-report", run_name="sweep", tags={KIND_TAG: "sweep"})
+    tracker.end_run(empty, "FAILED")
+    with pytest.raises(EmptyReportError, match="has no trial runs"):
+        write_report(tracker, "t-report", tmp_path / "r2", parent_run_id=empty)
+    assert not (tmp_path / "r2").exists()
+
+
+def test_experiments_open_as_model_training_in_the_mlflow_ui(tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker.start_run("t-kind", run_name="x")
+    assert tracker.client.get_experiment_by_name("t-kind").tags["mlflow.experimentKind"] == "custom_model_development"
+    bare = tracker.client.create_experiment("t-old")  # made before the tag existed
+    tracker.start_run("t-old", run_name="y")
+    assert tracker.client.get_experiment(bare).tags["mlflow.experimentKind"] == "custom_model_development"

@@ -20,7 +20,7 @@ from cli_helpers import lmo_dp_executable, run_cli
 
 from noise_search.mechanisms import Laplace
 from orchestrator.sweep_config import SweepConfig
-from orchestrator.tracking import PARENT_TAG, TRIAL_TAG, Tracker
+from orchestrator.tracking import PARENT_TAG, TRIAL_KEY_TAG, TRIAL_TAG, Tracker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,9 @@ def sweep_dict(tmp_path: Path, **overrides) -> dict:
         "storage_path": str(tmp_path / "store"),
     }
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
+        if key == "model":  # a model section replaces the base one (trainable sets differ in keys)
+            base[key] = value
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
             base[key] = {**base[key], **value}
         else:
             base[key] = value
@@ -68,7 +70,7 @@ def write_config(tmp_path: Path, name: str = "sweep.yaml", **overrides) -> Path:
         ({"training": {"batch_size": 500}}, None, "training.batch_size"),
         ({"max_retries": -1}, None, "max_retries"),
         ({"bogus": 1}, None, "bogus"),
-        ({}, "127.0.0.1:1", "--address"),
+        ({"training": {"checkpoint_every": 5}, "resources": {"workers": 2}}, None, "training.checkpoint_every"),
         ({}, "http://127.0.0.1:8265", "--address"),
     ],
     ids=[
@@ -81,7 +83,7 @@ def write_config(tmp_path: Path, name: str = "sweep.yaml", **overrides) -> Path:
         "batch-too-large",
         "negative-retries",
         "unknown-key",
-        "unreachable-address",
+        "checkpoints-with-data-parallel",
         "dashboard-url",
     ],
 )
@@ -94,6 +96,25 @@ def test_bad_sweep_configs_exit_2_before_anything_starts(capsys, tmp_path, monke
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.err
     assert not (tmp_path / "store").exists() and not (tmp_path / "mlruns-lmodp").exists()
+
+
+def test_an_unreachable_address_or_server_fails_fast_naming_it(capsys, tmp_path, monkeypatch):
+    """Exit 1 (a runtime failure, not bad input), one line, within the connect timeout, nothing made."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LMODP_CONNECT_TIMEOUT", "2")
+    cfg = write_config(tmp_path)
+    for env, args, needle in (
+        (None, ["--address", "127.0.0.2:1"], "no Ray cluster answers at 127.0.0.2:1"),
+        ("http://127.0.0.2:1", [], "MLflow tracking server http://127.0.0.2:1 does not answer"),
+    ):
+        if env:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
+        started = time.perf_counter()
+        r = run_cli(capsys, "sweep", "--config", cfg, "--json", *args)
+        assert r.code == 1 and r.out == "" and time.perf_counter() - started < 10
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], r.err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
 
 
 def test_missing_or_malformed_config(capsys, tmp_path):
@@ -234,7 +255,7 @@ def test_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
         proc.wait(timeout=60)
     time.sleep(2)
-    before = {r.data.tags[TRIAL_TAG]: r for r in finished_before}
+    before = {r.data.tags[TRIAL_KEY_TAG]: r for r in finished_before}
 
     resumed = subprocess.run(
         [*lmo_dp_executable(), "sweep", "--config", str(cfg_path), "--resume", "--json"],
@@ -251,11 +272,11 @@ def test_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
     tracker = Tracker(uri)
     active = child_runs(tracker, "t-resume", result["parent_run_id"])
     assert len(active) == 2 and {r.info.status for r in active} == {"FINISHED"}
-    by_trial = {r.data.tags[TRIAL_TAG]: r for r in active}
+    by_trial = {r.data.tags[TRIAL_KEY_TAG]: r for r in active}
     assert len(by_trial) == 2
-    for trial_id, run in before.items():  # a trial finished before the kill was not trained again
-        assert by_trial[trial_id].info.run_id == run.info.run_id
-        assert by_trial[trial_id].info.start_time == run.info.start_time
+    for key, run in before.items():  # a trial finished before the kill was not trained again
+        assert by_trial[key].info.run_id == run.info.run_id
+        assert by_trial[key].info.start_time == run.info.start_time
     exp = tracker.client.get_experiment_by_name("t-resume")
     from mlflow.entities import ViewType
 
@@ -279,11 +300,11 @@ def test_report_command_on_a_missing_experiment(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     r = run_cli(capsys, "report", "--experiment", "nope", "--out", tmp_path / "rep")
-    assert r.code == 2 and "nope" in r.err
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-v"]))
+    assert r.code == 2 and "no MLflow tracking store" in r.err and len(r.err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no store created to find out there is none
+    Tracker(f"sqlite:///{tmp_path / 'mlruns-lmodp' / 'mlflow.db'}").experiment_id("other")
+    r = run_cli(capsys, "report", "--experiment", "nope", "--out", tmp_path / "rep")
+    assert r.code == 2 and "no MLflow experiment named 'nope'" in r.err and not (tmp_path / "rep").exists()
 
 
 def test_multi_node_sweeps_need_a_tracking_server(monkeypatch):
@@ -297,3 +318,173 @@ def test_multi_node_sweeps_need_a_tracking_server(monkeypatch):
         check_tracking_reachable(nodes)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     check_tracking_reachable(nodes)
+
+
+def killing_trial_fn(kill_key: str | None):
+    """Train for real, but the worker running ``kill_key`` dies (SIGKILL) on every attempt."""
+
+    def trial(trial_cfg, on_step=None, **kwargs):
+        from trainers.engine import train
+
+        if trial_cfg.name == kill_key:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return train(trial_cfg, on_step=on_step, **kwargs)
+
+    return trial
+
+
+def _sweep_cli(capsys, monkeypatch, cfg_path: Path, *extra: str, trial_fn=None):
+    """``lmo-dp sweep --config ... --json`` in-process, its trials run by ``trial_fn``."""
+    import functools
+
+    import orchestrator.sweep as sweep_pkg
+    from orchestrator.sweep.pipeline import run_sweep
+
+    monkeypatch.setattr(sweep_pkg, "run_sweep", functools.partial(run_sweep, trial_fn=trial_fn))
+    return run_cli(capsys, "sweep", "--config", cfg_path, "--json", *extra)
+
+
+@pytest.mark.slow
+def test_lost_workers_a_full_disk_and_resumes_leave_nothing_running_and_nothing_twice(capsys, tmp_path, monkeypatch):
+    """A trial whose worker dies for good: exit 3, its run FAILED. A full disk while the report is
+    written: exit 1, one line, everything FAILED, manifest ``failed``. Resumes after each: only the
+    unfinished work runs again, found by trial key. Unreadable Tune state: the resume is refused."""
+    import errno
+
+    import orchestrator.report as report_mod
+    from orchestrator.sweep.storage import read_manifest
+    from orchestrator.tracking import TRIAL_KEY_TAG
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg_path = write_config(
+        tmp_path,
+        experiment="t-faults",
+        model={"task": "classification", "trainable": "head", "max_length": 32},
+        training={"epochs": 2, "batch_size": 20, "learning_rate": 0.1, "eval_batch_size": 64},
+        max_retries=1,
+    )
+    run_dir = tmp_path / "store" / "t-faults"
+    tracker = Tracker()
+
+    def runs() -> dict[str, list]:
+        out: dict[str, list] = {}
+        for r in child_runs(tracker, "t-faults", parent_id):
+            out.setdefault(r.data.tags[TRIAL_KEY_TAG], []).append(r)
+        return out
+
+    first = _sweep_cli(capsys, monkeypatch, cfg_path, trial_fn=killing_trial_fn("eps=8_laplace_seed=0"))
+    assert first.code == 3, first.err[-2000:]
+    result = first.json()
+    parent_id = result["parent_run_id"]
+    assert result["trials_failed"] == 1
+    assert {t["key"]: t["status"] for t in result["trials"]} == {
+        "eps=8_gaussian_seed=0": "finished",
+        "eps=8_laplace_seed=0": "error",
+    }
+    after_first = runs()
+    assert after_first["eps=8_laplace_seed=0"][0].info.status == "FAILED"  # its worker never closed it
+    assert tracker.get_run(parent_id).info.status == "FAILED"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_plot = report_mod.plot_utility
+    monkeypatch.setattr(report_mod, "plot_utility", full_disk)
+    second = _sweep_cli(capsys, monkeypatch, cfg_path, "--resume")
+    assert second.code == 1 and second.out == ""
+    lines = second.err.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "--resume" in lines[0], second.err
+    assert "Traceback" not in second.err
+    assert tracker.get_run(parent_id).info.status == "FAILED"
+    assert read_manifest(str(run_dir))["status"] == "failed"
+    after_second = runs()
+    assert {k: [r.info.status for r in v] for k, v in after_second.items()} == {
+        "eps=8_gaussian_seed=0": ["FINISHED"],
+        "eps=8_laplace_seed=0": ["FINISHED"],  # retrained now that its worker survives
+    }
+    gaussian_run = after_first["eps=8_gaussian_seed=0"][0].info.run_id
+    assert after_second["eps=8_gaussian_seed=0"][0].info.run_id == gaussian_run  # not trained twice
+
+    monkeypatch.setattr(report_mod, "plot_utility", real_plot)
+    third = _sweep_cli(capsys, monkeypatch, cfg_path, "--resume")
+    assert third.code == 0, third.err[-2000:]
+    assert [t["status"] for t in third.json()["trials"]] == ["finished", "finished"]
+    after_third = runs()
+    assert {k: [r.info.run_id for r in v] for k, v in after_third.items()} == {
+        k: [r.info.run_id for r in v] for k, v in after_second.items()
+    }
+    assert tracker.get_run(parent_id).info.status == "FINISHED"
+    assert read_manifest(str(run_dir))["status"] == "finished"
+
+    # Tune's state cut short (as by a full disk while Tune saved it): refused, not started over
+    newest = sorted(run_dir.glob("experiment_state-*.json"))[-1]
+    newest.write_text(newest.read_text()[:100])
+    refused = _sweep_cli(capsys, monkeypatch, cfg_path, "--resume")
+    assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1
+    assert "--resume: the saved Tune state" in refused.err and "cannot be read" in refused.err
+    assert {k: [r.info.run_id for r in v] for k, v in runs().items()} == {
+        k: [r.info.run_id for r in v] for k, v in after_third.items()
+    }
+
+
+def killed_once_at_step(marker: Path, step: int):
+    """Train for real, but the first attempt's worker dies (SIGKILL) right after ``step``."""
+
+    def trial(trial_cfg, on_step=None, **kwargs):
+        from trainers.engine import train
+
+        def watch(record) -> None:
+            if on_step is not None:
+                on_step(record)
+            if record.step == step and not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        return train(trial_cfg, on_step=watch, **kwargs)
+
+    return trial
+
+
+@pytest.mark.slow
+def test_a_killed_trial_resumes_from_its_checkpoint_like_an_uninterrupted_run(capsys, tmp_path, monkeypatch):
+    """training.checkpoint_every: the worker dies after step 3 of 6 (checkpoint after step 2); Tune
+    restores the trial from that checkpoint and it ends with the steps, epsilon, step history and
+    accuracy of the same trial trained without interruption."""
+    from orchestrator.trial_tracking import RESUMED_TAG
+    from trainers.config import TrialConfig
+    from trainers.engine import train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg_path = write_config(
+        tmp_path,
+        experiment="t-ckpt",
+        model={"task": "classification", "trainable": "head", "max_length": 32},
+        privacy={"mechanisms": ["laplace"]},
+        training={"epochs": 2, "batch_size": 20, "learning_rate": 0.1, "eval_batch_size": 64, "threads": 1,
+                  "checkpoint_every": 2},
+        max_retries=1,
+    )  # fmt: skip
+    marker = tmp_path / "killed"
+    r = _sweep_cli(capsys, monkeypatch, cfg_path, trial_fn=killed_once_at_step(marker, 3))
+    assert r.code == 0, r.err[-2000:]
+    assert marker.exists()  # the first attempt did die
+    (trial,) = r.json()["trials"]
+    assert trial["status"] == "finished"
+    tracker = Tracker()
+    (run,) = child_runs(tracker, "t-ckpt", r.json()["parent_run_id"])  # the killed attempt's run was deleted
+    assert run.info.status == "FINISHED" and run.data.tags[RESUMED_TAG] == "2"
+
+    saved = tracker.client.download_artifacts(run.info.run_id, "trial-config.json", str(tmp_path))
+    reference = train(TrialConfig.from_dict(json.loads(Path(saved).read_text())))  # no checkpoints, no kill
+    assert reference.steps == 6 and run.data.metrics["steps_taken"] == reference.steps
+    assert trial["epsilon"] == pytest.approx(reference.epsilon, rel=1e-12)
+    losses = tracker.client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in sorted(losses, key=lambda m: m.step)] == [h.step for h in reference.history]
+    assert [m.value for m in sorted(losses, key=lambda m: m.step)] == pytest.approx([h.loss for h in reference.history])
+    assert trial["metrics"]["accuracy"] == pytest.approx(reference.metrics["accuracy"])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v"]))
