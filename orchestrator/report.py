@@ -15,11 +15,13 @@
   every trial, with the audit's empirical lower bound where a trial was audited;
 * ``trials.csv`` and ``index.html`` -- the selected configuration per point, a table of every
   trial with its trainable set and recipe (learning rate, clip, batch size, epochs, optimizer),
-  and the plots.
+  and the plots, inlined as data URIs: the page is one self-contained file that renders in the
+  MLflow artifact viewer or from S3.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import json
@@ -242,11 +244,37 @@ covers that trial only: choosing among several trials on private validation data
 """
 
 
+def provenance_line(tags: dict[str, str]) -> str:
+    """Who ran the sweep, where, with which code and config (the parent run's provenance tags)."""
+    commit = tags.get("mlflow.source.git.commit")
+    code = f"git {commit[:12]}" if commit else "no git checkout"
+    if commit and tags.get("lmodp.git_dirty") == "true":
+        code += " with uncommitted changes"
+    parts = [
+        f"run by {tags.get('mlflow.user', 'unknown')} on {tags.get('lmodp.host', 'unknown')}",
+        f"lmo-dp {tags.get('lmodp.version', 'unknown')} ({code})",
+        f"config sha256 {tags.get('lmodp.config_sha256', 'unknown')[:16]}",
+    ]
+    if tags.get("lmodp.versions"):
+        parts.append(tags["lmodp.versions"])
+    return "; ".join(parts)
+
+
+def _provenance_html(tags: dict[str, str]) -> str:
+    return f'<p class="provenance">{html.escape(provenance_line(tags))}</p>'
+
+
+def _data_uri(png: Path) -> str:
+    """The PNG inlined, so the page renders wherever it is opened on its own (the MLflow artifact
+    viewer, a browser on an S3 object, a mail attachment)."""
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
 def _html(
     experiment: str,
     parent: Any,
     rows: list[dict[str, Any]],
-    images: list[tuple[str, str]],
+    images: list[tuple[Path, str]],
     notes: list[str],
     selected_html: str = "",
     warnings: list[str] | None = None,
@@ -255,8 +283,9 @@ def _html(
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "\n".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
     figs = "\n".join(
-        f'<figure><img src="{src}" alt="{html.escape(cap)}"><figcaption>{html.escape(cap)}</figcaption></figure>'
-        for src, cap in images
+        f'<figure><img src="{_data_uri(path)}" alt="{html.escape(cap)}"><figcaption>{html.escape(cap)}</figcaption>'
+        "</figure>"
+        for path, cap in images
     )
     note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     warn_html = "".join(f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in warnings or [])
@@ -267,6 +296,7 @@ td,th{{border:1px solid #ccc;padding:.25em .5em;text-align:right}}figure{{displa
 img{{max-width:40em}}.warning{{background:#fff3cd;border:1px solid #e0b000;padding:.5em}}</style></head><body>
 <h1>Sweep <code>{html.escape(experiment)}</code></h1>
 {warn_html}
+{_provenance_html(parent.data.tags)}
 <p>Parent MLflow run <code>{html.escape(parent.info.run_id)}</code>, {len(rows)} trials. Epsilon values are the
 accountant's proven upper bounds; audit lower bounds (where present) are empirical.</p>
 <ul>{note_html}</ul>
@@ -305,20 +335,20 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     majority = parent.data.metrics.get("baseline.majority_test_accuracy")
-    images: list[tuple[str, str]] = []
+    images: list[tuple[Path, str]] = []
     notes: list[str] = []
     if rows:
         plot_utility(rows, out / "utility.png", majority)
         metric, _ = headline_metric(rows)
-        images.append(("utility.png", f"test {metric} vs target epsilon per mechanism"))
+        images.append((out / "utility.png", f"test {metric} vs target epsilon per mechanism"))
         plot_privacy(rows, out / "privacy.png")
-        images.append(("privacy.png", "epsilon spent (and audit lower bound) per trial"))
+        images.append((out / "privacy.png", "epsilon spent (and audit lower bound) per trial"))
     search = search_result(tracker, parent)
     if search is not None:
         objective = plot_noise(search, out / "noise.png")
         images.append(
             (
-                "noise.png",
+                out / "noise.png",
                 f"noise search: {objective} per coordinate vs target epsilon per family, for sensitivity 1 in each "
                 "mechanism's own norm (L2 for Gaussian, L1 for Laplace/LMO: not directly comparable)",
             )

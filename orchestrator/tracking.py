@@ -201,7 +201,9 @@ class Tracker:
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
     ) -> str:
-        all_tags = dict(tags or {})
+        from orchestrator.provenance import provenance_tags
+
+        all_tags = {**provenance_tags(), **dict(tags or {})}  # who, where, which code (caller's tags win)
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id
         run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=all_tags)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.provenance import CONFIG_HASH_TAG, config_sha256
 from orchestrator.tracking import Tracker
 
 if TYPE_CHECKING:  # torch is imported only when a trial runs
@@ -122,6 +123,7 @@ def train_and_log(
     if tracker is None or run_id is None:
         result = train_fn(trial_cfg, **kwargs)
         return result, result.summary()
+    tracker.set_tags(run_id, {CONFIG_HASH_TAG: config_sha256(trial_cfg.to_dict())})
     steps = StepLogger(tracker, run_id)
     try:
         result = train_fn(trial_cfg, on_step=steps, **kwargs)

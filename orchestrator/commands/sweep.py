@@ -51,8 +51,15 @@ def render(r: dict) -> str:
         lines.append(f"{r['trials_failed']} trial(s) failed (see their lmodp.error tags); exit code 3")
     lines += selected_summary(r)
     lines.append(f"report: {r['report']}")
-    lines.append(f"browse: mlflow ui --backend-store-uri {r['tracking_uri']}")
+    lines.append(f"browse: {browse_hint(r['tracking_uri'])}")
     return "\n".join(lines)
+
+
+def browse_hint(uri: str) -> str:
+    """How to look at the runs: a tracking server's own URL, or ``mlflow ui`` over a local store."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser (the MLflow tracking server)"
+    return f"mlflow ui --backend-store-uri {uri}  (then visit http://127.0.0.1:5000)"
 
 
 def selected_summary(r: dict) -> list[str]:

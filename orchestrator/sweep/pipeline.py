@@ -38,6 +38,7 @@ from noise_search.errors import InputError, LmoDpError, ParameterError, one_line
 from noise_search.search_result import SearchResult
 from orchestrator.checks import check_output_dir
 from orchestrator.progress import show_progress, trial_progress_callback
+from orchestrator.provenance import CONFIG_HASH_TAG, config_sha256
 from orchestrator.ray_session import check_address, connect
 from orchestrator.selection import select
 from orchestrator.sweep.outcomes import TrialOutcome, selection_rows, trial_entry
@@ -270,7 +271,7 @@ class _Run:
         parent_run_id = tracker.start_run(
             cfg.experiment,
             run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={KIND_TAG: "sweep", SWEEP_TAG: cfg.experiment},
+            tags={KIND_TAG: "sweep", SWEEP_TAG: cfg.experiment, CONFIG_HASH_TAG: config_sha256(cfg.to_dict())},
         )
         self.parent_run_id = parent_run_id
         manifest = {

@@ -6,9 +6,11 @@ the expected selection is known exactly."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -82,14 +84,27 @@ def test_report_page_shows_selection_references_and_recipes(store, tmp_path: Pat
     page = html.unescape(index.read_text())
     assert warnings == [] and "Warning:" not in page  # a finished sweep without failures
     assert "Selected configuration per target" in page and "non-private" in page
+    assert "run by " in page and "lmo-dp " in page and "torch=" in page  # the parent run's provenance
     assert "majority-class baseline scores 0.516" in page
     assert "not included in it" in page  # the selection is not covered by the per-trial epsilon
     for col in ("trainable", "recipe", "learning_rate", "clip", "batch_size", "epochs", "optimizer"):
         assert f"<th>{col}</th>" in page
     assert (tmp_path / "report" / "utility.png").stat().st_size > 10_000
+    # self-contained: every image is inlined, so the page renders in MLflow's artifact viewer and from S3
+    sources = re.findall(r'<img src="([^"]*)"', page)
+    assert len(sources) == 2 and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert base64.b64decode(sources[0].split(",", 1)[1]) == (tmp_path / "report" / "utility.png").read_bytes()
+    assert not re.search(r'(src|href)="(?!data:|#)', page)  # no reference to another file or site
     with (tmp_path / "report" / "trials.csv").open() as f:
         table = list(csv.DictReader(f))
     assert {r["recipe"] for r in table} == {"head/gaussian", "head/l1", "head/none"}
+
+
+def test_the_browse_hint_is_the_server_url_or_a_local_mlflow_ui() -> None:
+    from orchestrator.commands.sweep import browse_hint
+
+    assert browse_hint("http://10.0.0.5:5000").startswith("open http://10.0.0.5:5000 in a browser")
+    assert browse_hint("sqlite:////tmp/m.db").startswith("mlflow ui --backend-store-uri sqlite:////tmp/m.db")
 
 
 def test_markers_of_different_mechanisms_are_set_apart() -> None:

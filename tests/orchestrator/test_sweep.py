@@ -204,11 +204,23 @@ def test_failing_trial_is_retried_and_the_rest_complete(tmp_path, monkeypatch):
     everything = child_runs(tracker, "t-retry", result["parent_run_id"], view="all")
     assert len(everything) == 5
     assert all(r.info.status != "RUNNING" for r in everything)
-    assert tracker.client.get_run(result["parent_run_id"]).info.status == "FINISHED"
+    parent = tracker.client.get_run(result["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    # provenance on the parent and on every trial: who, where, which code, which config and data
+    from orchestrator.provenance import CONFIG_HASH_TAG, config_sha256, provenance_tags
+
+    expected = provenance_tags()
+    assert parent.data.tags[CONFIG_HASH_TAG] == config_sha256(cfg.to_dict())
+    for run in [parent, *active]:
+        assert run.info.user_id == expected["mlflow.user"] != "unknown"
+        assert {k: run.data.tags.get(k) for k in expected} == expected
+    for run in active:
+        assert len(run.data.tags[CONFIG_HASH_TAG]) == 64 and len(run.data.params["data.sha256"]) == 64
 
     # the report reads the same runs back
     report = Path(result["report"])
     page = report.read_text()
+    assert f"run by {expected['mlflow.user']} on {expected['lmodp.host']}" in page
     for t in result["trials"]:
         assert t["key"] in page
     for png in ("utility.png", "noise.png", "privacy.png"):
