@@ -33,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
     "train",
     "sweep",
     "submit",
+    "check-cluster",
     "audit",
     "report",
     "demo",
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for name in COMMANDS:
-        module = importlib.import_module(f"orchestrator.commands.{name}")
+        module = importlib.import_module(f"orchestrator.commands.{name.replace('-', '_')}")
         module.register(sub)
     for sub_parser in sub.choices.values():
         sub_parser.formatter_class = HelpFormatter

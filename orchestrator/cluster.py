@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,32 @@ def validate_cluster_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     _raise_schema_error(prepared)
     _check_node_types(prepared)
     return prepared
+
+
+#: Values shipped in cluster.yaml that only stand for the user's own: ``name -> marker``. A value
+#: that still contains its marker has not been edited (``ray up`` would start a cluster that cannot
+#: reach its tracking server or storage).
+PLACEHOLDERS: dict[str, str] = {
+    "MLFLOW_TRACKING_URI": "mlflow.lmodp.internal",
+    "LMODP_STORAGE_PATH": "s3://lmodp-artifacts/",
+}
+
+
+def node_environment(config: dict[str, Any]) -> dict[str, str]:
+    """``NAME -> value`` of the ``export NAME=value`` lines the setup commands write for every node."""
+    env: dict[str, str] = {}
+    for command in config.get("setup_commands") or []:
+        for match in re.finditer(r"export ([A-Z_][A-Z0-9_]*)=([^'\"\s]+)", str(command)):
+            env[match.group(1)] = match.group(2)
+    return env
+
+
+def check_edited(config: dict[str, Any]) -> None:
+    """Refuse a config whose node environment still holds a shipped placeholder (:data:`PLACEHOLDERS`)."""
+    env = node_environment(config)
+    for name, marker in PLACEHOLDERS.items():
+        if marker in env.get(name, ""):
+            raise InputError(
+                f"setup_commands: {name}={env[name]} is the shipped placeholder; "
+                f"set your own (the lines marked EDIT; see docs/cluster.md step 1)"
+            )

@@ -173,13 +173,41 @@ def _auth_error(address: str, status: int, sent: bool) -> InputError:
     return InputError(f"--address: {address} rejected the Ray authentication token sent (HTTP 403); {_TOKEN_HELP}")
 
 
+#: Variable names that carry credentials, refused by ``--env`` (see :func:`is_secret_name`).
+SECRET_NAMES = frozenset(
+    {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"}
+)
+#: Words (between underscores) that mark a credential: HF_TOKEN, DB_PASSWORD, ... but not TOKENIZERS_PARALLELISM.
+_SECRET_WORDS = frozenset({"PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "CREDENTIALS", "APIKEY"})
+_SECRET_PAIRS = ("_API_KEY_", "_PRIVATE_KEY_", "_SECRET_KEY_")
+#: Where credentials for Ray jobs go instead: sourced into every node's environment (cluster.yaml).
+NODE_SECRETS_FILE = "~/.lmodp/secrets.env"
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether environment variable ``name`` looks like it holds a credential (password, token, key)."""
+    upper = name.upper()
+    if upper in SECRET_NAMES or _SECRET_WORDS.intersection(upper.split("_")):
+        return True
+    return any(pair in f"_{upper}_" for pair in _SECRET_PAIRS)
+
+
 def parse_env(pairs: Sequence[str] | None) -> dict[str, str]:
-    """``KEY=VALUE`` strings (``--env``) as a dict; keys must be shell variable names."""
+    """``KEY=VALUE`` strings (``--env``) as a dict; keys must be shell variable names.
+
+    Credentials are refused (:func:`is_secret_name`): a job's ``env_vars`` are stored in its
+    runtime_env, which anyone who can open the Ray dashboard or its job API can read.
+    """
     env: dict[str, str] = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
         if not sep or not _ENV_NAME.match(key):
             raise InputError(f"--env: expected KEY=VALUE with KEY a variable name, got {pair!r}")
+        if is_secret_name(key):
+            raise InputError(
+                f"--env: {key} looks like a credential and would be stored in the job's metadata, readable by "
+                f"anyone with the Ray dashboard; put it in the nodes' {NODE_SECRETS_FILE} instead (docs/cluster.md)"
+            )
         env[key] = value
     return env
 

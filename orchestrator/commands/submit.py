@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--env",
         action="append",
         metavar="KEY=VALUE",
-        help="environment variable for the job (repeatable), e.g. MLFLOW_TRACKING_URI=http://mlflow:5000",
+        help="environment variable for the job (repeatable), e.g. MLFLOW_TRACKING_URI=http://mlflow:5000; "
+        "credentials (names with PASSWORD, SECRET, TOKEN, ...) are refused: the job's metadata would show them, "
+        "so they go in the nodes' ~/.lmodp/secrets.env",
     )
     p.add_argument("--submission-id", default=None, help="job id to use instead of a generated one")
     p.add_argument(
@@ -59,6 +61,27 @@ def _command_args(args: argparse.Namespace) -> list[str]:
     return command
 
 
+def _check_config_file(command: list[str], working_dir: Path) -> None:
+    """The ``--config FILE`` of the submitted command must be a readable file here, before Ray is contacted.
+
+    A relative ``FILE`` is looked up in ``working_dir``: the job runs there (Ray uploads it).
+    """
+    from orchestrator.cli import build_parser
+
+    value = getattr(build_parser().parse_args(command), "config", None)
+    if not value:
+        return
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else working_dir / path
+    if not path.is_file():
+        raise InputError(f"--config: {value} is not a file (looked for {path}); the job would fail on the cluster")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"--config: cannot read {path}: {exc.strerror or exc}") from exc
+
+
 def _working_dir(value: str | None) -> Path:
     from orchestrator.submit import project_root
 
@@ -77,6 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     address = jobs.normalize_address(args.address)
     env_vars = jobs.parse_env(args.env)
     working_dir = _working_dir(args.working_dir)
+    _check_config_file(command, working_dir)
     headers = jobs.auth_headers()
     version = jobs.check_dashboard(address, headers)
     client = jobs.job_client(address, headers)
@@ -87,6 +111,7 @@ def run(args: argparse.Namespace) -> dict:
         "ray_version": version,
         "entrypoint": jobs.entrypoint(command),
         "working_dir": str(working_dir),
+        "ray_auth": "token" if headers else None,
         "status": None,
         "message": None,
         "result": None,
@@ -101,7 +126,7 @@ def run(args: argparse.Namespace) -> dict:
     except KeyboardInterrupt:
         print(
             f"lmo-dp submit: stopped following; job {job_id} keeps running "
-            f"(`ray job stop --address {address} {job_id}` ends it)",
+            f"(`{_ray_cli(result)} job stop --address {address} {job_id}` ends it)",
             file=sys.stderr,
         )
         raise
@@ -113,11 +138,17 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def _ray_cli(r: dict) -> str:
+    """``ray`` as the user must type it: Ray's CLI sends the token only with ``RAY_AUTH_MODE=token`` set."""
+    return "RAY_AUTH_MODE=token ray" if r.get("ray_auth") == "token" else "ray"
+
+
 def render(r: dict) -> str:
     if r["status"] not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        ray = _ray_cli(r)
         return (
             f"submitted job {r['job_id']} to {r['address']} (status {r['status']})\n"
-            f"  logs:   ray job logs --follow --address {r['address']} {r['job_id']}\n"
-            f"  status: ray job status --address {r['address']} {r['job_id']}"
+            f"  logs:   {ray} job logs --follow --address {r['address']} {r['job_id']}\n"
+            f"  status: {ray} job status --address {r['address']} {r['job_id']}"
         )
     return f"job {r['job_id']} {r['status']}"

@@ -50,9 +50,22 @@ def render(r: dict) -> str:
     if r.get("trials_failed"):
         lines.append(f"{r['trials_failed']} trial(s) failed (see their lmodp.error tags); exit code 3")
     lines += selected_summary(r)
-    lines.append(f"report: {r['report']}")
+    lines += report_lines(r)
     lines.append(f"browse: {browse_hint(r['tracking_uri'])}")
     return "\n".join(lines)
+
+
+def report_lines(r: dict) -> list[str]:
+    """Where the report is: the file on the machine that ran the sweep (with a cluster, the head,
+    in a job's working folder that Ray removes later) and, always, the parent MLflow run."""
+    local = f"report: {r['report']}"
+    if r.get("report_host"):
+        local += f" (on {r['report_host']})"
+    where = r.get("parent_run_url") or r.get("report_artifact")
+    if not r.get("report_artifact"):
+        return [local]
+    shown = f"{where} (artifacts: report/index.html)" if r.get("parent_run_url") else where
+    return [local, f"report in MLflow: {shown}"]
 
 
 def browse_hint(uri: str) -> str:

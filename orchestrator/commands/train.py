@@ -80,13 +80,15 @@ def _say_resuming(path: Path, state: Any) -> None:
 
 def _run_tracked(config: Any, path: Path, dataset: Any, checkpoints: Any) -> dict:
     from noise_search.errors import ParameterError
-    from orchestrator.tracking import KIND_TAG, Tracker
+    from orchestrator.tracking import KIND_TAG, Tracker, check_artifact_store
     from orchestrator.trial_tracking import train_and_log, trial_params
 
     if len(dataset.train) < 1:
         raise ParameterError("data.max_train_examples", "the training split is empty")
     config = config.resolve(len(dataset.train))  # params record the recipe's values, not nulls
     tracker = Tracker()
+    if tracker.uri.startswith(("http://", "https://")):
+        check_artifact_store(tracker.uri)  # before the run exists, not minutes of retries after training
     tags = {KIND_TAG: "trial", "lmodp.mechanism": config.privacy.mechanism}
     with tracker.run(config.experiment, run_name=config.name or path.stem, tags=tags) as run_id:
         tracker.log_params(run_id, trial_params(config))

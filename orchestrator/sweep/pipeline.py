@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -47,7 +48,7 @@ from orchestrator.sweep.specs import TrialSpec, trial_specs
 from orchestrator.sweep.storage import MANIFEST, check_tune_state, read_manifest, run_dir_exists, write_manifest
 from orchestrator.sweep.trial import SWEEP_TAG, TrialFn, run_trial
 from orchestrator.sweep_config import SweepConfig
-from orchestrator.tracking import KIND_TAG, Tracker, check_tracking, tracking_configured, tracking_uri
+from orchestrator.tracking import KIND_TAG, Tracker, check_tracking, run_url, tracking_configured, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +367,9 @@ class _Run:
             "experiment": self.cfg.experiment,
             "parent_run_id": parent_run_id,
             "report": str(report),
+            "report_host": socket.gethostname(),
+            "report_artifact": f"runs:/{parent_run_id}/report/index.html",
+            "parent_run_url": run_url(self.uri, tracker.experiment_id(self.cfg.experiment), parent_run_id),
             "run_dir": self.run_dir,
             "tracking_uri": self.uri,
             "trials": trials,

@@ -11,7 +11,8 @@ touching nothing it did not start (other Ray instances on the machine keep runni
   its process groups or whose command line names its temp dir or GCS address (job drivers run in
   sessions of their own).
 * :func:`start_s3_server` -- SeaweedFS ``weed mini`` (S3 API with credential checks) on 127.0.0.1.
-* :func:`start_mlflow_server` -- ``mlflow server`` with a SQLite backend and proxied artifacts in S3.
+* :func:`start_mlflow_server` -- ``mlflow server`` with a SQLite backend and proxied artifacts in S3,
+  optionally MLflow's basic-auth app (users and passwords).
 
 Every start waits for readiness with a timeout and, on failure, raises :class:`ServerError` with the
 tail of the server's log; every stop is safe to call twice and after a failed start.
@@ -500,10 +501,29 @@ class MlflowServer:
     argv: list[str] = field(default_factory=list, repr=False)
     env: dict[str, str] = field(default_factory=dict, repr=False)
     cwd: Path | None = field(default=None, repr=False)
+    #: (username, password) of the basic-auth app's admin; None: the server has no authentication.
+    admin: tuple[str, str] | None = field(default=None, repr=False)
 
     def stop(self) -> None:
         stop_process(self.proc)
         self.proc = None
+
+    def create_user(self, username: str, password: str) -> None:
+        """Create a basic-auth user through the server's REST API, as its admin."""
+        if self.admin is None:
+            raise ServerError("create_user: this MLflow server runs without --app-name basic-auth")
+        body = json.dumps({"username": username, "password": password}).encode()
+        request = urllib.request.Request(
+            f"{self.uri}/api/2.0/mlflow/users/create",
+            body,
+            {"Content-Type": "application/json", **basic_auth_header(*self.admin)},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                r.read()
+        except urllib.error.HTTPError as exc:
+            raise ServerError(f"create_user {username}: HTTP {exc.code}: {exc.read()[:200]!r}") from None
 
     def start(self, timeout_s: float = 120.0) -> None:
         """(Re)start the server process on its port and wait until it answers."""
@@ -521,12 +541,46 @@ class MlflowServer:
             raise
 
 
+def basic_auth_header(username: str, password: str) -> dict[str, str]:
+    """HTTP basic authentication, as MLflow's client sends ``MLFLOW_TRACKING_USERNAME/PASSWORD``."""
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")}
+
+
+def write_auth_config(base_dir: Path, admin_password: str, *, default_permission: str = "READ") -> Path:
+    """The basic-auth app's config (``MLFLOW_AUTH_CONFIG_PATH``), mode 600: admin ``admin`` with
+    ``admin_password`` (set on first start) and its user database beside it in ``base_dir``."""
+    path = Path(base_dir) / "basic_auth.ini"
+    path.write_text(
+        "[mlflow]\n"
+        f"default_permission = {default_permission}\n"
+        f"database_uri = sqlite:///{(Path(base_dir) / 'basic_auth.db').resolve()}\n"
+        "admin_username = admin\n"
+        f"admin_password = {admin_password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    path.chmod(0o600)
+    return path
+
+
 def start_mlflow_server(
-    base_dir: Path, s3: S3Server, *, prefix: str = "mlflow-artifacts", timeout_s: float = 120.0
+    base_dir: Path,
+    s3: S3Server,
+    *,
+    prefix: str = "mlflow-artifacts",
+    timeout_s: float = 120.0,
+    basic_auth: bool = False,
+    allowed_hosts: str | None = None,
 ) -> MlflowServer:
     """Start a tracking server whose artifacts live in ``s3://<bucket>/<prefix>`` (proxied serving).
 
-    The job runner is off and one worker serves requests, which keeps it at about 330 MB.
+    ``basic_auth``: run MLflow's basic-auth app (``--app-name basic-auth``): every request needs a
+    user's credentials; the admin's (``server.admin``) are in ``base_dir/basic_auth.ini``, and
+    :meth:`MlflowServer.create_user` adds users. ``allowed_hosts``: the server's ``--allowed-hosts``
+    (Host headers it accepts; MLflow's default is localhost and private addresses).
+
+    The job runner is off and one worker serves requests: about 500 MiB summed RSS (docs/tracking.md).
     """
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -540,6 +594,16 @@ def start_mlflow_server(
         tool("mlflow"), "server", "--backend-store-uri", backend, "--artifacts-destination", destination,
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    server = MlflowServer(f"http://127.0.0.1:{port}", backend, destination, log, argv=argv, env=env, cwd=base_dir)
+    admin = None
+    if basic_auth:
+        admin = ("admin", secrets.token_urlsafe(16))
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_auth_config(base_dir, admin[1]))
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(32)  # the auth app's CSRF key (required)
+        argv += ["--app-name", "basic-auth"]
+    if allowed_hosts:
+        argv += ["--allowed-hosts", allowed_hosts]
+    server = MlflowServer(
+        f"http://127.0.0.1:{port}", backend, destination, log, argv=argv, env=env, cwd=base_dir, admin=admin
+    )
     server.start(timeout_s)
     return server

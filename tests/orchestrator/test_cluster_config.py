@@ -124,3 +124,26 @@ def test_unreadable_and_non_mapping_files_are_input_errors(tmp_path):
     broken.write_text("cluster_name: [unclosed\n")
     with pytest.raises(InputError, match="not valid YAML"):
         validate_cluster_config(broken)
+
+
+def test_check_cluster_command_refuses_placeholders_and_bad_values_and_says_ok(capsys, tmp_path):
+    from cli_helpers import run_cli
+
+    shipped = run_cli(capsys, "check-cluster", CLUSTER_YAML)
+    assert shipped.code == 2 and shipped.out == "" and len(shipped.err.splitlines()) == 1
+    assert "setup_commands: MLFLOW_TRACKING_URI=" in shipped.err and "placeholder" in shipped.err
+
+    edited = CLUSTER_YAML.read_text().replace("mlflow.lmodp.internal", "10.0.3.17")
+    edited = edited.replace("s3://lmodp-artifacts/", "s3://team-bucket/")
+    path = tmp_path / "cluster.yaml"
+    path.write_text(edited)
+    ok = run_cli(capsys, "check-cluster", path)
+    assert ok.code == 0 and ok.out.startswith(f"ok: {path}: cluster ") and "gpu.worker: g5.2xlarge" in ok.out
+    data = run_cli(capsys, "check-cluster", path, "--json").json()
+    assert data["ok"] and data["environment"]["MLFLOW_TRACKING_URI"] == "http://10.0.3.17:5000"
+    assert data["node_types"]["gpu.worker"]["resources"]["GPU"] == 1
+
+    path.write_text(edited.replace("max_workers: 4", "max_workers: two", 1))
+    bad = run_cli(capsys, "check-cluster", path)
+    assert bad.code == 2 and len(bad.err.splitlines()) == 1 and "Traceback" not in bad.err
+    assert "max_workers: 'two' is not of type 'integer'" in bad.err

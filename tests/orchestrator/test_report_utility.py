@@ -107,6 +107,26 @@ def test_the_browse_hint_is_the_server_url_or_a_local_mlflow_ui() -> None:
     assert browse_hint("sqlite:////tmp/m.db").startswith("mlflow ui --backend-store-uri sqlite:////tmp/m.db")
 
 
+def test_the_sweep_says_where_its_report_is_for_every_store() -> None:
+    from orchestrator.commands.sweep import report_lines
+    from orchestrator.tracking import run_url
+
+    local = {
+        "report": "/w/report/index.html",
+        "report_host": "head-1",
+        "report_artifact": "runs:/abc/report/index.html",
+    }
+    assert report_lines({**local, "parent_run_url": None}) == [
+        "report: /w/report/index.html (on head-1)",
+        "report in MLflow: runs:/abc/report/index.html",
+    ]
+    url = run_url("http://10.0.0.5:5000/", "7", "abc")
+    assert url == "http://10.0.0.5:5000/#/experiments/7/runs/abc" and run_url("sqlite:////m.db", "7", "abc") is None
+    assert (
+        report_lines({**local, "parent_run_url": url})[1] == f"report in MLflow: {url} (artifacts: report/index.html)"
+    )
+
+
 def test_markers_of_different_mechanisms_are_set_apart() -> None:
     xs = [dodge(2.0, i, 3) for i in range(3)]
     assert xs[1] == 2.0 and xs[0] < 2.0 < xs[2]

@@ -221,6 +221,10 @@ def test_failing_trial_is_retried_and_the_rest_complete(tmp_path, monkeypatch):
     report = Path(result["report"])
     page = report.read_text()
     assert f"run by {expected['mlflow.user']} on {expected['lmodp.host']}" in page
+    # the report is also on the parent run, wherever the local copy is
+    assert result["report_artifact"] == f"runs:/{result['parent_run_id']}/report/index.html"
+    logged = tracker.client.download_artifacts(result["parent_run_id"], "report/index.html", str(tmp_path / "dl"))
+    assert Path(logged).read_text() == page
     for t in result["trials"]:
         assert t["key"] in page
     for png in ("utility.png", "noise.png", "privacy.png"):

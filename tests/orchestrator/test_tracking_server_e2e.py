@@ -79,3 +79,58 @@ def test_failed_run_is_closed_failed_on_the_server(mlflow_server, no_s3_credenti
         tracker.log_metrics(rid, {"loss": 1.0}, step=0)
         raise ValueError("boom")
     assert tracker.client.get_run(rid).info.status == "FAILED"
+
+
+@pytest.fixture
+def server_without_s3_credentials(s3_server, tmp_path):
+    """A tracking server whose own artifact store refuses it (no S3 credentials in its environment)."""
+    import servers
+
+    server = servers.start_mlflow_server(tmp_path / "no-creds", s3_server)
+    server.stop()
+    server.env = {k: v for k, v in server.env.items() if not k.startswith("AWS_")}
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_server_that_cannot_store_artifacts_fails_a_sweep_or_trial_at_once(
+    server_without_s3_credentials, no_s3_credentials, capsys, tmp_path, monkeypatch
+):
+    """Before: minutes of retries after the parent run started, a traceback, the run left RUNNING.
+    Now: exit 1 in seconds with one line, before any run exists."""
+    import time
+
+    from cli_helpers import run_cli
+
+    uri = server_without_s3_credentials.uri
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    (tmp_path / "sweep.yaml").write_text(
+        "experiment: no-artifacts\nmodel: {trainable: head}\nprivacy: {epsilons: [8], mechanisms: [gaussian]}\n"
+        f"storage_path: {tmp_path / 'store'}\n"
+    )
+    (tmp_path / "trial.yaml").write_text(
+        "experiment: no-artifacts\nmodel: {trainable: head}\n"
+        "data: {max_train_examples: 40, max_eval_examples: 20}\nprivacy: {mechanism: gaussian, epsilon: 8}\n"
+    )
+    for argv in (["sweep", "--config", "sweep.yaml"], ["train", "--config", "trial.yaml"]):
+        started = time.monotonic()
+        r = run_cli(capsys, *argv)
+        assert time.monotonic() - started < 60, argv
+        assert r.code == 1 and r.out == "" and len(r.err.splitlines()) == 1, r.err
+        assert f"MLflow tracking server {uri} cannot store artifacts (HTTP 500" in r.err
+    tracker = Tracker(uri=uri)
+    assert tracker.client.get_experiment_by_name("no-artifacts") is None  # no run, not even an experiment
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.slow
+def test_the_artifact_probe_passes_on_a_working_server_and_leaves_nothing(mlflow_server, s3_server):
+    from orchestrator.tracking import check_artifact_store
+
+    check_artifact_store(mlflow_server.uri)
+    assert not [k for k in s3_server.list_keys() if "lmodp-probe" in k]
