@@ -22,6 +22,7 @@ import yaml
 from cli_helpers import run_cli
 
 from orchestrator import submit as jobs
+from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import PARENT_TAG, Tracker
 from trainers.cache import cache_dir
 
@@ -108,7 +109,12 @@ def _auth_sweep(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_sweep_against_authenticated_server_with_credentials_in_node_environment(auth_server, tmp_path, monkeypatch):
+def test_sweep_against_authenticated_server_with_credentials_in_node_environment(
+    auth_server, s3_server, tmp_path, monkeypatch
+):
+    """The team path end to end: a sweep submitted with ``lmo-dp submit`` to a two-node loopback Ray
+    cluster, tracked by an MLflow server with basic authentication whose artifacts live in an
+    S3-compatible server; the credentials reach the trials only through the nodes' environment."""
     node_env = {
         "MLFLOW_TRACKING_URI": auth_server.uri,
         "MLFLOW_TRACKING_USERNAME": USER,
@@ -150,17 +156,35 @@ def test_sweep_against_authenticated_server_with_credentials_in_node_environment
         assert refused.returncode != 0, refused.stdout[-2000:]
 
     result = job["result"]
+    # 1 epsilon x Gaussian x 1 seed + the non-private reference
+    assert len(result["trials"]) == SweepConfig.from_yaml(config).trial_count() == 2
     ran = [t for t in result["trials"] if t["status"] != "infeasible"]
-    assert len(ran) == 2 and all(t["status"] == "finished" for t in ran), result["trials"]
+    assert len(ran) >= 2 and all(t["status"] == "finished" for t in ran), result["trials"]
+    for t in ran:
+        assert t["mechanism"] == "none" or t["epsilon"] <= t["epsilon_target"]
+    assert {(s["mechanism"], s["epsilon_target"]) for s in result["selected"]} >= {("none", None), ("gaussian", 8.0)}
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", USER)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
     tracker = Tracker(auth_server.uri)
     exp = tracker.client.get_experiment_by_name("auth-sweep")
     runs = tracker.client.search_runs([exp.experiment_id])
     children = [x for x in runs if x.data.tags.get(PARENT_TAG) == result["parent_run_id"]]
-    assert len(children) == 2 and {x.info.status for x in runs} == {"FINISHED"}
+    assert len(children) == len(ran) and {x.info.status for x in runs} == {"FINISHED"}
+    parents = [x for x in runs if x.data.tags.get("lmodp.kind") == "sweep"]
+    assert [x.info.run_id for x in parents] == [result["parent_run_id"]]
     # trials on both nodes logged with the credentials of their own node's environment
     assert {c.data.tags["lmodp.node_ip"] for c in children} == {"127.0.0.2", "127.0.0.3"}
+
+    # artifacts travel through the server (no S3 credentials here) and are objects in the S3 server
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    noisy = next(c for c in children if c.data.tags["lmodp.mechanism"] != "none")
+    noise = tracker.client.download_artifacts(noisy.info.run_id, "noise.json", str(tmp_path / "down"))
+    assert json.loads(Path(noise).read_text())["mechanism"] == "gaussian"
+    report = tracker.client.download_artifacts(result["parent_run_id"], "report/index.html", str(tmp_path / "down"))
+    assert "auth-sweep" in Path(report).read_text()
+    keys = s3_server.list_keys()
+    assert any(k.endswith("/noise.json") for k in keys) and any(k.endswith("report/utility.png") for k in keys)
 
 
 # --- fast: `submit` keeps credentials and missing files out of jobs --------------------------------
