@@ -17,6 +17,11 @@ Three implementations:
 * ``pld`` (:class:`PldAccountant`) -- dp-accounting's privacy-loss-distribution accountant
   for Gaussian and Laplace (tight; pessimistic discretisation).
 
+Private hyperparameter tuning (dp-accounting's ``RepeatAndSelectDpEvent``, and
+:class:`~noise_search.events.RandomChoiceDpEvent` for runs that differ in a privacy-relevant
+setting) is bounded by the RDP accountant only (Papernot and Steinke 2022,
+:mod:`noise_search.tuning`); PRV and PLD refuse it.
+
 Every accountant refuses, with :class:`~noise_search.errors.UnsupportedError`, an event it
 cannot bound; :func:`accountants_for` lists those that can. :func:`compute_epsilon` is the
 one-call form for ``T`` Poisson-sampled steps of one mechanism.
@@ -36,7 +41,17 @@ from typing import ClassVar, Self
 import numpy as np
 
 from noise_search.errors import UnsupportedError, check_int, check_range
-from noise_search.events import DpEvent, Leaf, leaves
+from noise_search.events import (
+    ComposedDpEvent,
+    DpEvent,
+    Leaf,
+    NoOpDpEvent,
+    RandomChoiceDpEvent,
+    RepeatAndSelectDpEvent,
+    SelfComposedDpEvent,
+    has_selection,
+    leaves,
+)
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
 from noise_search.mgf import log_mgf
 from noise_search.rdp import (
@@ -47,6 +62,7 @@ from noise_search.rdp import (
     log_expected_a,
     subsampled_rdp,
 )
+from noise_search.tuning import TuningDistribution, repeat_and_select_rdp
 
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv", "pld")
 
@@ -86,9 +102,13 @@ class Accountant(ABC):
     name: ClassVar[str]
     #: the mechanism families (``Mechanism.name``) whose releases this accountant can bound
     families: ClassVar[tuple[str, ...]]
+    #: whether it bounds repeat-and-select (private tuning) and random-choice events
+    tunes: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._leaves: Counter[Leaf] = Counter()
+        #: (event, count) of the tuning / random-choice events composed so far
+        self._selected: list[tuple[DpEvent, int]] = []
 
     # --- which releases ---------------------------------------------------------------------
     def supports_release(self, mechanism: Mechanism) -> bool:
@@ -100,10 +120,10 @@ class Accountant(ABC):
         if isinstance(event_or_mechanism, (Gaussian, Laplace, LMO)):
             return self.supports_release(event_or_mechanism)
         try:
-            found = leaves(event_or_mechanism)
+            self._collect(event_or_mechanism, 1)
         except UnsupportedError:
             return False
-        return all(self.supports_release(m) for m, _ in found)
+        return True
 
     def _check(self, found: Counter[Leaf]) -> None:
         for mech, _ in found:
@@ -117,11 +137,51 @@ class Accountant(ABC):
     def compose(self, event: DpEvent, count: int = 1) -> Self:
         """Add ``count`` occurrences of ``event`` (validated before anything is added)."""
         count = check_int("count", count, ge=1)
-        found = leaves(event)
-        self._check(found)
+        found, selected = self._collect(event, count)
         for leaf, n in found.items():
-            self._leaves[leaf] += n * count
+            self._leaves[leaf] += n
+        self._selected.extend(selected)
         return self
+
+    def _collect(self, event: DpEvent, count: int) -> tuple[Counter[Leaf], list[tuple[DpEvent, int]]]:
+        """(plain releases, tuning / random-choice events) of ``count`` times ``event``; raises
+        :class:`UnsupportedError` for anything this accountant cannot bound."""
+        if not has_selection(event):
+            found = leaves(event)
+            self._check(found)
+            return Counter({leaf: n * count for leaf, n in found.items()}), []
+        if isinstance(event, NoOpDpEvent):
+            return Counter(), []
+        if isinstance(event, ComposedDpEvent):
+            total: Counter[Leaf] = Counter()
+            selected: list[tuple[DpEvent, int]] = []
+            for e in event.events:
+                f, sel = self._collect(e, count)
+                total.update(f)
+                selected.extend(sel)
+            return total, selected
+        if isinstance(event, SelfComposedDpEvent):
+            return self._collect(event.event, count * int(event.count))
+        if not isinstance(event, (RepeatAndSelectDpEvent, RandomChoiceDpEvent)):
+            raise UnsupportedError(f"accountant: cannot account the event {event!r}")
+        if not self.tunes:
+            raise UnsupportedError(
+                f"accountant: '{self.name}' does not support hyperparameter tuning (repeat-and-select); use rdp"
+            )
+        self._check_selection(event)
+        return Counter(), [(event, count)]
+
+    def _check_selection(self, event: DpEvent) -> None:
+        if isinstance(event, RepeatAndSelectDpEvent):
+            TuningDistribution.from_mean(event.mean, event.shape)  # validates mean and shape
+            self._check_selection(event.event)
+        elif isinstance(event, RandomChoiceDpEvent):
+            if not event.events:
+                raise UnsupportedError("accountant: a random choice needs at least one event")
+            for e in event.events:
+                self._check_selection(e)
+        else:
+            self._collect(event, 1)
 
     @property
     def releases(self) -> int:
@@ -131,8 +191,10 @@ class Accountant(ABC):
     def spent(self, delta: float) -> PrivacySpent:
         """The bound for everything composed so far (0 before any release)."""
         d = check_range("delta", delta, gt=0.0, lt=1.0)
-        if not self._leaves:
+        if not self._leaves and not self._selected:
             return PrivacySpent(0.0, d, self.name, None)
+        if self._selected:
+            return self._spent_selected(self._leaves, self._selected, d)
         return self._spent(self._leaves, d)
 
     def get_epsilon(self, delta: float) -> float:
@@ -142,10 +204,16 @@ class Accountant(ABC):
         """The bound if ``event`` were composed next (nothing is composed)."""
         trial = copy.copy(self)
         trial._leaves = Counter(self._leaves)
+        trial._selected = list(self._selected)
         return trial.compose(event).spent(delta)
 
     @abstractmethod
     def _spent(self, found: Counter[Leaf], delta: float) -> PrivacySpent: ...
+
+    def _spent_selected(self, found: Counter[Leaf], selected: list[tuple[DpEvent, int]], delta: float) -> PrivacySpent:
+        raise UnsupportedError(  # only reached by accountants with ``tunes`` set
+            f"accountant: '{self.name}' does not support hyperparameter tuning (repeat-and-select); use rdp"
+        )
 
     def _library_limits(self, exc: Exception, found: Counter[Leaf]) -> UnsupportedError:
         """A library's numeric failure on extreme parameters, as a one-line refusal."""
@@ -169,6 +237,7 @@ class Accountant(ABC):
         """An empty accountant with ``like``'s settings."""
         out = copy.copy(like)
         out._leaves = Counter()
+        out._selected = []
         return out  # type: ignore[return-value]
 
 
@@ -254,6 +323,7 @@ class RdpAccountant(Accountant):
 
     name = "rdp"
     families = ("gaussian", "laplace", "lmo")
+    tunes = True
 
     def __init__(self, orders: np.ndarray | None = None) -> None:
         super().__init__()
@@ -286,6 +356,51 @@ class RdpAccountant(Accountant):
         if pure < res_eps:
             return PrivacySpent(pure, delta, self.name, math.inf)
         return PrivacySpent(res_eps, delta, self.name, res_order)
+
+    # --- tuning ------------------------------------------------------------------------------
+    def _spent_selected(self, found: Counter[Leaf], selected: list[tuple[DpEvent, int]], delta: float) -> PrivacySpent:
+        mechs = [m for m, _ in found]
+        for event, _ in selected:
+            mechs.extend(m for m, _ in _all_leaves(event))
+        orders = self._orders(Counter({(m, 1.0): 1 for m in mechs}))
+        orders = orders[orders > 1.0]
+        total = sum((count * self.curve(m, q, orders) for (m, q), count in found.items()), np.zeros(len(orders)))
+        for event, count in selected:
+            total = total + count * self.event_curve(event, orders)
+        eps, order = epsilon_from_rdp(np.asarray(total, float)[None, :], orders, delta)
+        return PrivacySpent(float(eps[0]), delta, self.name, None if np.isnan(order[0]) else float(order[0]))
+
+    def event_curve(self, event: DpEvent, orders: np.ndarray) -> np.ndarray:
+        """RDP of ``event`` at ``orders`` (all > 1): repeat-and-select by Papernot and Steinke's
+        bound, a random choice by the pointwise maximum, plain releases by composition (capped by
+        their pure-DP composition where that is smaller: ``D_alpha <= D_inf``)."""
+        if isinstance(event, RepeatAndSelectDpEvent):
+            dist = TuningDistribution.from_mean(event.mean, event.shape)
+            return repeat_and_select_rdp(self.event_curve(event.event, orders), orders, dist)
+        if isinstance(event, RandomChoiceDpEvent):
+            return np.max([self.event_curve(e, orders) for e in event.events], axis=0)
+        if has_selection(event):
+            found, selected = self._collect(event, 1)
+            out = sum((c * self.curve(m, q, orders) for (m, q), c in found.items()), np.zeros(len(orders)))
+            return out + sum((c * self.event_curve(e, orders) for e, c in selected), np.zeros(len(orders)))
+        found = leaves(event)
+        curve = sum((c * self.curve(m, q, orders) for (m, q), c in found.items()), np.zeros(len(orders)))
+        pure = sum(pure_dp_composition(pure_dp_epsilon(m), q, c) for (m, q), c in found.items())
+        return np.minimum(curve, pure)
+
+
+def _all_leaves(event: DpEvent) -> Counter[Leaf]:
+    """Every plain release inside ``event``, tuning and random-choice events included."""
+    if isinstance(event, RepeatAndSelectDpEvent):
+        return _all_leaves(event.event)
+    if isinstance(event, RandomChoiceDpEvent | ComposedDpEvent):
+        out: Counter[Leaf] = Counter()
+        for e in event.events:
+            out.update(_all_leaves(e))
+        return out
+    if isinstance(event, SelfComposedDpEvent) and has_selection(event):
+        return _all_leaves(event.event)
+    return leaves(event)
 
 
 # --- PRV -------------------------------------------------------------------------------------

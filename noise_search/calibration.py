@@ -22,7 +22,7 @@ from scipy.optimize import brentq
 
 from noise_search.accountants import Accountant, PrivacySpent, check_accounting_inputs, get_accountant
 from noise_search.errors import CalibrationError, UnsupportedError, check_range
-from noise_search.events import DpEvent, dp_sgd_event
+from noise_search.events import DpEvent, dp_sgd_event, tuned_event
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
 
 
@@ -167,11 +167,14 @@ def calibrate(
     steps: int,
     accountant: str = "rdp",
     rel_tol: float = 1e-4,
+    tuning: tuple[float, float] | None = None,
 ) -> Calibration:
     """Calibrate ``gaussian`` (sigma), ``laplace`` (u0) or an LMO (scale of ``u``) to ``epsilon``
     for ``steps`` Poisson-sampled releases at ``sample_rate``.
 
-    Passing an :class:`LMO` calibrates ``base.scaled(c)`` over the factor ``c``.
+    Passing an :class:`LMO` calibrates ``base.scaled(c)`` over the factor ``c``. ``tuning``
+    ``(mean, shape)``: each run's noise is set so that the best of a random number of runs
+    (:func:`~noise_search.events.tuned_event`) meets ``epsilon``.
     """
     target = check_range("epsilon", epsilon, gt=0.0)
     q, t, d = check_accounting_inputs(sample_rate, steps, delta)
@@ -186,8 +189,15 @@ def calibrate(
         make, increasing, lower, upper = _FAMILIES[family]
     else:
         raise UnsupportedError(f"mechanism: calibration supports gaussian, laplace or an LMO base, got {family!r}")
+
+    def event_of(v: float) -> DpEvent:
+        run = dp_sgd_event(make(v), q, t)
+        return run if tuning is None else tuned_event(run, *tuning)
+
+    if tuning is not None:
+        tuned_event(dp_sgd_event(make(1.0), q, t), *tuning)  # bad tuning input fails before the search
     x, spent = calibrate_parameter(
-        lambda v: dp_sgd_event(make(v), q, t),
+        event_of,
         epsilon=target,
         delta=d,
         increasing=increasing,

@@ -12,6 +12,11 @@ One DP-SGD step of a mechanism at Poisson rate ``q`` is
 ``SelfComposedDpEvent(step, T)`` (:func:`dp_sgd_event`). A run can compose mixed steps (a
 changed sample rate, other mechanisms) with ``ComposedDpEvent``.
 
+:func:Private hyperparameter tuning (docs/privacy.md section 7) is dp-accounting's
+``RepeatAndSelectDpEvent(event, mean, shape)``: a random number of runs, only the best
+released. When the runs may differ in a privacy-relevant setting (e.g. the number of epochs),
+``event`` is a :class:`RandomChoiceDpEvent` over the possible runs.
+
 :func:`leaves` flattens any supported event into ``{(mechanism, q): count}``, the form the
 accountants compute with.
 """
@@ -31,6 +36,7 @@ from dp_accounting import (
     PoissonSampledDpEvent,
     SelfComposedDpEvent,
 )
+from dp_accounting.dp_event import RepeatAndSelectDpEvent
 
 from noise_search.errors import UnsupportedError, check_int, check_range
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
@@ -43,10 +49,14 @@ __all__ = [
     "LaplaceDpEvent",
     "LmoDpEvent",
     "PoissonSampledDpEvent",
+    "RandomChoiceDpEvent",
+    "RepeatAndSelectDpEvent",
     "SelfComposedDpEvent",
     "dp_sgd_event",
+    "has_selection",
     "leaves",
     "mechanism_event",
+    "tuned_event",
 ]
 
 
@@ -65,6 +75,37 @@ class InverseScaleLaplaceDpEvent(dp_accounting.LaplaceDpEvent):
     sampled (``1/(1/u0)`` can differ from ``u0`` in the last bit)."""
 
     u0: float | None = None
+
+
+@attr.define(frozen=True)
+class RandomChoiceDpEvent(dp_accounting.DpEvent):
+    """One of ``events``, picked at random independently of the data (the pick may be revealed).
+
+    Its Renyi divergence at every order is at most the largest of the events' (the pick is
+    data-independent), which is how the RDP accountant bounds it.
+    """
+
+    events: tuple[DpEvent, ...]
+
+
+def tuned_event(run: DpEvent, mean: float, shape: float) -> DpEvent:
+    """The best of a random number of ``run`` releases: ``K`` truncated negative binomial with
+    ``shape`` in (-1, inf), or Poisson (``shape = inf``), with mean ``mean``."""
+    from noise_search.tuning import check_tuning
+
+    m, eta = check_tuning(mean, shape)
+    return RepeatAndSelectDpEvent(run, m, eta)
+
+
+def has_selection(event: DpEvent) -> bool:
+    """Whether ``event`` contains a repeat-and-select (tuning) or random-choice event."""
+    if isinstance(event, (RepeatAndSelectDpEvent, RandomChoiceDpEvent)):
+        return True
+    if isinstance(event, SelfComposedDpEvent | PoissonSampledDpEvent):
+        return has_selection(event.event)
+    if isinstance(event, ComposedDpEvent):
+        return any(has_selection(e) for e in event.events)
+    return False
 
 
 def mechanism_event(mechanism: Mechanism) -> DpEvent:

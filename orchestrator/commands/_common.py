@@ -71,6 +71,51 @@ def add_accounting_args(parser: argparse.ArgumentParser, *, accountant: bool = T
         )
 
 
+def add_tuning_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tuning-mean",
+        type=float,
+        default=None,
+        help="private hyperparameter tuning: mean number of runs (>= 1; > 1 unless Poisson); "
+        "epsilon is then that of the best run returned (docs/privacy.md section 7)",
+    )
+    parser.add_argument(
+        "--tuning-shape",
+        type=float,
+        default=None,
+        help="shape of the number of runs: a number > -1 (truncated negative binomial; 0 logarithmic, "
+        "1 geometric) or inf (Poisson)",
+    )
+
+
+def tuning_from_args(args: argparse.Namespace) -> tuple[float, float] | None:
+    """``(mean, shape)`` of ``--tuning-mean`` / ``--tuning-shape`` (both or neither), checked
+    against ``--accountant`` before any work; None without tuning."""
+    from noise_search.tuning import check_tuning
+
+    mean, shape = args.tuning_mean, args.tuning_shape
+    if mean is None and shape is None:
+        return None
+    if mean is None:
+        raise InputError("--tuning-mean: required with --tuning-shape (mean number of runs, >= 1)")
+    if shape is None:
+        raise InputError("--tuning-shape: required with --tuning-mean (a number > -1, or inf for Poisson)")
+    tuning = check_tuning(mean, shape, mean_field="--tuning-mean", shape_field="--tuning-shape")
+    if args.accountant != "rdp":
+        raise ParameterError(
+            "accountant", f"'{args.accountant}' does not support hyperparameter tuning (--tuning-mean); use rdp"
+        )
+    return tuning
+
+
+def tuning_json(tuning: tuple[float, float]) -> dict:
+    """The ``tuning`` object of the JSON outputs: mean, shape (``inf`` as the string) and law."""
+    from noise_search.tuning import TuningDistribution
+
+    dist = TuningDistribution.from_mean(*tuning)
+    return {"mean": tuning[0], "shape": "inf" if tuning[1] == float("inf") else tuning[1], "distribution": dist.name}
+
+
 def check_accountant(accountant: str, family: str) -> None:
     """``--accountant`` can bound releases of ``family`` (checked before any work)."""
     able = accountants_for(family)

@@ -6,7 +6,14 @@ import argparse
 
 from noise_search.calibration import calibrate
 from orchestrator.cli import add_json_flag
-from orchestrator.commands._common import FIELD_FLAGS, add_accounting_args, check_accountant
+from orchestrator.commands._common import (
+    FIELD_FLAGS,
+    add_accounting_args,
+    add_tuning_args,
+    check_accountant,
+    tuning_from_args,
+    tuning_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,12 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--epsilon", type=float, required=True, help="target epsilon > 0")
     add_accounting_args(p)
+    add_tuning_args(p)
     add_json_flag(p)
     p.set_defaults(handler=run, render=render, field_flags=FIELD_FLAGS)
 
 
 def run(args: argparse.Namespace) -> dict:
     check_accountant(args.accountant, args.mechanism)
+    tuning = tuning_from_args(args)
     cal = calibrate(
         args.mechanism,
         epsilon=args.epsilon,
@@ -29,9 +38,10 @@ def run(args: argparse.Namespace) -> dict:
         sample_rate=args.sample_rate,
         steps=args.steps,
         accountant=args.accountant,
+        tuning=tuning,
     )
     param = {"sigma": cal.mechanism.sigma} if args.mechanism == "gaussian" else {"u": cal.mechanism.u0}
-    return {
+    out = {
         "mechanism": args.mechanism,
         **param,
         "epsilon": cal.spent.epsilon,
@@ -42,6 +52,13 @@ def run(args: argparse.Namespace) -> dict:
         "sample_rate": args.sample_rate,
         "steps": args.steps,
     }
+    if tuning is not None:
+        from noise_search.accountants import compute_epsilon
+
+        one = compute_epsilon(cal.mechanism, sample_rate=args.sample_rate, steps=args.steps, delta=args.delta)
+        out["epsilon_per_run"] = one.epsilon
+        out["tuning"] = tuning_json(tuning)
+    return out
 
 
 def render(r: dict) -> str:
@@ -53,6 +70,10 @@ def render(r: dict) -> str:
         f"(target {r['target_epsilon']:g}) at delta = {r['delta']:g}\n"
         f"  accountant {r['accountant']}, sample rate {r['sample_rate']:g}, {r['steps']} steps"
     )
+    if "tuning" in r:
+        from orchestrator.commands.account import tuning_line
+
+        text += "\n" + tuning_line(r)
     if name == "u0" and value >= MAX_U0 * (1 - 1e-9):
         text += (
             f"\n  u0 is at its upper limit {MAX_U0:g} (the least noise lmo-dp accounts for); "

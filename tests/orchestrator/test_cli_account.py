@@ -269,3 +269,74 @@ def test_console_script_end_to_end():
         "--json",
     )
     assert bad.code == 2 and bad.out == "" and len(bad.err.strip().splitlines()) == 1
+
+
+# --- private hyperparameter tuning ------------------------------------------------------------
+
+TUNED = ["--sample-rate", "0.03", "--steps", "500", "--delta", "1e-5"]
+
+
+@pytest.mark.parametrize(
+    ("mech", "shape", "distribution"),
+    [
+        (["--mechanism", "gaussian", "--sigma", "1"], "inf", "poisson"),
+        (["--mechanism", "laplace", "--u", "0.5"], "1", "geometric"),
+        (["--mechanism", "lmo", "--params", PAPER / "fig6_lmo_eps1.json"], "0", "logarithmic"),
+    ],
+)
+def test_account_with_tuning_reports_the_selected_runs_epsilon(capsys, mech, shape, distribution):
+    from noise_search.accountants import RdpAccountant
+    from noise_search.events import dp_sgd_event, tuned_event
+
+    r = run_cli(capsys, "account", *mech, *TUNED, "--tuning-mean", "10", "--tuning-shape", shape, "--json")
+    assert r.code == 0, r.err
+    data = r.json()
+    assert set(data) == ACCOUNT_KEYS | {"epsilon_per_run", "tuning"}
+    assert data["tuning"] == {"mean": 10.0, "shape": "inf" if shape == "inf" else float(shape),
+                              "distribution": distribution}  # fmt: skip
+    one = run_cli(capsys, "account", *mech, *TUNED, "--json").json()
+    assert data["epsilon_per_run"] == one["epsilon"] < data["epsilon"]
+    mechanism = {"gaussian": Gaussian(1.0), "laplace": Laplace(0.5)}.get(
+        mech[1], LMO.from_json(PAPER / "fig6_lmo_eps1.json")
+    )
+    expected = RdpAccountant().compose(tuned_event(dp_sgd_event(mechanism, 0.03, 500), 10, float(shape)))
+    assert data["epsilon"] == pytest.approx(expected.get_epsilon(1e-5), rel=1e-12)
+    human = run_cli(capsys, "account", *mech, *TUNED, "--tuning-mean", "10", "--tuning-shape", shape)
+    assert "best of a random number of runs" in human.out and f"{one['epsilon']:.6g}" in human.out
+
+
+def test_calibrate_with_tuning_meets_the_target_for_the_selected_run(capsys):
+    r = run_cli(
+        capsys, "calibrate", "--mechanism", "gaussian", "--epsilon", "4", *TUNED,
+        "--tuning-mean", "10", "--tuning-shape", "1", "--json",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    data = r.json()
+    assert data["epsilon"] <= 4.0 and data["epsilon_per_run"] < data["epsilon"]
+    back = run_cli(
+        capsys, "account", "--mechanism", "gaussian", "--sigma", repr(data["sigma"]), *TUNED,
+        "--tuning-mean", "10", "--tuning-shape", "1", "--json",
+    ).json()  # fmt: skip
+    assert back["epsilon"] == pytest.approx(data["epsilon"], rel=1e-12) and back["epsilon"] <= 4.0
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--tuning-mean", "0", "--tuning-shape", "1"], "--tuning-mean: must be in (1, "),
+        (["--tuning-mean", "-2", "--tuning-shape", "inf"], "--tuning-mean: must be in [1, "),
+        (["--tuning-mean", "5", "--tuning-shape", "-1"], "--tuning-shape: must be > -1"),
+        (["--tuning-mean", "5", "--tuning-shape", "-3"], "--tuning-shape: must be > -1"),
+        (["--tuning-mean", "5", "--tuning-shape", "nan"], "--tuning-shape: must be a number"),
+        (["--tuning-mean", "5"], "--tuning-shape: required with --tuning-mean"),
+        (["--tuning-shape", "1"], "--tuning-mean: required with --tuning-shape"),
+        (["--tuning-mean", "5", "--tuning-shape", "1", "--accountant", "pld"], "--accountant: 'pld' does not support"),
+        (["--tuning-mean", "5", "--tuning-shape", "1", "--accountant", "prv"], "--accountant: 'prv' does not support"),
+    ],
+)
+@pytest.mark.parametrize("command", ["account", "calibrate"])
+def test_bad_tuning_input_exits_2(capsys, flags, needle, command):
+    mech = ["--mechanism", "gaussian"] + (["--sigma", "1"] if command == "account" else ["--epsilon", "2"])
+    r = run_cli(capsys, command, *mech, *TUNED, *flags)
+    assert r.code == 2 and r.out == ""
+    assert len(r.err.strip().splitlines()) == 1 and needle in r.err, r.err
