@@ -29,7 +29,11 @@ class ParameterError(InputError):
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
+        self.detail = message
         super().__init__(f"{field}: {message}")
+
+    def __reduce__(self) -> tuple:  # copied and pickled whole (Ray copies a trial's exception)
+        return (type(self), (self.field, self.detail))
 
 
 class UnsupportedError(InputError):

@@ -25,13 +25,14 @@ import base64
 import csv
 import html
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from noise_search.errors import InputError, LmoDpError
 from orchestrator.report_plots import plot_noise, plot_privacy, plot_utility
-from orchestrator.selection import Selected, headline_metric, select
+from orchestrator.selection import Selected, headline_metric, select, with_tuning
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, Tracker
 
 
@@ -69,6 +70,7 @@ def trial_rows(tracker: Tracker, parent: Any) -> list[dict[str, Any]]:
                 "epsilon": m.get("epsilon_spent"),
                 "epsilon_lower_bound": m.get("epsilon_lower_bound"),
                 "seed": _int(p.get("training.seed")),
+                "tuning_run": _int(p.get("tuning.run")),
                 "trainable": _trainable(p),
                 "learning_rate": _float(p.get("training.learning_rate")),
                 "clip": _float(p.get("privacy.clip")),
@@ -132,9 +134,20 @@ def _str(x: Any) -> str | None:
 
 def search_result(tracker: Tracker, parent: Any) -> dict[str, Any] | None:
     """The parent run's ``search/search.json`` artifact, if any."""
+    return _json_artifact(tracker, parent, "search/search.json")
+
+
+def tuning_result(tracker: Tracker, parent: Any) -> dict[str, Any] | None:
+    """The parent run's ``tuning.json`` (a sweep with a tuning section), if any."""
+    if "tuning.mean" not in parent.data.params:
+        return None
+    return _json_artifact(tracker, parent, "tuning.json")
+
+
+def _json_artifact(tracker: Tracker, parent: Any, path: str) -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = tracker.download_artifact(parent.info.run_id, "search/search.json", tmp)
+            local = tracker.download_artifact(parent.info.run_id, path, tmp)
         except Exception:  # absent artifact: MLflow raises various types
             return None
         return json.loads(Path(local).read_text())
@@ -170,16 +183,39 @@ def sweep_warnings(parent: Any, rows: list[dict[str, Any]], *, live: bool = Fals
 _FAILED = ("error", "refused", "failed", "killed")
 
 
-def _fmt(x: Any) -> str:
+def _fmt(x: Any, column: str = "") -> str:
+    """A table cell: floats to 4 significant digits, rounded *up* for upper bounds on epsilon
+    (the printed value stays a bound) and *down* for the audit's lower bound."""
     if x is None:
         return ""
     if isinstance(x, float):
+        if column in UPPER_BOUNDS:
+            return _round_sig(x, math.ceil)
+        if column == "epsilon_lower_bound":
+            return _round_sig(x, math.floor)
         return f"{x:.4g}"
     return str(x)
 
 
+#: columns holding an accountant's upper bound on epsilon
+UPPER_BOUNDS = frozenset({"epsilon", "epsilon_max", "epsilon_per_run", "epsilon_tuned"})
+
+
+def upper_bound_text(x: float) -> str:
+    """An upper bound on epsilon to 4 significant digits, rounded up (it stays a bound)."""
+    return _round_sig(x, math.ceil)
+
+
+def _round_sig(x: float, rounding: Any) -> str:
+    if not math.isfinite(x) or x == 0.0:
+        return f"{x:.4g}"
+    scale = 10.0 ** (3 - math.floor(math.log10(abs(x))))
+    return f"{rounding(x * scale) / scale:.4g}"
+
+
 COLUMNS = [
     "key",
+    "tuning_run",
     "mechanism",
     "epsilon_target",
     "epsilon",
@@ -222,22 +258,63 @@ SELECTED_COLUMNS = [
     "epsilon_max",
 ]
 
+#: the selected table of a tuned sweep: one run per configuration, no seeds to average
+TUNED_COLUMNS = [
+    "epsilon_target",
+    "mechanism",
+    "tuning_run",
+    "learning_rate",
+    "clip",
+    "epochs",
+    "val_mean",
+    "test_mean",
+    "runs",
+    "epsilon_per_run",
+    "epsilon_tuned",
+    "tuning_accountant",
+]
 
-def _selected_html(selected: list[Selected], majority: float | None) -> str:
+
+def _selected_html(selected: list[Selected], majority: float | None, tuning: dict[str, Any] | None = None) -> str:
     if not selected:
         return ""
     metric = selected[0].metric
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in SELECTED_COLUMNS)
+    columns = TUNED_COLUMNS if tuning is not None else SELECTED_COLUMNS
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
     for s in selected:
         row = s.to_dict()
         row["epsilon_target"] = "non-private" if s.epsilon_target is None else s.epsilon_target
-        body.append("<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c)))}</td>" for c in SELECTED_COLUMNS) + "</tr>")
+        body.append("<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c), c))}</td>" for c in columns) + "</tr>")
     base = "" if majority is None else f" The majority-class baseline scores {majority:.4g} on the test split."
+    if tuning is None:
+        text = (
+            f"For each target epsilon and mechanism, the (learning rate, clip) with the best mean validation {metric} "
+            f"over seeds; test {metric} as mean, min and max over the same seeds.{base} Each trial's epsilon covers "
+            "that trial only: picking the best trial of this grid on private validation data is not covered by the "
+            "per-trial epsilon. Add a tuning section to the sweep for an epsilon that covers the selection "
+            "(docs/privacy.md section 7)."
+        )
+    else:
+        shape = tuning["shape"]
+        law = f"{tuning['distribution']}, mean {tuning['mean']:g}" + (
+            "" if isinstance(shape, str) else f", shape {shape:g}"
+        )
+        noise = (
+            "each run's noise was set so that the selected run meets the target"
+            if tuning["noise"] == "selected"
+            else "each run's noise meets the target on its own, so the selected run's epsilon is the larger "
+            "epsilon_tuned"
+        )
+        text = (
+            f"Private hyperparameter selection: for each target epsilon and mechanism the sweep drew a random number "
+            f"of runs ({law}; 'runs' is the number drawn), each with hyperparameters drawn at random, and returns "
+            f"the run with the best validation {metric}; its test {metric} is shown.{base} epsilon_tuned is the "
+            f"epsilon of the returned run, the choice included (Papernot and Steinke 2022, RDP accountant); "
+            f"epsilon_per_run is what one run alone can spend; {noise}."
+        )
     return f"""<h2>Selected configuration per target</h2>
-<p>For each target epsilon and mechanism, the (learning rate, clip) with the best mean validation {html.escape(metric)}
-over seeds; test {html.escape(metric)} as mean, min and max over the same seeds.{html.escape(base)} Each trial's epsilon
-covers that trial only: choosing among several trials on private validation data is not included in it.</p>
+<p>{html.escape(text)}</p>
 <table><thead><tr>{head}</tr></thead><tbody>
 {"".join(body)}
 </tbody></table>
@@ -281,7 +358,9 @@ def _html(
 ) -> str:
     cols = [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c), c))}</td>" for c in cols) + "</tr>" for r in rows
+    )
     figs = "\n".join(
         f'<figure><img src="{_data_uri(path)}" alt="{html.escape(cap)}"><figcaption>{html.escape(cap)}</figcaption>'
         "</figure>"
@@ -356,7 +435,18 @@ def write_report(
         for r in search.get("results", []):
             if r.get("note"):
                 notes.append(f"epsilon {r['epsilon_target']:g}: {r['note']}")
+    tuning = tuning_result(tracker, parent)
+    chosen = select(rows)
+    if tuning is not None:
+        chosen = with_tuning(chosen, tuning["cells"])
+        for c in tuning["cells"]:
+            where = f"epsilon {c['epsilon']:g} {c['mechanism']}" if c["epsilon"] is not None else "non-private"
+            if c["runs"] == 0:
+                notes.append(f"{where}: the tuning law drew no run (K = 0), so nothing is returned for it")
+            if c.get("note"):
+                notes.append(f"{where}: {c['note']}")
     _write_csv(rows, out / "trials.csv")
     index = out / "index.html"
-    index.write_text(_html(experiment, parent, rows, images, notes, _selected_html(select(rows), majority), warnings))
+    selected_html = _selected_html(chosen, majority, tuning)
+    index.write_text(_html(experiment, parent, rows, images, notes, selected_html, warnings))
     return index, warnings

@@ -8,7 +8,10 @@ part in the choice.
 
 Privacy: each trial's epsilon covers that trial. Choosing the best of several trials by a score
 computed on private data is a further release that the per-trial epsilon does not cover; the
-report says so next to the selected numbers.
+report says so next to the selected numbers. A sweep with a ``tuning`` section draws its runs
+at random (:mod:`orchestrator.sweep.tuning`); each run is then its own configuration, the best
+run by validation score is returned, and :func:`with_tuning` adds the cell's tuned epsilon,
+which does cover the choice.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ class Selected:
     seeds: int
     configurations: int  #: configurations compared
     epsilon_max: float | None  #: largest epsilon spent by the chosen trials
+    epochs: float | None = None
+    tuning_run: int | None = None  #: tuned sweeps: the selected run's index in its cell
+    runs: int | None = None  #: tuned sweeps: K, the number of runs drawn
+    epsilon_per_run: float | None = None  #: tuned sweeps: the largest epsilon one run can spend
+    epsilon_tuned: float | None = None  #: tuned sweeps: epsilon of the selected run, tuning included
+    tuning_accountant: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +71,8 @@ def select(rows: list[Mapping[str, Any]]) -> list[Selected]:
     for r in rows:
         if r.get(metric) is None or not r.get("mechanism"):
             continue
-        configs[(r["mechanism"], r.get("epsilon_target"))][(r.get("learning_rate"), r.get("clip"))].append(r)
+        config = (r.get("learning_rate"), r.get("clip"), r.get("tuning_run"))
+        configs[(r["mechanism"], r.get("epsilon_target"))][config].append(r)
     out = []
     for (mech, eps), by_config in configs.items():
 
@@ -70,7 +80,7 @@ def select(rows: list[Mapping[str, Any]]) -> list[Selected]:
             vals = [g[f"val_{metric}"] for g in group if g.get(f"val_{metric}") is not None]
             return sign * statistics.fmean(vals) if vals else float("-inf")
 
-        (lr, clip), group = max(by_config.items(), key=lambda kv: (score(kv[1]), -_key(kv[0])))
+        (lr, clip, run), group = max(by_config.items(), key=lambda kv: (score(kv[1]), -_key(kv[0])))
         tests = [float(g[metric]) for g in group]
         vals = [float(g[f"val_{metric}"]) for g in group if g.get(f"val_{metric}") is not None]
         spent = [float(g["epsilon"]) for g in group if g.get("epsilon") is not None]
@@ -88,13 +98,37 @@ def select(rows: list[Mapping[str, Any]]) -> list[Selected]:
                 seeds=len(group),
                 configurations=len(by_config),
                 epsilon_max=max(spent) if spent else None,
+                epochs=group[0].get("epochs"),
+                tuning_run=run,
             )
         )
     out.sort(key=lambda s: (s.epsilon_target is None, s.epsilon_target or 0.0, s.mechanism))
     return out
 
 
-def _key(config: tuple[Any, Any]) -> float:
-    """Tie-break between equally scored configurations: the smaller learning rate, then clip."""
-    lr, clip = config
-    return (lr or 0.0) * 1e6 + (clip or 0.0)
+def _key(config: tuple[Any, Any, Any]) -> float:
+    """Tie-break between equally scored configurations: the smaller learning rate, then clip,
+    then the earlier tuning run."""
+    lr, clip, run = config
+    return (lr or 0.0) * 1e6 + (clip or 0.0) + (run or 0) * 1e-9
+
+
+def with_tuning(selected: list[Selected], cells: list[Mapping[str, Any]]) -> list[Selected]:
+    """``selected`` with each tuned cell's K, per-run and tuned epsilon and accountant (a cell
+    without a finished run has no selected row; the sweep's ``tuning.cells`` still lists it)."""
+    from dataclasses import replace
+
+    by_cell = {(c["mechanism"], c["epsilon"]): c for c in cells}
+    out = []
+    for s in selected:
+        c = by_cell.pop((s.mechanism, s.epsilon_target), None)
+        if c is None:
+            out.append(s)
+            continue
+        out.append(
+            replace(
+                s, runs=c["runs"], epsilon_per_run=c.get("epsilon_per_run"), epsilon_tuned=c.get("epsilon_tuned"),
+                tuning_accountant=c.get("accountant"),
+            )
+        )  # fmt: skip
+    return out

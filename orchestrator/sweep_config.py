@@ -127,6 +127,75 @@ class MechanismGrid(Section):
     clip: tuple[float, ...] | None = Field(None, description="clipping bounds, each in (0, 10]")
 
 
+class TuningRange(Section):
+    """A continuous range a tuning run draws from: uniform, or log-uniform with ``log: true``."""
+
+    low: float = Field(gt=0, le=10, description="lower end, in (0, 10]")
+    high: float = Field(gt=0, le=10, description="upper end, in [low, 10]")
+    log: bool = Field(False, description="draw log-uniformly")
+
+
+class TuningSpace(Section):
+    """What each tuning run draws at random: a list (uniform over its values) or a range. Unset:
+    the sweep's value or the recipe's, for every run."""
+
+    learning_rate: tuple[float, ...] | TuningRange | None = Field(None, description="learning rates, in (0, 10]")
+    clip: tuple[float, ...] | TuningRange | None = Field(None, description="clipping bounds, in (0, 10]")
+    epochs: tuple[int, ...] | None = Field(None, description="epochs, distinct integers in [1, 1000]")
+
+
+class SweepTuning(Section):
+    """Private hyperparameter selection (docs/privacy.md section 7): per (target, mechanism), draw
+    the number of runs ``K`` (mean ``mean``; ``shape`` a number > -1 for a truncated negative
+    binomial, 0 logarithmic, 1 geometric, or ``poisson``), draw each run's hyperparameters from
+    ``space``, return the best run by validation score."""
+
+    mean: float = Field(description="mean number of runs per (target, mechanism): in (1, 1e6]; [1, 1e6] for poisson")
+    shape: float | Literal["poisson"] = Field(1.0, description="a number > -1, or poisson")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the draws (K and the hyperparameters)")
+    noise: Literal["selected", "per_run"] = Field(
+        "selected",
+        description="selected: each run's noise is set so the selected run meets the target; "
+        "per_run: each run meets the target and the report states the larger tuned epsilon",
+    )
+    space: TuningSpace = Field(default_factory=TuningSpace)
+    overrides: dict[Literal["gaussian", "laplace", "lmo", "none"], TuningSpace] = Field(
+        default_factory=dict, description="per-mechanism spaces (fields given here replace space's)"
+    )
+
+    @field_validator("shape", mode="before")
+    @classmethod
+    def _shape(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "poisson":
+            raise ParameterError("tuning.shape", f"must be a number > -1 or poisson, got {v!r}")
+        return v
+
+    @property
+    def shape_value(self) -> float:
+        return float("inf") if self.shape == "poisson" else float(self.shape)
+
+    def space_for(self, mechanism: str) -> TuningSpace:
+        """The space of ``mechanism``'s runs: ``space`` with its override's fields."""
+        over = self.overrides.get(mechanism)  # type: ignore[call-overload]
+        if over is None:
+            return self.space
+        return self.space.model_copy(update={k: getattr(over, k) for k in over.model_fields_set})
+
+
+def _check_tuning_space(prefix: str, space: TuningSpace) -> None:
+    for name in ("learning_rate", "clip"):
+        v = getattr(space, name)
+        if isinstance(v, TuningRange):
+            if v.high < v.low:
+                raise ParameterError(f"{prefix}.{name}.high", f"must be >= low ({v.low:g}), got {v.high:g}")
+        else:
+            _grid_values(f"{prefix}.{name}", v)
+    if space.epochs is not None and (
+        not space.epochs or any(not 1 <= e <= 1000 for e in space.epochs) or len(set(space.epochs)) != len(space.epochs)
+    ):
+        raise ParameterError(f"{prefix}.epochs", f"must be distinct integers in [1, 1000], got {list(space.epochs)}")
+
+
 class SweepAudit(Section):
     canaries: int = Field(ge=2, description="gradient canaries per trial (>= 2)")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the lower bound, in (0, 1)")
@@ -154,6 +223,7 @@ class SweepConfig(ConfigFile):
     max_retries: int = Field(1, ge=0, le=100, description="times a failing trial is retried")
     storage_path: str = Field("lmodp-out/sweeps", min_length=1, description="local folder or s3:// URI for Tune")
     audit: SweepAudit | None = None
+    tuning: SweepTuning | None = None
 
     @field_validator("experiment")
     @classmethod
@@ -206,7 +276,40 @@ class SweepConfig(ConfigFile):
                 )
             if g.clip is not None and self.privacy.clip is not None:
                 raise ParameterError(f"grid.{mech}.clip", "give the clip either here or in privacy.clip, not both")
+        if self.tuning is not None:
+            self._check_tuning(self.tuning)
         return self
+
+    def _check_tuning(self, tuning: SweepTuning) -> None:
+        from noise_search.tuning import check_tuning
+
+        check_tuning(tuning.mean, tuning.shape_value, mean_field="tuning.mean", shape_field="tuning.shape")
+        _check_tuning_space("tuning.space", tuning.space)
+        for mech, space in tuning.overrides.items():
+            if mech == "none" and not self.non_private:
+                raise ParameterError("tuning.overrides.none", "needs non_private: true")
+            if mech != "none" and mech not in self.privacy.mechanisms:
+                raise ParameterError(f"tuning.overrides.{mech}", f"{mech} is not in privacy.mechanisms")
+            _check_tuning_space(f"tuning.overrides.{mech}", space)
+        if self.privacy.accountant != "rdp":
+            raise ParameterError(
+                "privacy.accountant", "hyperparameter tuning is accounted by rdp only (set accountant: rdp)"
+            )
+        if self.grid or self.learning_rates is not None:
+            raise ParameterError(
+                "grid" if self.grid else "learning_rates",
+                "with a tuning section, give the values to try in tuning.space (runs draw them at random)",
+            )
+        if self.seeds != (0,):
+            raise ParameterError("seeds", "not with a tuning section (each run draws its seed from tuning.seed)")
+        if self.audit is not None:
+            raise ParameterError("tuning", "not with an audit section (audited trials are not tuning runs)")
+        uses_epochs = tuning.space.epochs is not None or any(s.epochs is not None for s in tuning.overrides.values())
+        if uses_epochs and self.training.steps is not None:
+            raise ParameterError("tuning.space.epochs", "not with training.steps (steps override epochs)")
+        none = tuning.overrides.get("none")
+        if none is not None and none.clip is not None:
+            raise ParameterError("tuning.overrides.none.clip", "the non-private reference clips nothing")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -233,7 +336,12 @@ class SweepConfig(ConfigFile):
         return (*self.privacy.mechanisms, *(("none",) if self.non_private else ()))
 
     def trial_count(self) -> int:
-        """Trials of the whole grid (before infeasible targets are dropped)."""
+        """Trials of the whole grid (before infeasible targets are dropped); with a tuning section,
+        the number of runs drawn."""
+        if self.tuning is not None:
+            from orchestrator.sweep.tuning import draw_cells
+
+            return sum(len(c.runs) for c in draw_cells(self))
         per_seed = 0
         for m in self.grid_mechanisms():
             targets = 1 if m == "none" else len(self.privacy.epsilons)
@@ -263,6 +371,7 @@ class SweepConfig(ConfigFile):
         params: dict[str, Any] | None,
         name: str,
         clip: float | None = None,
+        epochs: int | None = None,
     ) -> TrialConfig:
         """The trial config of one grid point, with its noise parameters given explicitly
         (``mechanism`` ``none``: the non-private reference, no epsilon or noise)."""
@@ -293,6 +402,7 @@ class SweepConfig(ConfigFile):
                     "seed": seed,
                     "learning_rate": learning_rate,
                     "threads": self.resources.cpus_per_trial,
+                    **({"epochs": epochs} if epochs is not None else {}),
                 },
                 "audit": None if self.audit is None or mechanism == "none" else self.audit.model_dump(mode="json"),
             },

@@ -45,7 +45,7 @@ def render(r: dict) -> str:
     lines = [f"sweep {r['experiment']}: {len(r['trials'])} trials (MLflow parent run {r['parent_run_id']})"]
     for t in r["trials"]:
         metric = next((f"{k} {v:.4g}" for k, v in t["metrics"].items() if k in ("accuracy", "perplexity")), "")
-        eps = "" if t["epsilon"] is None else f"epsilon {t['epsilon']:.4g} <= {t['epsilon_target']:g}"
+        eps = "" if t["epsilon"] is None else f"epsilon {upper_bound_text(t['epsilon'])} <= {t['epsilon_target']:g}"
         lines.append(f"  {t['key']:<36} {t['status']:<10} {eps:<24} {metric}")
     if r.get("trials_failed"):
         lines.append(f"{r['trials_failed']} trial(s) failed (see their lmodp.error tags); exit code 3")
@@ -81,6 +81,8 @@ def selected_summary(r: dict) -> list[str]:
     if not selected:
         return []
     metric = selected[0]["metric"]
+    if r.get("tuning"):
+        return tuned_summary(r, selected, metric)
     mechs = sorted({s["mechanism"] for s in selected if s["epsilon_target"] is not None})
     lines = [f"test {metric} (mean [min, max] over seeds; configuration chosen on validation):"]
     lines.append("  " + f"{'epsilon':>9}" + "".join(f"{m:>24}" for m in mechs))
@@ -97,5 +99,38 @@ def selected_summary(r: dict) -> list[str]:
     majority = ((r.get("baselines") or {}).get("majority") or {}).get("test_accuracy")
     if majority is not None and metric == "accuracy":
         lines.append(f"  majority class: {majority:.3f}")
-    lines.append("  (choosing among configurations on private validation data is not covered by the per-trial epsilon)")
+    lines.append(
+        "  (picking the best configuration on private validation data is not covered by the per-trial epsilon; "
+        "a tuning section accounts for it: docs/privacy.md section 7)"
+    )
+    return lines
+
+
+def upper_bound_text(x: float) -> str:
+    from orchestrator.report import upper_bound_text as text
+
+    return text(x)
+
+
+def tuned_summary(r: dict, selected: list[dict], metric: str) -> list[str]:
+    """Per target and mechanism: the returned run's test metric, K and the tuned epsilon."""
+    t = r["tuning"]
+    lines = [
+        f"private hyperparameter selection ({t['distribution']}, mean {t['mean']:g}; noise: {t['noise']}): "
+        f"test {metric} of the run chosen on validation, K runs drawn, epsilon of the returned run:"
+    ]
+    chosen = {(s["mechanism"], s["epsilon_target"]): s for s in selected}
+    for c in t["cells"]:
+        s = chosen.get((c["mechanism"], c["epsilon"]))
+        where = f"epsilon {c['epsilon']:g} {c['mechanism']}" if c["epsilon"] is not None else "non-private"
+        score = "no finished run" if s is None else f"{metric} {s['test_mean']:.3f}"
+        eps = "" if c.get("epsilon_tuned") is None else (
+            f", epsilon {upper_bound_text(c['epsilon_tuned'])} tuned "
+            f"({upper_bound_text(c['epsilon_per_run'])} per run, {c['accountant']})"
+        )  # fmt: skip
+        note = f" ({c['note']})" if c.get("note") else ""
+        lines.append(f"  {where:<24} {score}, K = {c['runs']}{eps}{note}")
+    majority = ((r.get("baselines") or {}).get("majority") or {}).get("test_accuracy")
+    if majority is not None and metric == "accuracy":
+        lines.append(f"  majority class: {majority:.3f}")
     return lines

@@ -3,6 +3,8 @@
 * :mod:`~orchestrator.sweep.plan` -- what every private trial shares (``q``, ``T``), the
   majority-class baseline, the feature cache;
 * :mod:`~orchestrator.sweep.specs` -- the grid as :class:`TrialSpec` s;
+* :mod:`~orchestrator.sweep.tuning` -- private hyperparameter selection: the runs each
+  (target, mechanism) draws and the noise that makes the selected run meet the target;
 * :mod:`~orchestrator.sweep.trial` -- one trial, as a Tune trainable with its MLflow child run;
 * :mod:`~orchestrator.sweep.outcomes` -- :class:`TrialOutcome`, one shape from trainer to report;
 * :mod:`~orchestrator.sweep.storage` -- the run folder and the manifest;

@@ -117,6 +117,8 @@ def trial_entry(spec: TrialSpec, outcome: TrialOutcome, trial_id: str | None = N
         "seed": spec.seed,
         "learning_rate": outcome.hyperparameters.get("learning_rate", spec.learning_rate),
         "clip": outcome.hyperparameters.get("clip", spec.clip),
+        "epochs": outcome.hyperparameters.get("epochs", spec.epochs),
+        "tuning_run": spec.tuning_run,
         "epsilon": outcome.epsilon,
         "status": outcome.status,
         "metrics": dict(outcome.metrics),
@@ -141,6 +143,8 @@ def selection_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "epsilon_target": t["epsilon_target"],
             "learning_rate": t["learning_rate"],
             "clip": t.get("clip"),
+            "epochs": t.get("epochs"),
+            "tuning_run": t.get("tuning_run"),
             "epsilon": t["epsilon"],
             **{k: v for k, v in t["metrics"].items() if k in SELECTION_METRICS},
         }

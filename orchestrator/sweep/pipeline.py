@@ -41,12 +41,13 @@ from orchestrator.checks import check_output_dir
 from orchestrator.progress import show_progress, trial_progress_callback
 from orchestrator.provenance import CONFIG_HASH_TAG, config_sha256
 from orchestrator.ray_session import check_address, connect
-from orchestrator.selection import select
+from orchestrator.selection import select, with_tuning
 from orchestrator.sweep.outcomes import TrialOutcome, selection_rows, trial_entry
 from orchestrator.sweep.plan import SharedPlan, plan_sweep
 from orchestrator.sweep.specs import TrialSpec, trial_specs
 from orchestrator.sweep.storage import MANIFEST, check_tune_state, read_manifest, run_dir_exists, write_manifest
 from orchestrator.sweep.trial import SWEEP_TAG, TrialFn, run_trial
+from orchestrator.sweep.tuning import TunedCell, calibrate_cells, draw_cells, tuning_summary
 from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import KIND_TAG, Tracker, check_tracking, run_url, tracking_configured, tracking_uri
 
@@ -232,7 +233,7 @@ class _Run:
     def _execute(self) -> dict[str, Any]:
         manifest = self._open()
         search = SearchResult.from_dict(manifest["search"], source=f"{self.run_dir}/{MANIFEST}")
-        specs, infeasible = trial_specs(self.cfg, search)
+        specs, infeasible = trial_specs(self.cfg, search, manifest.get("tuning"))
         ctx = {
             "experiment": self.cfg.experiment,
             "parent_run_id": manifest["parent_run_id"],
@@ -285,9 +286,17 @@ class _Run:
             "plan": plan.to_dict(),
             "search": result,
         }
+        if cfg.tuning is not None:
+            t = time.perf_counter()
+            search = SearchResult.from_dict(result, source="the sweep's noise search")
+            cells = calibrate_cells(cfg, plan, search, draw_cells(cfg))
+            manifest["tuning"] = [c.to_dict() for c in cells]
+            self.timings["tuning_seconds"] = time.perf_counter() - t
         self.live_manifest = manifest
         write_manifest(self.run_dir, manifest)
         _log_parent_inputs(tracker, parent_run_id, cfg, plan, outcome, result, self.out_dir)
+        if cfg.tuning is not None:
+            _log_tuning(tracker, parent_run_id, cfg, manifest["tuning"])
         return manifest
 
     def _fit(self, specs: list[TrialSpec], ctx: dict[str, Any], manifest: dict[str, Any]) -> tuple[list[Any], float]:
@@ -355,7 +364,12 @@ class _Run:
             parent_run_id,
             {"trials": len(trials), "trials_failed": failed, "seconds": time.perf_counter() - self.started},
         )
-        selected = [s.to_dict() for s in select(selection_rows(trials))]
+        chosen = select(selection_rows(trials))
+        tuning = None
+        if self.cfg.tuning is not None:
+            tuning = tuning_summary(self.cfg, [TunedCell.from_dict(c) for c in manifest["tuning"]])
+            chosen = with_tuning(chosen, tuning["cells"])
+        selected = [s.to_dict() for s in chosen]
         tracker.log_dict(parent_run_id, {"trials": trials, "selected": selected}, "trials.json")
         tracker.end_run(parent_run_id, "FINISHED" if failed == 0 else "FAILED")
         self.parent_run_id = None  # closed: nothing left to abandon
@@ -375,6 +389,7 @@ class _Run:
             "trials": trials,
             "trials_failed": failed,
             "selected": selected,
+            **({"tuning": tuning} if tuning is not None else {}),
             "baselines": {"majority": plan.get("majority")},
             "plan": {k: plan.get(k) for k in ("n_train", "batch_size", "sample_rate", "steps", "training")},
             "seconds": time.perf_counter() - self.started,
@@ -386,7 +401,10 @@ class _Run:
 def _entry_order(t: dict[str, Any]) -> tuple[Any, ...]:
     """Trial entries by target (the reference last), mechanism, seed, learning rate, clip."""
     eps = t["epsilon_target"]
-    return (eps is None, eps or 0.0, t["mechanism"], t["seed"], t["learning_rate"] or 0.0, t.get("clip") or 0.0)
+    return (
+        eps is None, eps or 0.0, t["mechanism"], t.get("tuning_run") or 0, t["seed"], t["learning_rate"] or 0.0,
+        t.get("clip") or 0.0,
+    )  # fmt: skip
 
 
 def _trial_name(trial: Any) -> str:
@@ -413,6 +431,25 @@ def _search(cfg: SweepConfig, plan: SharedPlan) -> tuple[Any, dict[str, Any]]:
     )
     outcome = search_runner.run(problem)
     return outcome, jsonable(outcome.to_dict())
+
+
+def _log_tuning(tracker: Tracker, parent_run_id: str, cfg: SweepConfig, cells: list[dict[str, Any]]) -> None:
+    """The tuning law and every cell's K, per-run and tuned epsilon on the parent run (params,
+    metrics ``tuning.eps_<E>.<mechanism>.*`` and the ``tuning.json`` artifact)."""
+    summary = tuning_summary(cfg, [TunedCell.from_dict(c) for c in cells])
+    tracker.log_params(
+        parent_run_id,
+        {f"tuning.{k}": summary[k] for k in ("mean", "shape", "distribution", "noise", "seed")},
+    )
+    metrics: dict[str, float] = {}
+    for c in summary["cells"]:
+        prefix = f"tuning.eps_{c['epsilon']:g}.{c['mechanism']}" if c["epsilon"] is not None else "tuning.none"
+        metrics[f"{prefix}.runs"] = c["runs"]
+        for key in ("epsilon_per_run", "epsilon_tuned"):
+            if c.get(key) is not None:
+                metrics[f"{prefix}.{key}"] = c[key]
+    tracker.log_metrics(parent_run_id, metrics)
+    tracker.log_dict(parent_run_id, summary, "tuning.json")
 
 
 def _log_parent_inputs(

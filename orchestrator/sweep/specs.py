@@ -27,6 +27,8 @@ class TrialSpec:
     learning_rate: float | None  #: None: the sweep's value or the recipe's
     clip: float | None  #: None: the sweep's value or the recipe's
     params: dict[str, Any] | None  #: noise parameters (None: the reference, or an infeasible point)
+    epochs: int | None = None  #: None: the sweep's value or the recipe's
+    tuning_run: int | None = None  #: index of the run in its cell of a tuned sweep
 
     def to_dict(self) -> dict[str, Any]:
         """The plain form Tune carries in a trial's config (and saves with its state)."""
@@ -42,6 +44,8 @@ class TrialSpec:
             learning_rate=data["learning_rate"],
             clip=data.get("clip"),
             params=data.get("params"),
+            epochs=data.get("epochs"),
+            tuning_run=data.get("tuning_run"),
         )
 
 
@@ -71,8 +75,15 @@ def noise_params(mechanism: str, row: SearchRow) -> dict[str, Any] | None:
     return params
 
 
-def trial_specs(cfg: SweepConfig, search: SearchResult) -> tuple[list[TrialSpec], list[TrialSpec]]:
-    """(runnable trial specs, infeasible grid points) for the sweep's grid."""
+def trial_specs(
+    cfg: SweepConfig, search: SearchResult, tuning: list[dict[str, Any]] | None = None
+) -> tuple[list[TrialSpec], list[TrialSpec]]:
+    """(runnable trial specs, infeasible grid points) for the sweep's grid, or with a tuning
+    section for its drawn runs (``tuning``: the calibrated cells, as stored in the manifest)."""
+    if cfg.tuning is not None:
+        if tuning is None:
+            raise ValueError("a tuned sweep needs its calibrated cells")
+        return tuned_specs(tuning)
     points: list[tuple[str, float | None, dict[str, Any] | None]] = [
         (mech, eps, noise_params(mech, search.row(eps)))
         for eps in cfg.privacy.epsilons
@@ -90,4 +101,19 @@ def trial_specs(cfg: SweepConfig, search: SearchResult) -> tuple[list[TrialSpec]
                         trial_key(mech, eps, seed, lr, len(lrs), clip, len(clips)), mech, eps, seed, lr, clip, params
                     )
                     (specs if params is not None or mech == "none" else infeasible).append(spec)
+    return specs, infeasible
+
+
+def tuned_specs(cells: list[dict[str, Any]]) -> tuple[list[TrialSpec], list[TrialSpec]]:
+    """The runs of a tuned sweep's cells (:mod:`orchestrator.sweep.tuning`) as trial specs."""
+    specs, infeasible = [], []
+    for cell in cells:
+        mech, eps = cell["mechanism"], cell["epsilon"]
+        for run in cell["runs"]:
+            prefix = f"eps={eps:g}_{mech}" if eps is not None else mech
+            spec = TrialSpec(
+                f"{prefix}_run={run['index']}", mech, eps, run["seed"], run["learning_rate"], run["clip"],
+                cell["params"], run["epochs"], run["index"],
+            )  # fmt: skip
+            (specs if cell["params"] is not None or mech == "none" else infeasible).append(spec)
     return specs, infeasible

@@ -100,10 +100,12 @@ def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
         params=spec.params,
         name=spec.key,
         clip=spec.clip,
+        epochs=spec.epochs,
     ).resolve(ctx["n_train"])
     with tracker.run(ctx["experiment"], run_id=run_id):
         tracker.set_tags(run_id, {"lmodp.node_ip": ray.util.get_node_ip_address()})
-        tracker.log_params(run_id, {**trial_params(trial_cfg), "trial.key": spec.key, "trial.id": trial_id})
+        tuning = {} if spec.tuning_run is None else {"tuning.run": spec.tuning_run}
+        tracker.log_params(run_id, {**trial_params(trial_cfg), "trial.key": spec.key, "trial.id": trial_id, **tuning})
         tracker.log_dict(run_id, trial_cfg.to_dict(), "trial-config.json")
         if sweep.resources.workers > 1:
             outcome = _run_data_parallel(sweep, trial_cfg, ctx, run_id)

@@ -86,7 +86,8 @@ def test_report_page_shows_selection_references_and_recipes(store, tmp_path: Pat
     assert "Selected configuration per target" in page and "non-private" in page
     assert "run by " in page and "lmo-dp " in page and "torch=" in page  # the parent run's provenance
     assert "majority-class baseline scores 0.516" in page
-    assert "not included in it" in page  # the selection is not covered by the per-trial epsilon
+    assert "is not covered by the per-trial epsilon" in page  # the selection is not covered by it
+    assert "docs/privacy.md section 7" in page  # and where the way to cover it is explained
     for col in ("trainable", "recipe", "learning_rate", "clip", "batch_size", "epochs", "optimizer"):
         assert f"<th>{col}</th>" in page
     assert (tmp_path / "report" / "utility.png").stat().st_size > 10_000

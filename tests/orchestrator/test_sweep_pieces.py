@@ -50,6 +50,8 @@ def test_entries_report_the_resolved_hyperparameters_and_only_finished_trials_ar
             "epsilon_target": 8.0,
             "learning_rate": 0.2,
             "clip": None,
+            "epochs": None,
+            "tuning_run": None,
             "epsilon": 7.9,
             "accuracy": 0.7,
         }
