@@ -1,0 +1,66 @@
+"""``benchmarks/bench_tuning.py --quick``: a grid sweep and a tuned sweep end to end (real
+MiniLM features, real Ray, a real MLflow store), then what a user sees of the tuned one: the
+parent run's tuning params, metrics and ``tuning.json``, the trial runs, the selection and the
+report."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_quick_tuning_benchmark_and_what_the_tuned_sweep_records(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    page = tmp_path / "utility.md"
+    page.write_text("# Utility\n\n<!-- bench_tuning:begin -->\nold\n<!-- bench_tuning:end -->\n\ntail\n")
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_tuning.py", "--quick", "--json", "--work", str(work), "--write", str(page)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    (row,) = out["rows"]
+    assert (row["epsilon"], row["mechanism"]) == (8.0, "gaussian")
+    assert 0.0 <= row["grid_accuracy"] <= 1.0 and 0.0 <= row["tuned_accuracy"] <= 1.0
+    assert row["tuned_epsilon_per_run"] < row["tuned_epsilon"] <= 8.0
+    # tuned runs are noisier than grid runs at the same target: the selection is paid for
+    assert float(row["tuned_noise"].split()[1]) > float(row["grid_noise"].split()[1])
+    text = page.read_text()
+    assert "old" not in text and text.endswith("tail\n") and "| 8 | gaussian |" in text
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    parent = client.get_run(out["tuned_parent"])
+    assert parent.info.status == "FINISHED"
+    p, m = parent.data.params, parent.data.metrics
+    assert (p["tuning.mean"], p["tuning.shape"], p["tuning.distribution"], p["tuning.noise"]) == (
+        "2.0", "1.0", "geometric", "selected"
+    )  # fmt: skip
+    k = int(m["tuning.eps_8.gaussian.runs"])
+    assert k == row["tuned_runs"] >= 1
+    assert m["tuning.eps_8.gaussian.epsilon_tuned"] == pytest.approx(row["tuned_epsilon"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(int(c.data.params["tuning.run"]) for c in children) == list(range(k))
+    for c in children:
+        assert c.data.metrics["epsilon_spent"] <= row["tuned_epsilon_per_run"] * (1 + 1e-9)
+    best = max(children, key=lambda c: c.data.metrics["val_accuracy"])
+    assert best.data.metrics["accuracy"] == pytest.approx(row["tuned_accuracy"])
+    local = client.download_artifacts(parent.info.run_id, "tuning.json", str(tmp_path / "dl"))
+    cells = json.loads(Path(local).read_text())["cells"]
+    assert cells[0]["runs"] == k and cells[0]["accountant"] == "rdp" and cells[0]["params"]["sigma"] > 0
+    tuned_page = html.unescape(Path(out["tuned_report"]).read_text())
+    assert "Private hyperparameter selection" in tuned_page and "<th>epsilon_tuned</th>" in tuned_page
+    grid_page = html.unescape(Path(out["grid_report"]).read_text())
+    assert "is not covered by the per-trial epsilon" in grid_page and "epsilon_tuned" not in grid_page
