@@ -337,6 +337,9 @@ class _Run:
             param_space=space,
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=cfg.max_concurrent_trials,
+                # one actor per concurrent slot runs trial after trial: imports, Ray worker start-up
+                # and model loading are paid once per slot, not per trial (about 7 s each on 2 CPUs)
+                reuse_actors=True,
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,
             ),
