@@ -34,6 +34,7 @@ Every error names its field (``section.key``) and allowed range (CLI exit 2).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -166,8 +167,11 @@ class SweepTuning(Section):
     @field_validator("shape", mode="before")
     @classmethod
     def _shape(cls, v: Any) -> Any:
-        if isinstance(v, str) and v != "poisson":
-            raise ParameterError("tuning.shape", f"must be a number > -1 or poisson, got {v!r}")
+        if v == "poisson":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            hint = " (write poisson for the Poisson law)" if v == math.inf else ""
+            raise ParameterError("tuning.shape", f"must be a number > -1 or poisson{hint}, got {v!r}")
         return v
 
     @property

@@ -535,9 +535,18 @@ SWEEP_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "storage_path": st.one_of(bad_text(), st.sampled_from(["", "sweep.yaml/runs", "/proc/lmodp-runs"])),
     "audit.canaries": bad_yaml_number(Num(2, integer=True)),
     "audit.confidence": bad_yaml_number(PROBABILITY),
+    "tuning.mean": bad_yaml_number(Num(1, 1e6, lo_open=True)),
+    "tuning.shape": bad_yaml_number(Num(-1, lo_open=True)),
+    "tuning.seed": bad_yaml_number(Num(0, 2**31 - 1, integer=True)),
+    "tuning.noise": bad_choice(("selected", "per_run")),
+    "tuning.space.epochs": bad_list(Num(1, 1000, integer=True), st.integers(1, 1000), nullable=True),
+    "tuning.space.clip": bad_list(LEARNING_RATE, st.floats(min_value=1e-4, max_value=10.0), nullable=True),
 }
 #: a field that needs a sibling to be reached: path -> what else to set
-NEEDS: dict[str, dict[str, Any]] = {"audit.confidence": {"audit.canaries": 16}}
+NEEDS: dict[str, dict[str, Any]] = {
+    "audit.confidence": {"audit.canaries": 16},
+    **{f"tuning.{k}": {"tuning.mean": 3} for k in ("shape", "seed", "noise", "space.epochs", "space.clip")},
+}
 
 #: section path -> its model, for unknown keys and sections that are not mappings
 TRIAL_SECTIONS: dict[str, type] = {
@@ -590,6 +599,12 @@ SWEEP_CONFLICTS: list[tuple[dict[str, Any], str]] = [
     ({"grid.cauchy": {}}, "grid.cauchy"),
     ({"data.name": "nyt-editorials"}, "data.name"),
     ({"model.trainable": "head", "model.features.center": "movie-reviews"}, "model.features.center"),
+    ({"tuning.mean": 3, "privacy.accountant": "pld"}, "privacy.accountant"),
+    ({"tuning.mean": 3, "seeds": [0, 1]}, "seeds"),
+    ({"tuning.mean": 3, "learning_rates": [0.1]}, "learning_rates"),
+    ({"tuning.mean": 3, "tuning.space.learning_rate": {"low": 0.5, "high": 0.1}}, "tuning.space.learning_rate.high"),
+    ({"tuning.mean": 3, "tuning.overrides.none": {}}, "tuning.overrides.none"),
+    ({"tuning.mean": 3, "audit.canaries": 16}, "tuning"),
 ]
 
 

@@ -200,3 +200,15 @@ def test_selection_returns_the_best_run_by_validation_with_its_tuned_epsilon():
               "accountant": "rdp"}]  # fmt: skip
     (tuned,) = with_tuning([chosen], cells)
     assert (tuned.runs, tuned.epsilon_per_run, tuned.epsilon_tuned, tuned.tuning_accountant) == (3, 0.9, 1.99, "rdp")
+
+
+def test_the_tuning_example_validates_and_draws_its_runs():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = SweepConfig.from_yaml(root / "examples" / "sweep-tuning.yaml")
+    assert cfg.tuning is not None and cfg.tuning.noise == "selected" and cfg.tuning.shape_value == 1.0
+    cells = draw_cells(cfg)
+    assert len(cells) == 2 * 2 + 1 and cfg.trial_count() == sum(len(c.runs) for c in cells)
+    laplace = [r.learning_rate for c in cells if c.mechanism == "laplace" for r in c.runs]
+    assert all(0.1 <= lr <= 3.0 for lr in laplace)  # the override's range
