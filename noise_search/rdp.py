@@ -15,9 +15,11 @@ Why the bound holds (the proofs the tests check numerically):
   identity, so each term is bounded by ``E_u[A_j(u)]``. The reverse direction
   ``D_alpha(Q || (1-q)Q + qP)`` is not larger for the Laplace pair (checked numerically in
   ``tests/noise_search/test_rdp_soundness.py``) and joint convexity carries it to mixtures.
-* d dimensions with L1 sensitivity ``C``: ``s -> log E_u[A_k(s u)]`` is convex and 0 at 0,
-  hence superadditive, so splitting the shift over coordinates lowers every term; this
-  holds for an independent ``u`` per coordinate and for one shared ``u``.
+* d dimensions with L1 sensitivity ``C``: splitting the shift over coordinates lowers every
+  term. Independent ``u`` per coordinate: ``s -> log E_u[A_k(s u)]`` is convex and 0 at 0,
+  hence superadditive over the coordinates' shares. One shared ``u``: for each fixed ``u``,
+  ``v -> log A_k(v u)`` is convex and 0 at 0, so the product over coordinates is at most
+  ``A_k(u)``; joint convexity then averages over ``u`` (docs/privacy.md section 4).
 """
 
 from __future__ import annotations

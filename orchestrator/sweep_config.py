@@ -60,6 +60,7 @@ class SweepPrivacy(Section):
     accountant: Literal["rdp", "prv", "pld"] = Field(
         "rdp", description="accountant for gaussian (rdp|prv|pld) and laplace (rdp|pld); lmo always uses rdp"
     )
+    allow_large_delta: bool = Field(False, description="accept delta >= 1/N (N training examples)")
 
     @field_validator("epsilons")
     @classmethod
@@ -393,6 +394,7 @@ class SweepConfig(ConfigFile):
                 "accountant": accountant,
                 "params": params,
                 "on_budget": "refuse",
+                "allow_large_delta": self.privacy.allow_large_delta,
             }
         return TrialConfig.from_dict(
             {

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -100,8 +101,33 @@ def resolve_mechanism(settings: PrivacySettings, plan: StepPlan) -> tuple[Mechan
     return mech, source  # type: ignore[return-value]
 
 
+log = logging.getLogger("lmo_dp.privacy")
+
+
+def check_delta(delta: float, n_train: int, *, allow: bool, field: str = "privacy.delta", warn: bool = True) -> None:
+    """Refuse ``delta >= 1/N`` (unless ``allow``): a mechanism that publishes one random example
+    in the clear is (0, 1/N)-DP, so such a delta promises nothing. Warn when
+    ``delta > 1/(10 N)``, above the usual advice."""
+    if n_train < 1:
+        return
+    if delta >= 1.0 / n_train and not allow:
+        raise ParameterError(
+            field,
+            f"{delta:g} is >= 1/N = {1.0 / n_train:.3g} for N = {n_train} training examples (such a delta allows "
+            f"releasing an example in the clear); use a delta below {1.0 / (10 * n_train):.3g}, or set "
+            "privacy.allow_large_delta: true",
+        )
+    if warn and delta > 1.0 / (10 * n_train):
+        log.warning(
+            "%s = %g is above 1/(10 N) = %.3g for N = %d training examples: the usual advice is delta << 1/N",
+            field, delta, 1.0 / (10 * n_train), n_train,
+        )  # fmt: skip
+
+
 def plan_noise(settings: PrivacySettings, plan: StepPlan, mechanism: Mechanism | None = None) -> NoisePlan:
-    """Account the whole plan; refuse (``on_budget: refuse``) if it exceeds the target."""
+    """Account the whole plan; refuse (``on_budget: refuse``) if it exceeds the target, or if
+    ``delta >= 1/N`` without ``allow_large_delta`` (:func:`check_delta`)."""
+    check_delta(settings.delta, plan.n_train, allow=settings.allow_large_delta)
     source = "given"
     if mechanism is None:
         mechanism, source = resolve_mechanism(settings, plan)

@@ -11,7 +11,10 @@ add_noise -> scale_grad``; :class:`MechanismDPOptimizer` overrides only:
   per-example gradients, so use Opacus's ``hooks`` (or ``functorch``) grad-sample mode,
   never ``ghost`` clipping (which only computes L2 norms). The clip factor is Opacus's,
   ``min(1, C / (norm + 1e-6))``, with ``C`` lowered by a relative ``1e-5`` so that the
-  clipped vector's norm is ``<= C`` even after float rounding.
+  clipped vector's norm is ``<= C`` even after float rounding. Clipping, the clipped sum and
+  the noise are computed in :func:`accumulation_dtype` (float32, or float64 for float64
+  parameters), never in a 16-bit parameter dtype: a bf16 clipped example can otherwise exceed
+  ``C`` by 0.4%. Only the noisy sum is cast to the parameter dtype (post-processing).
 * :meth:`~MechanismDPOptimizer.add_noise` -- one draw of
   :func:`trainers.noise.sample_noise` for the whole step (all trainable
   coordinates flattened in parameter order), scaled by ``C``, from the explicit seeded
@@ -88,6 +91,12 @@ def clip_factors(grad_samples: Sequence[torch.Tensor], clip_bound: float, norm: 
     return (bound / (per_sample_norms(grad_samples, norm) + 1e-6)).clamp(max=1.0)
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Where clipping, the clipped sum and the noise are computed for parameters of ``dtype``:
+    at least float32 (bf16 / fp16 parameters), float64 for float64 parameters."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 class MechanismDPOptimizer(DPOptimizer):
     """``DPOptimizer`` whose clipping norm and noise come from ``mechanism``.
 
@@ -139,8 +148,9 @@ class MechanismDPOptimizer(DPOptimizer):
         factors = clip_factors(grad_samples, self.max_grad_norm, self.mechanism.norm)
         for p, gs in zip(self.params, grad_samples, strict=True):
             _check_processed_flag(p.grad_sample)
-            gs = gs.to(p.dtype)
-            grad = torch.einsum("i,i...", factors.to(gs.device).to(p.dtype), gs)
+            acc = accumulation_dtype(p.dtype)
+            gs = gs.to(acc)
+            grad = torch.einsum("i,i...", factors.to(gs.device).to(acc), gs)
             p.summed_grad = grad if p.summed_grad is None else p.summed_grad + grad
             _mark_as_processed(p.grad_sample)
 
@@ -175,14 +185,15 @@ class MechanismDPOptimizer(DPOptimizer):
         self._add_extra_contributions()
         total = sum(p.summed_grad.numel() for p in params)
         device = params[0].summed_grad.device
+        dtype = params[0].summed_grad.dtype
         noise = sample_noise(
             self.mechanism, (total,), self.max_grad_norm, self.generator, dtype=torch.float32, device=device
-        )
+        ).to(dtype)
         offset = 0
         for p in params:
             n = p.summed_grad.numel()
             z = noise[offset : offset + n].view_as(p.summed_grad).to(p.summed_grad.device, p.summed_grad.dtype)
-            p.grad = (p.summed_grad + z).view_as(p)
+            p.grad = (p.summed_grad + z).view_as(p).to(p.dtype)  # the release is in summed_grad's dtype
             offset += n
             _mark_as_processed(p.summed_grad)
         self.noise_steps += 1

@@ -205,6 +205,9 @@ class PrivacySettings(Section):
         description="refuse: a plan whose epsilon exceeds the target does not start; "
         "stop: it starts and stops before the first step that would exceed the target",
     )
+    allow_large_delta: bool = Field(
+        False, description="accept delta >= 1/N (N training examples); refused otherwise, as such a delta is no bound"
+    )
 
     _noise: Mechanism | None = PrivateAttr(None)
 

@@ -94,6 +94,16 @@ def check_tracking_reachable(nodes: list[dict[str, Any]]) -> None:
         )
 
 
+def _check_delta(cfg: SweepConfig) -> None:
+    """``privacy.delta`` against the training-set size, before anything is written (the data is
+    loaded again, with the feature cache, by the plan)."""
+    from trainers.budget import check_delta
+    from trainers.engine import load_settings_dataset
+
+    n_train = len(load_settings_dataset(cfg.data, cfg.model.task).train)
+    check_delta(cfg.privacy.delta, n_train, allow=cfg.privacy.allow_large_delta, warn=False)
+
+
 def _check_storage(cfg: SweepConfig, run_dir: str, resume: bool, address: str | None) -> dict[str, Any] | None:
     """The manifest of the sweep at ``run_dir`` (None: a new sweep), after the resume rules."""
     manifest = read_manifest(run_dir)
@@ -156,6 +166,8 @@ def run_sweep(
     _quiet_libraries()
     run_dir = f"{cfg.storage_uri().rstrip('/')}/{cfg.experiment}"
     manifest = _check_storage(cfg, run_dir, resume, address)
+    if manifest is None:
+        _check_delta(cfg)
     check_tracking(tracking_uri())
     if address:
         check_address(address)

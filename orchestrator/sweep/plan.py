@@ -83,12 +83,13 @@ def plan_sweep(cfg: SweepConfig, *, warm_cache: bool = True) -> SharedPlan:
     With ``warm_cache`` and a head or top-layers model, the frozen activations of every split
     are computed into the feature cache here, once, before any trial starts.
     """
-    from trainers.budget import make_step_plan
+    from trainers.budget import check_delta, make_step_plan
     from trainers.engine import load_settings_dataset
 
     ds = load_settings_dataset(cfg.data, cfg.model.task)
     if len(ds.train) < 1:
         raise ParameterError("data.max_train_examples", "the training split is empty")
+    check_delta(cfg.privacy.delta, len(ds.train), allow=cfg.privacy.allow_large_delta)
     training = _private_training(cfg, len(ds.train))
     plan = make_step_plan(len(ds.train), training["batch_size"], epochs=training["epochs"], steps=training["steps"])
     if warm_cache and cfg.model.cached_prefix:

@@ -59,6 +59,12 @@ CASES = [
     ("audit-seed-float", {}, [*AUDIT, "--dim", "100", "--canaries", "10", "--seed", "1e30"], 2, "--seed"),
     ("sweep-storage-unwritable", {"s.yaml": HEAD + "privacy: {epsilons: [8], mechanisms: [gaussian]}\n"
      "storage_path: /proc/nope/sweeps\n"}, ["sweep", "--config", "s.yaml"], 2, "storage_path: cannot write"),
+    ("delta-at-least-one-over-n", {"t.yaml": "model: {trainable: head}\ndata: {max_train_examples: 50, "
+     "max_eval_examples: 20}\nprivacy: {mechanism: gaussian, epsilon: 2, delta: 0.05}\n"
+     "training: {batch_size: 10}\n"}, ["train", "--config", "t.yaml"], 2,
+     "privacy.delta: 0.05 is >= 1/N = 0.02 for N = 50 training examples"),
+    ("sweep-delta-at-least-one-over-n", {"s.yaml": HEAD + "privacy: {epsilons: [8], mechanisms: [gaussian], "
+     "delta: 0.01}\n"}, ["sweep", "--config", "s.yaml"], 2, "privacy.delta: 0.01 is >= 1/N = 0.01 for N = 100"),
     ("search-ray-address-unreachable", {}, [*SEARCH[:-2], "--address", "127.0.0.2:1", "--out", "s.json"], 1,
      "--address: no Ray cluster answers at 127.0.0.2:1"),
 ]  # fmt: skip

@@ -74,6 +74,46 @@ def test_clipped_contributions_have_norm_at_most_c_in_the_mechanism_norm(name):
         torch.testing.assert_close(p.summed_grad, c.sum(dim=0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["gaussian", "laplace"])
+def test_clipping_bound_holds_for_16_bit_parameters(name, dtype):
+    """Clipping and the clipped sum run in float32 for bf16 / fp16 parameters, so every clipped
+    example stays within C; in the parameter dtype a bf16 example reached 1.003-1.004 C."""
+    mech, clip = MECHS[name], 1.0
+    model = tiny_model().to(dtype)
+    gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+    opt = dp_optimizer(gsm, mech, clip=clip)
+    g = torch.Generator().manual_seed(3)
+    n = 16
+    x = (torch.randn(n, 12, generator=g) * 3).to(dtype)
+    y = torch.randn(n, 30, generator=g).to(dtype)
+    ((gsm(x) - y) ** 2).sum(dim=1).mean().backward()
+    grad_samples = [gs.clone() for gs in opt.grad_samples]
+    assert bool((per_sample_norms(grad_samples, mech.norm) > clip).all())
+    # each example alone through the optimizer's own clip-and-accumulate: its contribution's norm
+    worst = 0.0
+    for i in range(n):
+        for p, gs in zip(opt.params, grad_samples, strict=True):
+            p.grad_sample = gs[i : i + 1].clone()
+            p.summed_grad = None
+        opt.clip_and_accumulate()
+        contribution = [p.summed_grad.unsqueeze(0) for p in opt.params]
+        assert all(c.dtype == torch.float32 for c in contribution)
+        worst = max(worst, float(per_sample_norms(contribution, mech.norm)[0]))
+    assert clip * 0.999 < worst <= clip
+    # the old way (clip and sum in the parameter dtype) breaks the bound: the test can fail
+    factors = clip_factors(grad_samples, clip, mech.norm)
+    in_dtype = [factors.to(dtype).view(-1, *([1] * (gs.dim() - 1))) * gs for gs in grad_samples]
+    assert float(per_sample_norms(in_dtype, mech.norm).max()) > clip
+    # the noisy gradient is cast back to the parameter dtype after the noise is added in float32
+    for p, gs in zip(opt.params, grad_samples, strict=True):
+        p.grad_sample = gs
+        p.summed_grad = None
+    opt.clip_and_accumulate()
+    opt.add_noise()
+    assert all(p.grad.dtype == dtype for p in opt.params)
+
+
 def test_l2_clipping_matches_opacus():
     model_a, model_b = tiny_model(), tiny_model()
     gsm_a = GradSampleModule(model_a, batch_first=True, loss_reduction="mean")

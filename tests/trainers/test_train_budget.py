@@ -50,6 +50,26 @@ def search_result_file(path, *, feasible=True):
     return path
 
 
+def test_delta_of_at_least_one_over_n_is_refused_unless_allowed(caplog):
+    plan = make_step_plan(50, 10, epochs=1)
+    big = PrivacySettings(mechanism="gaussian", epsilon=2.0, delta=0.05, params={"sigma": 5.0})
+    with pytest.raises(ParameterError, match=r"^privacy\.delta: 0\.05 is >= 1/N = 0\.02 for N = 50"):
+        plan_noise(big, plan)
+    with pytest.raises(ParameterError, match=r"^privacy\.delta: 0\.02 is >= 1/N"):  # exactly 1/N too
+        plan_noise(big.model_copy(update={"delta": 0.02}), plan)
+    with caplog.at_level("WARNING", logger="lmo_dp.privacy"):
+        allowed = plan_noise(big.model_copy(update={"allow_large_delta": True}), plan)
+    assert allowed.planned.delta == 0.05 and "above 1/(10 N)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lmo_dp.privacy"):
+        plan_noise(big.model_copy(update={"delta": 0.005}), plan)  # in (1/(10N), 1/N): a warning
+    assert "privacy.delta = 0.005 is above 1/(10 N) = 0.002" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lmo_dp.privacy"):
+        plan_noise(big.model_copy(update={"delta": 1e-5}), plan)
+    assert caplog.text == ""
+
+
 def test_plan_sample_rate_and_steps():
     plan = make_step_plan(1000, 50, epochs=2.5)
     assert plan.sample_rate == 0.05 and plan.steps == 50
