@@ -263,6 +263,7 @@ TUNED_COLUMNS = [
     "epsilon_target",
     "mechanism",
     "tuning_run",
+    "trainable",
     "learning_rate",
     "clip",
     "epochs",

@@ -40,6 +40,7 @@ class Selected:
     configurations: int  #: configurations compared
     epsilon_max: float | None  #: largest epsilon spent by the chosen trials
     epochs: float | None = None
+    trainable: str | None = None
     tuning_run: int | None = None  #: tuned sweeps: the selected run's index in its cell
     runs: int | None = None  #: tuned sweeps: K, the number of runs drawn
     epsilon_per_run: float | None = None  #: tuned sweeps: the largest epsilon one run can spend
@@ -99,6 +100,7 @@ def select(rows: list[Mapping[str, Any]]) -> list[Selected]:
                 configurations=len(by_config),
                 epsilon_max=max(spent) if spent else None,
                 epochs=group[0].get("epochs"),
+                trainable=group[0].get("trainable"),
                 tuning_run=run,
             )
         )

@@ -43,7 +43,14 @@ from pydantic import Field, field_validator, model_validator
 
 from noise_search.errors import ParameterError
 from trainers.config import ConfigFile, TrialConfig, check_sections
-from trainers.settings import DataSettings, ModelSettings, Section, TrainingSettings
+from trainers.settings import (
+    DataSettings,
+    FeatureSettings,
+    LoraSettings,
+    ModelSettings,
+    Section,
+    TrainingSettings,
+)
 
 SWEEP_MECHANISMS: tuple[str, ...] = ("gaussian", "laplace", "lmo")
 
@@ -144,6 +151,9 @@ class TuningSpace(Section):
     learning_rate: tuple[float, ...] | TuningRange | None = Field(None, description="learning rates, in (0, 10]")
     clip: tuple[float, ...] | TuningRange | None = Field(None, description="clipping bounds, in (0, 10]")
     epochs: tuple[int, ...] | None = Field(None, description="epochs, distinct integers in [1, 1000]")
+    trainable: tuple[Literal["head", "lora", "full"], ...] | None = Field(
+        None, description="trainable sets (model.trainable), distinct; each takes its own recipe"
+    )
 
 
 class SweepTuning(Section):
@@ -199,6 +209,9 @@ def _check_tuning_space(prefix: str, space: TuningSpace) -> None:
         not space.epochs or any(not 1 <= e <= 1000 for e in space.epochs) or len(set(space.epochs)) != len(space.epochs)
     ):
         raise ParameterError(f"{prefix}.epochs", f"must be distinct integers in [1, 1000], got {list(space.epochs)}")
+    if space.trainable is not None and (not space.trainable or len(set(space.trainable)) != len(space.trainable)):
+        got = list(space.trainable)
+        raise ParameterError(f"{prefix}.trainable", f"must be distinct values of head, lora, full, got {got}")
 
 
 class SweepAudit(Section):
@@ -312,6 +325,10 @@ class SweepConfig(ConfigFile):
         uses_epochs = tuning.space.epochs is not None or any(s.epochs is not None for s in tuning.overrides.values())
         if uses_epochs and self.training.steps is not None:
             raise ParameterError("tuning.space.epochs", "not with training.steps (steps override epochs)")
+        spaces = [("tuning.space", tuning.space), *((f"tuning.overrides.{m}", v) for m, v in tuning.overrides.items())]
+        for where, space in spaces:
+            if space.trainable and "head" in space.trainable and self.model.task != "classification":
+                raise ParameterError(f"{where}.trainable", "head trains a classifier: not with model.task causal-lm")
         none = tuning.overrides.get("none")
         if none is not None and none.clip is not None:
             raise ParameterError("tuning.overrides.none.clip", "the non-private reference clips nothing")
@@ -366,6 +383,21 @@ class SweepConfig(ConfigFile):
             return path
         return str((Path(cwd or Path.cwd()) / path).resolve())
 
+    def model_settings(self, trainable: str | None = None) -> ModelSettings:
+        """The model section, or a run's with another trainable set (tuning): ``head`` drops the
+        LoRA and top-layer settings, ``lora`` keeps the sweep's LoRA section (or the default),
+        ``full`` keeps ``top_layers``; feature settings stay where they apply."""
+        m = self.model
+        if trainable is None or trainable == m.trainable:
+            return m
+        top = None if trainable == "head" else m.top_layers
+        lora = (m.lora or LoraSettings()) if trainable == "lora" else None
+        features = m.features if trainable == "head" or top is not None else FeatureSettings()
+        data = {**m.model_dump(mode="json"), "trainable": trainable, "top_layers": top,
+                "lora": None if lora is None else lora.model_dump(mode="json"),
+                "features": features.model_dump(mode="json")}  # fmt: skip
+        return ModelSettings.model_validate(data)
+
     def trial_config(
         self,
         *,
@@ -377,6 +409,7 @@ class SweepConfig(ConfigFile):
         name: str,
         clip: float | None = None,
         epochs: int | None = None,
+        trainable: str | None = None,
     ) -> TrialConfig:
         """The trial config of one grid point, with its noise parameters given explicitly
         (``mechanism`` ``none``: the non-private reference, no epsilon or noise)."""
@@ -400,7 +433,7 @@ class SweepConfig(ConfigFile):
             {
                 "name": name,
                 "experiment": self.experiment,
-                "model": self.model.model_dump(mode="json"),
+                "model": self.model_settings(trainable).model_dump(mode="json"),
                 "data": self.data.model_dump(mode="json"),
                 "privacy": privacy,
                 "training": {

@@ -29,6 +29,7 @@ class TrialSpec:
     params: dict[str, Any] | None  #: noise parameters (None: the reference, or an infeasible point)
     epochs: int | None = None  #: None: the sweep's value or the recipe's
     tuning_run: int | None = None  #: index of the run in its cell of a tuned sweep
+    trainable: str | None = None  #: None: the sweep's model.trainable
 
     def to_dict(self) -> dict[str, Any]:
         """The plain form Tune carries in a trial's config (and saves with its state)."""
@@ -46,6 +47,7 @@ class TrialSpec:
             params=data.get("params"),
             epochs=data.get("epochs"),
             tuning_run=data.get("tuning_run"),
+            trainable=data.get("trainable"),
         )
 
 
@@ -113,7 +115,7 @@ def tuned_specs(cells: list[dict[str, Any]]) -> tuple[list[TrialSpec], list[Tria
             prefix = f"eps={eps:g}_{mech}" if eps is not None else mech
             spec = TrialSpec(
                 f"{prefix}_run={run['index']}", mech, eps, run["seed"], run["learning_rate"], run["clip"],
-                cell["params"], run["epochs"], run["index"],
+                cell["params"], run["epochs"], run["index"], run.get("trainable"),
             )  # fmt: skip
             (specs if cell["params"] is not None or mech == "none" else infeasible).append(spec)
     return specs, infeasible

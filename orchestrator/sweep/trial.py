@@ -101,6 +101,7 @@ def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
         name=spec.key,
         clip=spec.clip,
         epochs=spec.epochs,
+        trainable=spec.trainable,
     ).resolve(ctx["n_train"])
     with tracker.run(ctx["experiment"], run_id=run_id):
         tracker.set_tags(run_id, {"lmodp.node_ip": ray.util.get_node_ip_address()})

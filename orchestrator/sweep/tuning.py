@@ -4,12 +4,13 @@ With a ``tuning`` section, each (target epsilon, mechanism) -- a *cell* -- is on
 Papernot and Steinke's procedure:
 
 1. :func:`draw_cells` draws the number of runs ``K`` from the configured law and, for each run,
-   its hyperparameters (learning rate, clip, epochs, seed) from the configured space, with a
+   its hyperparameters (learning rate, clip, epochs, trainable set, seed) from the configured space, with a
    generator seeded by ``tuning.seed`` and the cell's index alone: nothing depends on the data,
    and a resumed sweep draws the same runs;
 2. :func:`calibrate_cells` sets the cell's noise (one level shared by all its runs): under
    ``noise: selected`` (the default) so that the best of ``K`` runs meets the target, bounding
-   every configuration the space allows by the pointwise largest RDP curve; under
+   every configuration the space allows (each trainable set and number of epochs gives its own
+   ``(q, T)``) by the pointwise largest RDP curve; under
    ``noise: per_run`` so that each run meets the target, and the larger tuned epsilon is stated;
 3. the sweep trains the runs, and :mod:`orchestrator.selection` returns the best by validation
    score with its test score.
@@ -37,6 +38,7 @@ class TuningRun:
     learning_rate: float | None
     clip: float | None
     epochs: int | None
+    trainable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ def draw_runs(cfg: SweepConfig, index: int, mechanism: str) -> tuple[TuningRun, 
         lr = _draw(rng, space.learning_rate)
         clip = _draw(rng, space.clip) if mechanism != "none" else None
         epochs = int(space.epochs[int(rng.integers(len(space.epochs)))]) if space.epochs else None
-        runs.append(TuningRun(j, seed, lr, clip, epochs))
+        trainable = str(space.trainable[int(rng.integers(len(space.trainable)))]) if space.trainable else None
+        runs.append(TuningRun(j, seed, lr, clip, epochs, trainable))
     return tuple(runs)
 
 
@@ -101,8 +104,23 @@ def draw_cells(cfg: SweepConfig) -> list[TunedCell]:
     return [TunedCell(m, e, draw_runs(cfg, i, m)) for i, (m, e) in enumerate(cell_keys(cfg))]
 
 
-def _epochs_support(space: TuningSpace) -> tuple[int | None, ...]:
-    return tuple(space.epochs) if space.epochs else (None,)
+def run_plans(cfg: SweepConfig, n_train: int, mechanism: str, space: TuningSpace) -> list[tuple[float, int]]:
+    """Every ``(q, T)`` a run of ``mechanism`` can have: over the trainable sets and epochs the
+    space allows, each with its recipe's batch size and epochs where the sweep sets none (as the
+    trial itself resolves them)."""
+    from trainers.budget import make_step_plan
+    from trainers.recipes import recipe_for
+
+    t = cfg.training
+    out = set()
+    for trainable in space.trainable or (None,):
+        recipe = recipe_for(cfg.model_settings(trainable).trainable_kind, mechanism)
+        batch = t.batch_size if t.batch_size is not None else recipe.batch_size(n_train)
+        for e in space.epochs or (None,):
+            epochs = e if e is not None else (t.epochs if t.epochs is not None else recipe.epochs)
+            plan = make_step_plan(n_train, batch, epochs=epochs, steps=t.steps)
+            out.add((plan.sample_rate, plan.steps))
+    return sorted(out)
 
 
 def calibrate_cells(cfg: SweepConfig, plan: Any, search: Any, cells: list[TunedCell]) -> list[TunedCell]:
@@ -131,19 +149,11 @@ def _calibrate_cell(cfg: SweepConfig, plan: Any, cell: TunedCell, start: dict[st
     from noise_search.errors import CalibrationError
     from noise_search.events import RandomChoiceDpEvent, dp_sgd_event, tuned_event
     from noise_search.mechanisms import LMO, Gaussian, Laplace
-    from trainers.budget import make_step_plan
 
     tuning = cfg.tuning
     assert tuning is not None and cell.epsilon is not None
     mean, shape, delta = tuning.mean, tuning.shape_value, cfg.privacy.delta
-    steps = sorted(
-        {
-            make_step_plan(plan.n_train, plan.batch_size, epochs=e, steps=cfg.training.steps).steps
-            if e is not None
-            else plan.steps
-            for e in _epochs_support(tuning.space_for(cell.mechanism))
-        }
-    )
+    plans = run_plans(cfg, plan.n_train, cell.mechanism, tuning.space_for(cell.mechanism))
     if cell.mechanism == "gaussian":
         make, increasing, x0, lo, hi = Gaussian, False, float(start["sigma"]), 1e-3, 1e5
     elif cell.mechanism == "laplace":
@@ -152,7 +162,7 @@ def _calibrate_cell(cfg: SweepConfig, plan: Any, cell: TunedCell, start: dict[st
         make, increasing, x0, lo, hi = LMO.from_dict(start).scaled, True, 1.0, 1e-8, 1e8
 
     def one_run(x: float) -> Any:
-        events = tuple(dp_sgd_event(make(x), plan.sample_rate, t) for t in steps)
+        events = tuple(dp_sgd_event(make(x), q, t) for q, t in plans)
         return events[0] if len(events) == 1 else RandomChoiceDpEvent(events)
 
     def event_of(x: float) -> Any:

@@ -51,6 +51,7 @@ def test_entries_report_the_resolved_hyperparameters_and_only_finished_trials_ar
             "learning_rate": 0.2,
             "clip": None,
             "epochs": None,
+            "trainable": None,
             "tuning_run": None,
             "epsilon": 7.9,
             "accuracy": 0.7,

@@ -212,3 +212,40 @@ def test_the_tuning_example_validates_and_draws_its_runs():
     assert len(cells) == 2 * 2 + 1 and cfg.trial_count() == sum(len(c.runs) for c in cells)
     laplace = [r.learning_rate for c in cells if c.mechanism == "laplace" for r in c.runs]
     assert all(0.1 <= lr <= 3.0 for lr in laplace)  # the override's range
+
+
+def test_runs_may_draw_the_trainable_set_and_the_noise_covers_every_plan(tmp_path):
+    """A run's trainable set takes its own recipe (batch size, epochs): the cell's noise is
+    calibrated over every (q, T) the space allows, exactly the plans the trials resolve to."""
+    from orchestrator.sweep.tuning import run_plans
+
+    space = {"learning_rate": [0.05], "trainable": ["head", "lora", "full"]}
+    cfg = tuned_config(tmp_path, {"mean": 3, "shape": 1, "space": space}, training={})
+    n = 4000
+    plans = run_plans(cfg, n, "gaussian", cfg.tuning.space)
+    resolved = set()
+    for trainable in ("head", "lora", "full"):
+        model = cfg.model_settings(trainable)
+        assert model.trainable == trainable and (model.lora is not None) == (trainable == "lora")
+        trial = cfg.trial_config(
+            mechanism="gaussian", epsilon=8.0, seed=0, learning_rate=0.05, params={"sigma": 1.0}, name="t",
+            trainable=trainable,
+        ).resolve(n)  # fmt: skip
+        t = trial.training
+        p = make_step_plan(n, t.batch_size, epochs=t.epochs, steps=t.steps)
+        resolved.add((p.sample_rate, p.steps))
+    assert set(plans) == resolved and len(plans) >= 2  # the recipes' plans differ
+    cell = next(c for c in draw_cells(cfg) if c.mechanism == "gaussian" and c.epsilon == 8.0)
+    assert {r.trainable for r in draw_cells(cfg)[0].runs + cell.runs} <= {"head", "lora", "full"}
+    plan = SimpleNamespace(n_train=n, batch_size=20, sample_rate=0.05, steps=20)
+    from orchestrator.sweep.specs import noise_params
+
+    out = _calibrate_cell(cfg, plan, cell, noise_params("gaussian", SEARCH.row(8.0)))
+    sigma = out.params["sigma"]
+    worst = RandomChoiceDpEvent(tuple(dp_sgd_event(Gaussian(sigma), q, t) for q, t in plans))
+    assert RdpAccountant().compose(tuned_event(worst, 3, 1.0)).get_epsilon(1e-5) == pytest.approx(out.epsilon_tuned)
+    assert out.epsilon_tuned <= 8.0
+    for q, t in plans:  # every plan alone is within the per-run epsilon
+        assert RdpAccountant().compose(dp_sgd_event(Gaussian(sigma), q, t)).get_epsilon(1e-5) <= out.epsilon_per_run
+    specs, _ = trial_specs(cfg, SEARCH, [c.to_dict() for c in calibrate_cells(cfg, plan, SEARCH, [cell])])
+    assert [s.trainable for s in specs] == [r.trainable for r in cell.runs]
