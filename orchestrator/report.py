@@ -348,6 +348,94 @@ def _data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
+def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (target, mechanism): trials, finished and failed counts, the best validation and test
+    metric, the largest epsilon spent and the mean training steps -- the page's overview when a
+    sweep has hundreds of trials."""
+    metric, higher = headline_metric(rows) if rows else ("accuracy", True)
+    best = max if higher else min
+    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r.get("epsilon_target"), r.get("mechanism")), []).append(r)
+    out = []
+    for (eps, mech), group in sorted(groups.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1] or "")):
+        done = [g for g in group if g.get(metric) is not None]
+        vals = [g[f"val_{metric}"] for g in done if g.get(f"val_{metric}") is not None]
+        spent = [g["epsilon"] for g in group if g.get("epsilon") is not None]
+        out.append(
+            {
+                "epsilon_target": "non-private" if eps is None else eps,
+                "mechanism": mech,
+                "trials": len(group),
+                "finished": len(done),
+                "failed": sum(g.get("status") in _FAILED for g in group),
+                f"best_val_{metric}": best(vals) if vals else None,
+                f"best_test_{metric}": best(g[metric] for g in done) if done else None,
+                "epsilon_max": max(spent) if spent else None,
+            }
+        )
+    return out
+
+
+def _summary_html(rows: list[dict[str, Any]]) -> str:
+    table = summary_rows(rows)
+    if len(table) < 2 and len(rows) < 20:
+        return ""
+    cols = list(table[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c), c))}</td>" for c in cols) + "</tr>" for r in table
+    )
+    return f"""<h2>Summary per target and mechanism</h2>
+<p>Counts of every trial, the best validation and test scores among them (the test column is for
+orientation only: the selection above uses validation), and the largest epsilon spent.</p>
+<table><thead><tr>{head}</tr></thead><tbody>
+{body}
+</tbody></table>
+"""
+
+
+#: Sorting (click a column header) and filtering of the trials table, inline so the page stays one file.
+_TABLE_SCRIPT = """<script>
+(function () {
+  var table = document.getElementById("trials");
+  if (!table) return;
+  var body = table.tBodies[0];
+  var rows = Array.prototype.slice.call(body.rows);
+  function key(row, i) {
+    var t = row.cells[i].textContent.trim();
+    if (t === "") return null;
+    var n = Number(t);
+    return isNaN(n) ? t.toLowerCase() : n;
+  }
+  function compare(x, y) {
+    if (x === null || y === null) return x === y ? 0 : (x === null ? 1 : -1);
+    if (typeof x !== typeof y) return typeof x === "number" ? -1 : 1;
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
+    th.style.cursor = "pointer";
+    th.title = "sort";
+    th.addEventListener("click", function () {
+      var up = th.getAttribute("data-sort") !== "asc";
+      rows.sort(function (a, b) {
+        var x = key(a, i), y = key(b, i);
+        if (x === null || y === null) return compare(x, y);  // empty cells last either way
+        return compare(x, y) * (up ? 1 : -1);
+      });
+      th.setAttribute("data-sort", up ? "asc" : "desc");
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+  var filter = document.getElementById("trials-filter");
+  filter.addEventListener("input", function () {
+    var q = filter.value.toLowerCase();
+    rows.forEach(function (r) { r.style.display = r.textContent.toLowerCase().indexOf(q) < 0 ? "none" : ""; });
+  });
+})();
+</script>"""
+
+
 def _html(
     experiment: str,
     parent: Any,
@@ -382,10 +470,14 @@ accountant's proven upper bounds; audit lower bounds (where present) are empiric
 <ul>{note_html}</ul>
 {figs}
 {selected_html}
+{_summary_html(rows)}
 <h2>Trials</h2>
-<table><thead><tr>{head}</tr></thead><tbody>
+<p>Click a column header to sort; type to show only the rows containing the text:
+<input id="trials-filter" type="search" placeholder="filter, e.g. laplace or failed"></p>
+<table id="trials"><thead><tr>{head}</tr></thead><tbody>
 {body}
 </tbody></table>
+{_TABLE_SCRIPT}
 </body></html>
 """
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import run_cli
 
-from orchestrator.report import COLUMNS
+from orchestrator.report import COLUMNS, _fmt
 from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import PARENT_TAG, Tracker
 
@@ -82,5 +82,6 @@ def test_audited_sweep_logs_and_reports_a_lower_bound_for_every_trial(tmp_path, 
     for key, run in by_key.items():
         line = next(line for line in page.splitlines() if f"<td>{key}</td>" in line)
         lower, upper = run.data.metrics["epsilon_lower_bound"], run.data.metrics["epsilon_spent"]
-        assert f"<td>{upper:.4g}</td><td>{lower:.4g}</td>" in line
+        # the bound is printed rounded up, the audit's lower bound rounded down
+        assert f"<td>{_fmt(upper, 'epsilon')}</td><td>{_fmt(lower, 'epsilon_lower_bound')}</td>" in line
     assert (out / "privacy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
