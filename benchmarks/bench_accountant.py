@@ -66,7 +66,7 @@ def main() -> None:
             ),
         ),
         (
-            "Gaussian, RDP (dp-accounting, 354 orders)",
+            "Gaussian, RDP (354 orders, dp-accounting values)",
             median_seconds(lambda i: compute_epsilon(Gaussian(2.9 + 1e-6 * i), sample_rate=Q, steps=T, delta=DELTA), r),
         ),
         (

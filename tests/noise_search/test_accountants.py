@@ -42,9 +42,12 @@ def test_gaussian_rdp_is_dp_accountings_and_agrees_with_opacus_where_both_conver
         ref = dp_accounting.rdp.RdpAccountant(list(GAUSSIAN_ORDERS))
         event = GaussianDpEvent(sigma)
         ref.compose(PoissonSampledDpEvent(q, event) if q < 1 else event)
-        np.testing.assert_array_equal(ours, ref.rdp)
-        opacus = np.asarray(compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(GAUSSIAN_ORDERS)))
+        # integer orders are summed at once here (dp-accounting's terms, one vectorised sum): equal
+        # to float rounding; fractional orders are dp-accounting's own evaluation
+        np.testing.assert_allclose(ours, ref.rdp, rtol=1e-12, atol=1e-16)
         integer = np.round(GAUSSIAN_ORDERS) == GAUSSIAN_ORDERS
+        np.testing.assert_array_equal(ours[~integer], np.asarray(ref.rdp)[~integer])
+        opacus = np.asarray(compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(GAUSSIAN_ORDERS)))
         np.testing.assert_allclose(ours[integer], opacus[integer], rtol=1e-9)  # two implementations, one bound
         # fractional orders: dp-accounting's series is never below Opacus's (at most more conservative)
         assert np.all(ours[~integer] >= opacus[~integer] * (1 - 1e-9))
@@ -248,3 +251,23 @@ def test_pure_dp_composition_is_used_where_it_is_tighter():
     spent = compute_epsilon(Laplace(0.3), sample_rate=SST2_Q, steps=SST2_T, delta=1e-10)
     assert np.isfinite(spent.order)
     assert spent.epsilon < SST2_T * np.log1p(SST2_Q * np.expm1(0.3))
+
+
+def test_vectorised_integer_orders_equal_dp_accountings_gaussian_rdp():
+    """The Gaussian curve's integer orders are evaluated here at once (the speed-up of
+    calibration); the values and the epsilons they give equal dp-accounting's own evaluation."""
+    import itertools
+
+    from noise_search.accountants import _dp_accounting_gaussian_curve, gaussian_rdp_curve
+    from noise_search.rdp import GAUSSIAN_ORDERS, epsilon_from_rdp
+
+    for sigma, q in itertools.product([0.3, 0.7, 1.0, 2.5, 8.63, 30.0, 1e3], [1e-6, 1e-3, 0.03, 0.24, 0.5, 0.999]):
+        ours = gaussian_rdp_curve(sigma, q)
+        ref = _dp_accounting_gaussian_curve(sigma, q, GAUSSIAN_ORDERS)
+        assert np.array_equal(np.isfinite(ours), np.isfinite(ref))
+        finite = np.isfinite(ref)
+        np.testing.assert_allclose(ours[finite], ref[finite], rtol=1e-10, atol=1e-15)
+        for steps in (1, 197, 10_000):
+            a = epsilon_from_rdp(steps * ours[None, :], GAUSSIAN_ORDERS, 1e-5)[0][0]
+            b = epsilon_from_rdp(steps * ref[None, :], GAUSSIAN_ORDERS, 1e-5)[0][0]
+            assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
