@@ -262,7 +262,7 @@ SELECTED_COLUMNS = [
 TUNED_COLUMNS = [
     "epsilon_target",
     "mechanism",
-    "tuning_run",
+    "key",
     "trainable",
     "learning_rate",
     "clip",
@@ -273,6 +273,7 @@ TUNED_COLUMNS = [
     "epsilon_per_run",
     "epsilon_tuned",
     "tuning_accountant",
+    "mlflow_run_id",
 ]
 
 

@@ -42,6 +42,8 @@ class Selected:
     epochs: float | None = None
     trainable: str | None = None
     tuning_run: int | None = None  #: tuned sweeps: the selected run's index in its cell
+    key: str | None = None  #: tuned sweeps: the selected run's trial key
+    mlflow_run_id: str | None = None  #: tuned sweeps: the selected run's MLflow run
     runs: int | None = None  #: tuned sweeps: K, the number of runs drawn
     epsilon_per_run: float | None = None  #: tuned sweeps: the largest epsilon one run can spend
     epsilon_tuned: float | None = None  #: tuned sweeps: epsilon of the selected run, tuning included
@@ -102,6 +104,8 @@ def select(rows: list[Mapping[str, Any]]) -> list[Selected]:
                 epochs=group[0].get("epochs"),
                 trainable=group[0].get("trainable"),
                 tuning_run=run,
+                key=group[0].get("key") if run is not None else None,
+                mlflow_run_id=group[0].get("mlflow_run_id") if run is not None else None,
             )
         )
     out.sort(key=lambda s: (s.epsilon_target is None, s.epsilon_target or 0.0, s.mechanism))

@@ -140,6 +140,8 @@ def selection_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Finished trial entries as rows for :func:`orchestrator.selection.select`."""
     return [
         {
+            "key": t["key"],
+            "mlflow_run_id": t.get("mlflow_run_id"),
             "mechanism": t["mechanism"],
             "epsilon_target": t["epsilon_target"],
             "learning_rate": t["learning_rate"],

@@ -384,6 +384,10 @@ class _Run:
         if self.cfg.tuning is not None:
             tuning = tuning_summary(self.cfg, [TunedCell.from_dict(c) for c in manifest["tuning"]])
             chosen = with_tuning(chosen, tuning["cells"])
+            tracker.set_tags(parent_run_id, {
+                f"lmodp.tuning.selected.eps_{s.epsilon_target:g}.{s.mechanism}": s.mlflow_run_id
+                for s in chosen if s.epsilon_target is not None and s.mlflow_run_id
+            })  # fmt: skip
         selected = [s.to_dict() for s in chosen]
         tracker.log_dict(parent_run_id, {"trials": trials, "selected": selected}, "trials.json")
         tracker.end_run(parent_run_id, "FINISHED" if failed == 0 else "FAILED")

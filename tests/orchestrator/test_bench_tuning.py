@@ -55,8 +55,14 @@ def test_quick_tuning_benchmark_and_what_the_tuned_sweep_records(tmp_path: Path)
     assert sorted(int(c.data.params["tuning.run"]) for c in children) == list(range(k))
     for c in children:
         assert c.data.metrics["epsilon_spent"] <= row["tuned_epsilon_per_run"] * (1 + 1e-9)
-    best = max(children, key=lambda c: c.data.metrics["val_accuracy"])
+    def rank(c):  # the selection's order: validation score, then the smaller learning rate, clip, run
+        p = c.data.params
+        tie = float(p["training.learning_rate"]) * 1e6 + float(p["privacy.clip"]) + int(p["tuning.run"]) * 1e-9
+        return (c.data.metrics["val_accuracy"], -tie)
+
+    best = max(children, key=rank)
     assert best.data.metrics["accuracy"] == pytest.approx(row["tuned_accuracy"])
+    assert parent.data.tags["lmodp.tuning.selected.eps_8.gaussian"] == best.info.run_id
     local = client.download_artifacts(parent.info.run_id, "tuning.json", str(tmp_path / "dl"))
     cells = json.loads(Path(local).read_text())["cells"]
     assert cells[0]["runs"] == k and cells[0]["accountant"] == "rdp" and cells[0]["params"]["sigma"] > 0

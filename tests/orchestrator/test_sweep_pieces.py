@@ -46,6 +46,8 @@ def test_entries_report_the_resolved_hyperparameters_and_only_finished_trials_ar
     rows = selection_rows([done, infeasible])
     assert rows == [
         {
+            "key": SPEC.key,
+            "mlflow_run_id": None,
             "mechanism": "laplace",
             "epsilon_target": 8.0,
             "learning_rate": 0.2,
