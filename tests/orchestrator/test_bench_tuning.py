@@ -1,16 +1,18 @@
 """``benchmarks/bench_tuning.py --quick``: a grid sweep and a tuned sweep end to end (real
 MiniLM features, real Ray, a real MLflow store), then what a user sees of the tuned one: the
 parent run's tuning params, metrics and ``tuning.json``, the trial runs, the selection and the
-report."""
+report. The benchmark's ``main`` runs as is; only its sweep launcher (a ``lmo-dp sweep``
+subprocess per sweep, exercised by ``test_bench_utility.py``) is replaced by the same sweep run
+in this process, so both sweeps share one Ray instance."""
 
 from __future__ import annotations
 
 import html
 import json
-import os
-import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,18 +20,35 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_quick_tuning_benchmark_and_what_the_tuned_sweep_records(tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+def test_quick_tuning_benchmark_and_what_the_tuned_sweep_records(tmp_path: Path, monkeypatch, capsys) -> None:
+    import ray
+
+    from orchestrator.sweep import run_sweep
+    from orchestrator.sweep_config import SweepConfig
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_tuning
+
+    work = tmp_path / "work"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+
+    def in_process(where: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+        assert where == work
+        started = time.perf_counter()
+        out = run_sweep(SweepConfig.from_dict(cfg))
+        return {**out, "wall_seconds": time.perf_counter() - started}
+
+    monkeypatch.setattr(bench_tuning, "sweep", in_process)
     page = tmp_path / "utility.md"
     page.write_text("# Utility\n\n<!-- bench_tuning:begin -->\nold\n<!-- bench_tuning:end -->\n\ntail\n")
-    work = tmp_path / "work"
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/bench_tuning.py", "--quick", "--json", "--work", str(work), "--write", str(page)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        bench_tuning.main(["--quick", "--json", "--work", str(work), "--write", str(page)])
+    finally:
+        ray.shutdown()
+    out = json.loads(capsys.readouterr().out)
     (row,) = out["rows"]
     assert (row["epsilon"], row["mechanism"]) == (8.0, "gaussian")
     assert 0.0 <= row["grid_accuracy"] <= 1.0 and 0.0 <= row["tuned_accuracy"] <= 1.0
@@ -55,6 +74,7 @@ def test_quick_tuning_benchmark_and_what_the_tuned_sweep_records(tmp_path: Path)
     assert sorted(int(c.data.params["tuning.run"]) for c in children) == list(range(k))
     for c in children:
         assert c.data.metrics["epsilon_spent"] <= row["tuned_epsilon_per_run"] * (1 + 1e-9)
+
     def rank(c):  # the selection's order: validation score, then the smaller learning rate, clip, run
         p = c.data.params
         tie = float(p["training.learning_rate"]) * 1e6 + float(p["privacy.clip"]) + int(p["tuning.run"]) * 1e-9
@@ -68,5 +88,6 @@ def test_quick_tuning_benchmark_and_what_the_tuned_sweep_records(tmp_path: Path)
     assert cells[0]["runs"] == k and cells[0]["accountant"] == "rdp" and cells[0]["params"]["sigma"] > 0
     tuned_page = html.unescape(Path(out["tuned_report"]).read_text())
     assert "Private hyperparameter selection" in tuned_page and "<th>epsilon_tuned</th>" in tuned_page
+    assert best.info.run_id in tuned_page
     grid_page = html.unescape(Path(out["grid_report"]).read_text())
     assert "is not covered by the per-trial epsilon" in grid_page and "epsilon_tuned" not in grid_page
