@@ -329,6 +329,9 @@ class SweepConfig(ConfigFile):
         for where, space in spaces:
             if space.trainable and "head" in space.trainable and self.model.task != "classification":
                 raise ParameterError(f"{where}.trainable", "head trains a classifier: not with model.task causal-lm")
+        for where, space in spaces:
+            if space.clip is not None and self.privacy.clip is not None:
+                raise ParameterError(f"{where}.clip", "give the clip either here or in privacy.clip, not both")
         none = tuning.overrides.get("none")
         if none is not None and none.clip is not None:
             raise ParameterError("tuning.overrides.none.clip", "the non-private reference clips nothing")

@@ -70,6 +70,8 @@ PLAN = SimpleNamespace(n_train=400, batch_size=20, sample_rate=20 / 400, steps=m
          "privacy.accountant"),
         ({"tuning": {"mean": 3}, "grid": {"gaussian": {"learning_rate": [0.1]}}}, "grid"),
         ({"tuning": {"mean": 3}, "seeds": [0, 1]}, "seeds"),
+        ({"tuning": {"mean": 3, "space": {"clip": [0.5]}}, "privacy": {"epsilons": [1.0], "clip": 1.0}},
+         "tuning.space.clip"),
         ({"tuning": {"mean": 3, "space": {"epochs": [1, 2]}}, "training": {"steps": 10}}, "tuning.space.epochs"),
     ],
 )  # fmt: skip
