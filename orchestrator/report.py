@@ -32,7 +32,7 @@ from typing import Any
 
 from noise_search.errors import InputError, LmoDpError
 from orchestrator.report_plots import plot_noise, plot_privacy, plot_utility
-from orchestrator.selection import Selected, headline_metric, select, with_tuning
+from orchestrator.selection import Selected, headline_metric, select, with_selection_bound, with_tuning
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, Tracker
 
 
@@ -144,6 +144,13 @@ def tuning_result(tracker: Tracker, parent: Any) -> dict[str, Any] | None:
     return _json_artifact(tracker, parent, "tuning.json")
 
 
+def early_stopping_result(tracker: Tracker, parent: Any) -> dict[str, Any] | None:
+    """The parent run's ``early_stopping.json`` (a sweep with an early_stopping section), if any."""
+    if "early_stopping.scheduler" not in parent.data.params:
+        return None
+    return _json_artifact(tracker, parent, "early_stopping.json")
+
+
 def _json_artifact(tracker: Tracker, parent: Any, path: str) -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -198,7 +205,7 @@ def _fmt(x: Any, column: str = "") -> str:
 
 
 #: columns holding an accountant's upper bound on epsilon
-UPPER_BOUNDS = frozenset({"epsilon", "epsilon_max", "epsilon_per_run", "epsilon_tuned"})
+UPPER_BOUNDS = frozenset({"epsilon", "epsilon_max", "epsilon_per_run", "epsilon_tuned", "epsilon_selection"})
 
 
 def upper_bound_text(x: float) -> str:
@@ -277,11 +284,20 @@ TUNED_COLUMNS = [
 ]
 
 
-def _selected_html(selected: list[Selected], majority: float | None, tuning: dict[str, Any] | None = None) -> str:
+#: the selected table of a sweep with early stopping: the grid's columns and the selection's epsilon
+EARLY_STOPPING_COLUMNS = [*SELECTED_COLUMNS, "runs", "epsilon_per_run", "epsilon_selection"]
+
+
+def _selected_html(
+    selected: list[Selected],
+    majority: float | None,
+    tuning: dict[str, Any] | None = None,
+    early: dict[str, Any] | None = None,
+) -> str:
     if not selected:
         return ""
     metric = selected[0].metric
-    columns = TUNED_COLUMNS if tuning is not None else SELECTED_COLUMNS
+    columns = TUNED_COLUMNS if tuning is not None else EARLY_STOPPING_COLUMNS if early else SELECTED_COLUMNS
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
     for s in selected:
@@ -289,7 +305,17 @@ def _selected_html(selected: list[Selected], majority: float | None, tuning: dic
         row["epsilon_target"] = "non-private" if s.epsilon_target is None else s.epsilon_target
         body.append("<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c), c))}</td>" for c in columns) + "</tr>")
     base = "" if majority is None else f" The majority-class baseline scores {majority:.4g} on the test split."
-    if tuning is None:
+    if early is not None:
+        text = (
+            f"Early stopping (ASHA: first rung after {early['grace_epochs']} epoch(s), reduction factor "
+            f"{early['reduction_factor']}; {early['stopped']} trial(s) stopped at a rung, each spending what it "
+            f"had spent when it stopped). For each target epsilon and mechanism, the (learning rate, clip) with the "
+            f"best mean validation {metric} over the seeds that ran to the end; test {metric} as mean, min and max "
+            f"over them.{base} The stopping compares trials, so the returned configuration is covered only by "
+            "epsilon_selection: all 'runs' trials of the cell composed, each at its full plan (RDP accountant; "
+            "docs/privacy.md section 8); epsilon_per_run is one trial's."
+        )
+    elif tuning is None:
         text = (
             f"For each target epsilon and mechanism, the (learning rate, clip) with the best mean validation {metric} "
             f"over seeds; test {metric} as mean, min and max over the same seeds.{base} Each trial's epsilon covers "
@@ -530,7 +556,10 @@ def write_report(
             if r.get("note"):
                 notes.append(f"epsilon {r['epsilon_target']:g}: {r['note']}")
     tuning = tuning_result(tracker, parent)
+    early = early_stopping_result(tracker, parent)
     chosen = select(rows)
+    if early is not None:
+        chosen = with_selection_bound(chosen, early["cells"])
     if tuning is not None:
         chosen = with_tuning(chosen, tuning["cells"])
         for c in tuning["cells"]:
@@ -541,6 +570,6 @@ def write_report(
                 notes.append(f"{where}: {c['note']}")
     _write_csv(rows, out / "trials.csv")
     index = out / "index.html"
-    selected_html = _selected_html(chosen, majority, tuning)
+    selected_html = _selected_html(chosen, majority, tuning, early)
     index.write_text(_html(experiment, parent, rows, images, notes, selected_html, warnings))
     return index, warnings

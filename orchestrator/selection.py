@@ -48,6 +48,9 @@ class Selected:
     epsilon_per_run: float | None = None  #: tuned sweeps: the largest epsilon one run can spend
     epsilon_tuned: float | None = None  #: tuned sweeps: epsilon of the selected run, tuning included
     tuning_accountant: str | None = None
+    #: early-stopping sweeps: epsilon of the returned trial, the choice and the stopping included
+    #: (every trial of the cell composed); ``runs`` is then the cell's trials
+    epsilon_selection: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +120,23 @@ def _key(config: tuple[Any, Any, Any]) -> float:
     then the earlier tuning run."""
     lr, clip, run = config
     return (lr or 0.0) * 1e6 + (clip or 0.0) + (run or 0) * 1e-9
+
+
+def with_selection_bound(selected: list[Selected], cells: list[Mapping[str, Any]]) -> list[Selected]:
+    """``selected`` with each early-stopping cell's trial count, per-trial and selection epsilon."""
+    from dataclasses import replace
+
+    by_cell = {(c["mechanism"], c["epsilon"]): c for c in cells}
+    out = []
+    for s in selected:
+        c = by_cell.get((s.mechanism, s.epsilon_target))
+        if c is None:
+            out.append(s)
+            continue
+        out.append(
+            replace(s, runs=c["runs"], epsilon_per_run=c["epsilon_per_run"], epsilon_selection=c["epsilon_selection"])
+        )
+    return out
 
 
 def with_tuning(selected: list[Selected], cells: list[Mapping[str, Any]]) -> list[Selected]:

@@ -214,6 +214,31 @@ def _check_tuning_space(prefix: str, space: TuningSpace) -> None:
         raise ParameterError(f"{prefix}.trainable", f"must be distinct values of head, lora, full, got {got}")
 
 
+#: rungs are listed up to this many epochs; a trial is only asked at rungs inside its own plan
+MAX_RUNG_EPOCHS = 10_000
+
+
+class SweepEarlyStopping(Section):
+    """Early stopping of a grid's trials by ASHA (asynchronous successive halving, Ray Tune's
+    ``ASHAScheduler``): after ``grace_epochs``, ``grace_epochs x reduction_factor``, ... epochs a
+    trial scores the validation split, and one below the top ``1/reduction_factor`` of the
+    scores recorded at that rung so far stops there. Noise stays calibrated for the full plan;
+    a stopped trial's epsilon is what it spent (docs/privacy.md section 8)."""
+
+    grace_epochs: int = Field(1, ge=1, le=1000, description="epochs before the first rung, in [1, 1000]")
+    reduction_factor: int = Field(
+        3, ge=2, le=100, description="keep the top 1/reduction_factor at each rung, in [2, 100]"
+    )
+
+    def rung_epochs(self, max_epochs: int = MAX_RUNG_EPOCHS) -> tuple[int, ...]:
+        """``grace, grace x factor, grace x factor^2, ...`` below ``max_epochs``."""
+        out, e = [], self.grace_epochs
+        while e < max_epochs:
+            out.append(e)
+            e *= self.reduction_factor
+        return tuple(out)
+
+
 class SweepAudit(Section):
     canaries: int = Field(ge=2, description="gradient canaries per trial (>= 2)")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the lower bound, in (0, 1)")
@@ -242,6 +267,7 @@ class SweepConfig(ConfigFile):
     storage_path: str = Field("lmodp-out/sweeps", min_length=1, description="local folder or s3:// URI for Tune")
     audit: SweepAudit | None = None
     tuning: SweepTuning | None = None
+    early_stopping: SweepEarlyStopping | None = None
 
     @field_validator("experiment")
     @classmethod
@@ -296,7 +322,20 @@ class SweepConfig(ConfigFile):
                 raise ParameterError(f"grid.{mech}.clip", "give the clip either here or in privacy.clip, not both")
         if self.tuning is not None:
             self._check_tuning(self.tuning)
+        if self.early_stopping is not None:
+            self._check_early_stopping()
         return self
+
+    def _check_early_stopping(self) -> None:
+        if self.tuning is not None:
+            raise ParameterError(
+                "early_stopping",
+                "not with a tuning section: its stopping compares runs, and the tuning bound needs independent runs",
+            )
+        if self.resources.workers > 1:
+            raise ParameterError("early_stopping", "single-process trials only, not resources.workers > 1")
+        if self.training.steps is not None:
+            raise ParameterError("early_stopping", "rungs are counted in epochs: not with training.steps")
 
     def _check_tuning(self, tuning: SweepTuning) -> None:
         from noise_search.tuning import check_tuning

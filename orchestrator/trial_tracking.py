@@ -102,6 +102,7 @@ def train_and_log(
     train_fn: Any = None,
     dataset: Any = None,
     checkpoints: Checkpointing | None = None,
+    rungs: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The one train-and-track path of ``lmo-dp train`` and of every sweep trial.
 
@@ -120,6 +121,8 @@ def train_and_log(
     kwargs: dict[str, Any] = {} if dataset is None else {"dataset": dataset}
     if checkpoints is not None:
         kwargs["checkpoints"] = checkpoints
+    if rungs is not None:  # early stopping (a trainers.loop.RungHook)
+        kwargs["rungs"] = rungs
     if tracker is None or run_id is None:
         result = train_fn(trial_cfg, **kwargs)
         return result, result.summary()

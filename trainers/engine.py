@@ -60,7 +60,7 @@ from trainers.budget import BudgetGuard, make_step_plan, plan_noise
 from trainers.checkpoint import Checkpointing, CheckpointSession, check_checkpointable, trial_identity
 from trainers.config import TrialConfig
 from trainers.data import TextDataset, load_dataset
-from trainers.loop import RunContext, evaluate_all, run_steps
+from trainers.loop import RunContext, RungHook, evaluate_all, run_steps
 from trainers.optimizer import ExtraContributions
 from trainers.results import StepCallback, StepRecord, TrainResult
 from trainers.seeds import SEED_AUDIT, SEED_MODEL, derive_seed
@@ -123,6 +123,7 @@ def train(
     dataset: TextDataset | None = None,
     keep_update: bool = False,
     checkpoints: Checkpointing | None = None,
+    rungs: RungHook | None = None,
 ) -> TrainResult:
     """Run one trial. Raises :class:`~noise_search.errors.InputError` for a bad config or a
     plan over budget (before any training), other ``LmoDpError`` for runtime failures.
@@ -138,6 +139,8 @@ def train(
     :class:`~trainers.checkpoint.TrainingInterrupted` after saving one. A caller's
     ``extra_contributions`` keeps its own state: after a resume it is called with the step
     index where the run left off.
+    ``rungs`` (single process): early stopping; a trial it stops ends with its last validation
+    scores as metrics and :attr:`TrainResult.pruned_at_epoch` set (see :class:`trainers.loop.RungHook`).
     """
     started = time.perf_counter()
     cfg, t = config, config.training
@@ -147,6 +150,8 @@ def train(
     distributed, rank, world = _distributed()
     if checkpoints is not None:
         check_checkpointable(cfg, checkpoints, distributed=distributed)
+    if rungs is not None and distributed:
+        raise ValueError("rungs: early stopping runs in a single process, not under torch.distributed")
     device = resolve_device(t.device)
 
     ds = prepare_dataset(cfg, dataset)
@@ -186,10 +191,11 @@ def train(
             if audit is not None:
                 extra_contributions, observe = audit.contributions, audit.observe
             history, stop_reason, update = run_steps(
-                ctx, on_step, extra_contributions, keep_update, observe, checkpoints=session
+                ctx, on_step, extra_contributions, keep_update, observe, checkpoints=session, rungs=rungs
             )
             audit_result = audit.finish(cfg.privacy.delta) if audit is not None else None
-            metrics = evaluate_all(ctx)
+            # a trial stopped by early stopping keeps its last validation scores and never sees the test split
+            metrics = dict(rungs.stopped[1]) if rungs is not None and rungs.stopped else evaluate_all(ctx)
             if audit_result is not None:
                 metrics.update(audit_result.metrics())
     finally:
@@ -219,6 +225,7 @@ def train(
         audit=audit_result,
         cache=trainable.cache,
         resumed_from=_resumed_steps(session),
+        pruned_at_epoch=rungs.stopped[0] if rungs is not None and rungs.stopped else None,
     )
 
 

@@ -3,6 +3,8 @@
 :func:`run_steps` takes the run's ``T`` steps (stopping before one the budget guard forbids);
 :func:`take_step` is one step, in passes of at most ``training.physical_batch_size`` examples;
 :func:`evaluate_all` scores the validation and test splits (rank 0, broadcast under DDP).
+A :class:`RungHook` (early stopping in sweeps) scores the validation split after chosen epochs
+and may stop the loop there.
 :func:`capture_state` / :func:`restore_state` move the loop's state into and out of a
 :class:`~trainers.checkpoint.TrialState` (checkpoints, :mod:`trainers.checkpoint`).
 """
@@ -37,6 +39,33 @@ from trainers.seeds import SEED_NOISE, SEED_SAMPLING, derive_seed
 from trainers.trainable import Trainable
 
 log = logging.getLogger(__name__)
+
+
+class RungHook:
+    """Early stopping: after each epoch in ``epochs`` the loop scores the validation split and
+    calls ``decide(epoch, validation metrics, epsilon spent so far)``; False stops training there.
+
+    Epoch ``e`` ends at step ``round(e / q)`` (Poisson sampling: an epoch is ``1/q`` expected
+    steps); a rung at or beyond the plan's last step is never asked (the trial ends anyway). The
+    noise stays calibrated for the whole plan, so a stopped trial has spent at most its target.
+    After a stop, :attr:`stopped` holds ``(epoch, validation metrics)``.
+    """
+
+    def __init__(self, epochs: tuple[int, ...], decide: Callable[[int, dict[str, float], float | None], bool]):
+        if any(e < 1 for e in epochs):
+            raise ValueError(f"rung epochs must be >= 1, got {epochs}")
+        self.epochs = tuple(sorted(set(epochs)))
+        self.decide = decide
+        self.stopped: tuple[int, dict[str, float]] | None = None
+
+    def steps(self, plan: StepPlan) -> dict[int, int]:
+        """``{step: epoch}`` of the rungs inside ``plan`` (steps 1 .. T-1)."""
+        out = {}
+        for e in self.epochs:
+            step = max(1, round(e / plan.sample_rate))
+            if step < plan.steps:
+                out[step] = e
+        return out
 
 
 @dataclass(frozen=True)
@@ -81,8 +110,10 @@ def run_steps(
     keep_update: bool,
     observe: Callable[[list[torch.Tensor]], None] | None = None,
     checkpoints: CheckpointSession | None = None,
+    rungs: RungHook | None = None,
 ) -> tuple[list[StepRecord], str | None, list[torch.Tensor] | None]:
-    """Train; ``observe`` (private runs) gets every step's privatized gradients ``p.grad``.
+    """Train; ``observe`` (private runs) gets every step's privatized gradients ``p.grad``;
+    ``rungs`` (single process) may stop the loop after an epoch (early stopping).
 
     With ``checkpoints`` (single process only): a checkpoint to resume from is restored first
     and its history replayed through ``on_step``; a checkpoint is saved every
@@ -131,7 +162,7 @@ def run_steps(
             for record in history:
                 on_step(record)
     if not finished:
-        stop_reason = _train(ctx, parts, history, on_step, observe, checkpoints)
+        stop_reason = _train(ctx, parts, history, on_step, observe, checkpoints, rungs)
         if checkpoints is not None:
             checkpoints.save(capture_state(ctx, parts, history, finished=True, stop_reason=stop_reason))
     if privacy_plan is not None:
@@ -150,6 +181,7 @@ def _train(
     on_step: StepCallback | None,
     observe: Callable[[list[torch.Tensor]], None] | None,
     checkpoints: CheckpointSession | None,
+    rungs: RungHook | None = None,
 ) -> str | None:
     """The steps after the ``len(history)`` already done; appends to ``history``, returns the stop reason."""
     cfg, plan, guard = ctx.cfg, ctx.plan, ctx.guard
@@ -165,6 +197,7 @@ def _train(
         distributed=distributed,
     )
     stop_reason = None
+    rung_at = {} if rungs is None else rungs.steps(plan)
     ctx.trainable.model.train()
     bar = progress_bar(plan.steps, f"train {cfg.privacy.mechanism}")
     bar.update(len(history))
@@ -212,6 +245,14 @@ def _train(
                     )
                 if checkpoints is not None:
                     _checkpoint_after_step(ctx, parts, history, checkpoints, termination)
+                if record.step in rung_at and rungs is not None:
+                    epoch = rung_at[record.step]
+                    scores = evaluate_splits(ctx, ("validation",))
+                    ctx.trainable.model.train()
+                    if not rungs.decide(epoch, scores, record.epsilon):
+                        rungs.stopped = (epoch, scores)
+                        stop_reason = f"early stopping: stopped after epoch {epoch} (step {record.step}/{plan.steps})"
+                        break
     finally:
         bar.close()
     return stop_reason
@@ -341,19 +382,27 @@ def take_step(
     return loss_sum
 
 
+def evaluate_splits(ctx: RunContext, splits: tuple[str, ...] = ("validation", "test")) -> dict[str, float]:
+    """``val_<metric>`` / ``test_<metric>`` of the model on ``splits`` (this process only)."""
+    cfg = ctx.cfg
+    metrics: dict[str, float] = {}
+    for key in splits:
+        inputs = ctx.trainable.inputs.get(key)
+        if inputs is None or len(inputs) == 0:
+            continue
+        prefix = "val" if key == "validation" else key
+        for k, v in evaluate(
+            ctx.trainable.model, inputs, task=cfg.model.task, batch_size=cfg.training.eval_batch_size, device=ctx.device
+        ).items():
+            metrics[f"{prefix}_{k}"] = v
+    return metrics
+
+
 def evaluate_all(ctx: RunContext) -> dict[str, float]:
-    cfg, device = ctx.cfg, ctx.device
-    task = cfg.model.task
+    task = ctx.cfg.model.task
     metrics: dict[str, float] = {}
     if ctx.rank == 0:
-        for split_name, key in (("val", "validation"), ("test", "test")):
-            inputs = ctx.trainable.inputs.get(key)
-            if inputs is None or len(inputs) == 0:
-                continue
-            for k, v in evaluate(
-                ctx.trainable.model, inputs, task=task, batch_size=cfg.training.eval_batch_size, device=device
-            ).items():
-                metrics[f"{split_name}_{k}"] = v
+        metrics = evaluate_splits(ctx)
         headline = "accuracy" if task == "classification" else "perplexity"
         if f"test_{headline}" in metrics:
             metrics[headline] = metrics[f"test_{headline}"]

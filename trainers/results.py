@@ -56,6 +56,9 @@ class TrainResult:
     cache: dict[str, Any] = field(default_factory=dict)
     #: steps restored from a checkpoint (0: the run started at step 0; see trainers.checkpoint)
     resumed_from: int = 0
+    #: early stopping (a :class:`trainers.loop.RungHook` said stop): the last epoch trained; the
+    #: metrics are then that epoch's validation scores only
+    pruned_at_epoch: int | None = None
 
     def summary(self) -> dict[str, Any]:
         """The ``lmo-dp train --json`` object (``mlflow_run_id`` is filled by the CLI)."""
@@ -95,4 +98,5 @@ class TrainResult:
             "recipe": None if recipe is None else recipe.to_dict(),
             "feature_cache": dict(self.cache) or None,
             "resumed_from_step": self.resumed_from,
+            "pruned_at_epoch": self.pruned_at_epoch,
         }

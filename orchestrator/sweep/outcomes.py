@@ -45,7 +45,9 @@ def hyperparameters(trial_cfg: Any) -> dict[str, Any]:
 class TrialOutcome:
     """How one trial ended."""
 
-    status: str  #: finished | refused (bad input, e.g. over budget) | error | infeasible | unknown
+    #: finished | stopped (by early stopping, at a rung) | refused (bad input, e.g. over budget) | error |
+    #: infeasible | unknown
+    status: str
     epsilon: float | None = None  #: epsilon spent (the accountant's bound)
     metrics: dict[str, Any] = field(default_factory=dict)
     mlflow_run_id: str | None = None
@@ -56,7 +58,7 @@ class TrialOutcome:
     @classmethod
     def from_train(cls, result: Any, run_id: str | None) -> TrialOutcome:
         return cls(
-            "finished",
+            "finished" if result.pruned_at_epoch is None else "stopped",
             result.epsilon,
             dict(result.metrics),
             run_id,
@@ -72,8 +74,9 @@ class TrialOutcome:
         for key, param, cast in _HYPERPARAMETER_PARAMS:
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 hps[key] = cast(p[param]) if p[param] not in ("null", "None") else None
-        metrics = {k: v for k, v in m.items() if k not in _STEP_METRICS}
-        return cls("finished", m.get("epsilon_spent"), metrics, run.info.run_id, None, hps)
+        metrics = {k: v for k, v in m.items() if k not in _STEP_METRICS and not k.startswith("rung.")}
+        status = "stopped" if run.data.tags.get("lmodp.status") == "stopped" else "finished"
+        return cls(status, m.get("epsilon_spent"), metrics, run.info.run_id, None, hps)
 
     def report(self) -> dict[str, Any]:
         """Tune's flat metrics for this outcome (None values left out)."""

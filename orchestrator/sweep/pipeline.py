@@ -41,7 +41,8 @@ from orchestrator.checks import check_output_dir
 from orchestrator.progress import show_progress, trial_progress_callback
 from orchestrator.provenance import CONFIG_HASH_TAG, config_sha256
 from orchestrator.ray_session import check_address, connect
-from orchestrator.selection import select, with_tuning
+from orchestrator.selection import select, with_selection_bound, with_tuning
+from orchestrator.sweep.early_stopping import early_stopping_summary, selection_cells
 from orchestrator.sweep.outcomes import TrialOutcome, selection_rows, trial_entry
 from orchestrator.sweep.plan import SharedPlan, plan_sweep
 from orchestrator.sweep.specs import TrialSpec, trial_specs
@@ -254,6 +255,10 @@ class _Run:
             "train_storage": f"{self.run_dir}/ray-train",
             "n_train": manifest["plan"]["n_train"],
         }
+        stopping = None
+        if self.cfg.early_stopping is not None:
+            plan = manifest["plan"]
+            stopping = selection_cells(self.cfg, specs, plan["sample_rate"], plan["steps"])
         results, trials_seconds = self._fit(specs, ctx, manifest)
         trials = [
             trial_entry(TrialSpec.from_dict(res.config["spec"]), TrialOutcome.from_report(res.metrics, res.error),
@@ -262,7 +267,7 @@ class _Run:
         ]  # fmt: skip
         trials += [trial_entry(s, TrialOutcome("infeasible")) for s in infeasible]
         trials.sort(key=_entry_order)
-        return self._finish(manifest, trials, trials_seconds)
+        return self._finish(manifest, trials, trials_seconds, stopping)
 
     # --- stages ---------------------------------------------------------------------------------
     def _open(self) -> dict[str, Any]:
@@ -320,9 +325,20 @@ class _Run:
         tuner = self._tuner(specs, ctx)
         started = time.perf_counter()
         grid = tuner.fit()
+        results = list(grid)
+        if any(not r.metrics and r.error is None for r in results):
+            # Tune's SIGINT handler stops the run, saves its state and returns: a trial that neither
+            # reported nor failed never ran, so the sweep was interrupted
+            print(
+                f"sweep {self.cfg.experiment!r} interrupted: finished trials are kept; rerun with --resume",
+                file=sys.stderr,
+            )
+            raise KeyboardInterrupt
+        if self.cfg.early_stopping is not None:
+            close_stopped_runs(self.tracker, results)
         # a trial whose worker died for good never closed its run
         self.tracker.fail_open_children(self.cfg.experiment, manifest["parent_run_id"])
-        return list(grid), time.perf_counter() - started
+        return results, time.perf_counter() - started
 
     def _tuner(self, specs: list[TrialSpec], ctx: dict[str, Any]) -> Any:
         from ray import tune
@@ -348,6 +364,7 @@ class _Run:
             trainable,
             param_space=space,
             tune_config=tune.TuneConfig(
+                scheduler=_scheduler(cfg),
                 max_concurrent_trials=cfg.max_concurrent_trials,
                 # one actor per concurrent slot runs trial after trial: imports, Ray worker start-up
                 # and model loading are paid once per slot, not per trial (about 7 s each on 2 CPUs)
@@ -366,10 +383,20 @@ class _Run:
             ),
         )
 
-    def _finish(self, manifest: dict[str, Any], trials: list[dict[str, Any]], trials_seconds: float) -> dict[str, Any]:
+    def _finish(
+        self,
+        manifest: dict[str, Any],
+        trials: list[dict[str, Any]],
+        trials_seconds: float,
+        stopping: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         from orchestrator.report import write_report
 
         tracker, parent_run_id = self.tracker, manifest["parent_run_id"]
+        early = None
+        if stopping is not None:
+            early = early_stopping_summary(self.cfg, stopping, trials)
+            _log_early_stopping(tracker, parent_run_id, early)
         report, _ = write_report(
             tracker, self.cfg.experiment, self.out_dir / "report", parent_run_id=parent_run_id, live=True
         )
@@ -388,6 +415,8 @@ class _Run:
                 f"lmodp.tuning.selected.eps_{s.epsilon_target:g}.{s.mechanism}": s.mlflow_run_id
                 for s in chosen if s.epsilon_target is not None and s.mlflow_run_id
             })  # fmt: skip
+        if early is not None:
+            chosen = with_selection_bound(chosen, early["cells"])
         selected = [s.to_dict() for s in chosen]
         tracker.log_dict(parent_run_id, {"trials": trials, "selected": selected}, "trials.json")
         tracker.end_run(parent_run_id, "FINISHED" if failed == 0 else "FAILED")
@@ -409,12 +438,55 @@ class _Run:
             "trials_failed": failed,
             "selected": selected,
             **({"tuning": tuning} if tuning is not None else {}),
+            **({"early_stopping": early} if early is not None else {}),
             "baselines": {"majority": plan.get("majority")},
             "plan": {k: plan.get(k) for k in ("n_train", "batch_size", "sample_rate", "steps", "training")},
             "seconds": time.perf_counter() - self.started,
             "trials_seconds": trials_seconds,
             **self.timings,
         }
+
+
+def _scheduler(cfg: SweepConfig) -> Any:
+    """Tune's trial scheduler: with ``early_stopping``, ASHA per (target, mechanism) cell over the rung
+    results of :func:`~orchestrator.sweep.trial.asha_rungs`; else FIFO (None)."""
+    es = cfg.early_stopping
+    if es is None:
+        return None
+    from orchestrator.sweep.scheduler import CellASHA
+    from orchestrator.sweep.trial import RUNG_EPOCH, RUNG_SCORE
+    from orchestrator.sweep_config import MAX_RUNG_EPOCHS
+
+    # only rung results carry the score; the others (checkpoints, the final outcome) do not
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    return CellASHA(
+        time_attr=RUNG_EPOCH,
+        metric=RUNG_SCORE,
+        mode="max",
+        max_t=MAX_RUNG_EPOCHS,
+        grace_period=es.grace_epochs,
+        reduction_factor=es.reduction_factor,
+    )
+
+
+def close_stopped_runs(tracker: Tracker, results: list[Any]) -> int:
+    """End FINISHED (tagged stopped, with the rung's epsilon and scores) the runs of trials that
+    early stopping stopped but whose actor went away before the trial closed its run itself;
+    returns how many."""
+    closed = 0
+    for res in results:
+        m = res.metrics or {}
+        run_id = m.get("mlflow_run_id")
+        if res.error is not None or m.get("lmodp_status") != "stopped" or not run_id:
+            continue
+        if tracker.client.get_run(run_id).info.status != "RUNNING":
+            continue
+        outcome = TrialOutcome.from_report(m)
+        tracker.log_metrics(run_id, {"epsilon_spent": outcome.epsilon, **outcome.metrics})
+        tracker.set_tags(run_id, {"lmodp.status": "stopped"})
+        tracker.end_run(run_id, "FINISHED")
+        closed += 1
+    return closed
 
 
 def _entry_order(t: dict[str, Any]) -> tuple[Any, ...]:
@@ -469,6 +541,21 @@ def _log_tuning(tracker: Tracker, parent_run_id: str, cfg: SweepConfig, cells: l
                 metrics[f"{prefix}.{key}"] = c[key]
     tracker.log_metrics(parent_run_id, metrics)
     tracker.log_dict(parent_run_id, summary, "tuning.json")
+
+
+def _log_early_stopping(tracker: Tracker, parent_run_id: str, summary: dict[str, Any]) -> None:
+    """ASHA's settings, the stopped trials and every cell's selection epsilon on the parent run
+    (params ``early_stopping.*``, metrics ``early_stopping.eps_<E>.<mechanism>.*``, ``early_stopping.json``)."""
+    tracker.log_params(
+        parent_run_id, {f"early_stopping.{k}": summary[k] for k in ("scheduler", "grace_epochs", "reduction_factor")}
+    )
+    metrics: dict[str, float] = {"early_stopping.stopped": summary["stopped"]}
+    for c in summary["cells"]:
+        prefix = f"early_stopping.eps_{c['epsilon']:g}.{c['mechanism']}"
+        for key in ("runs", "stopped", "epsilon_per_run", "epsilon_selection"):
+            metrics[f"{prefix}.{key}"] = c[key]
+    tracker.log_metrics(parent_run_id, metrics)
+    tracker.log_dict(parent_run_id, summary, "early_stopping.json")
 
 
 def _log_parent_inputs(

@@ -111,7 +111,16 @@ def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
         if sweep.resources.workers > 1:
             outcome = _run_data_parallel(sweep, trial_cfg, ctx, run_id)
         else:
-            outcome = _run_local(trial_cfg, tracker, run_id, trial_fn)
+            rungs = None if sweep.early_stopping is None else asha_rungs(sweep, trial_cfg, tracker, run_id)
+            outcome = _run_local(trial_cfg, tracker, run_id, trial_fn, rungs)
+        if outcome.status == "stopped":
+            # Tune stopped this trial at a rung: the rung's report is its last result; the run ends
+            # FINISHED, tagged stopped
+            tracker.set_tags(run_id, {"lmodp.status": "stopped"})
+    if outcome.status == "stopped":
+        # the exit Tune's session expects from a stopped trial: returning normally would make
+        # its wrapper report once more and wait for a step that never comes
+        raise SystemExit(0)
         if outcome.status != "finished":
             tracker.set_tags(run_id, {"lmodp.status": outcome.status, "lmodp.error": outcome.error or ""})
             # a refused trial is over, but FINISHED would let a resume report it as done
@@ -119,16 +128,63 @@ def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
     tune.report(outcome.report())
 
 
+#: Tune's names of a rung result: the epoch (ASHA's time attribute) and the score (higher is better)
+RUNG_EPOCH, RUNG_SCORE = "rung_epoch", "rung_score"
+
+
+def asha_rungs(sweep: SweepConfig, trial_cfg: Any, tracker: Tracker, run_id: str) -> Any:
+    """The trial's :class:`~trainers.loop.RungHook` for ``early_stopping``: at each rung it logs
+    the validation score, then reports to Tune a result that is the trial's outcome should ASHA
+    stop it there (status ``stopped``, the epsilon spent so far); ASHA's stop reaches the trial as
+    ``SystemExit`` from ``tune.report``, which tells the loop to stop."""
+    import os
+    import time
+
+    from ray import tune
+
+    from orchestrator.sweep.outcomes import hyperparameters
+    from trainers.loop import RungHook
+
+    # after a stop Tune waits this long for the trial's thread (its run's last MLflow writes)
+    # before it gives the actor to the next trial; Tune's default is 2 s
+    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "60"
+    es = sweep.early_stopping
+    assert es is not None
+    accuracy = trial_cfg.model.task == "classification"
+    name = "val_accuracy" if accuracy else "val_perplexity"
+    hps = hyperparameters(trial_cfg)
+    started = time.perf_counter()
+
+    def decide(epoch: int, scores: dict[str, float], epsilon: float | None) -> bool:
+        score = scores.get(name)
+        if score is None:
+            return True
+        tracker.log_metrics(run_id, {f"rung.{name}": score}, step=epoch)
+        outcome = TrialOutcome("stopped", epsilon, scores, run_id, time.perf_counter() - started, hps)
+        result = {**outcome.report(), RUNG_EPOCH: epoch, RUNG_SCORE: score if accuracy else -score}
+        try:
+            tune.report(result)
+        except SystemExit:
+            return False
+        return True
+
+    return RungHook(es.rung_epochs(), decide)
+
+
 #: Tune metric of an intermediate result: the steps the reported checkpoint holds.
 CHECKPOINT_STEPS = "checkpoint_steps"
 
 
-def _run_local(trial_cfg: Any, tracker: Tracker, run_id: str, trial_fn: TrialFn | None) -> TrialOutcome:
+def _run_local(
+    trial_cfg: Any, tracker: Tracker, run_id: str, trial_fn: TrialFn | None, rungs: Any = None
+) -> TrialOutcome:
     from orchestrator.trial_tracking import train_and_log
 
     with tune_checkpoints(trial_cfg) as checkpoints:
         try:
-            result, _ = train_and_log(tracker, run_id, trial_cfg, train_fn=trial_fn, checkpoints=checkpoints)
+            result, _ = train_and_log(
+                tracker, run_id, trial_cfg, train_fn=trial_fn, checkpoints=checkpoints, rungs=rungs
+            )
         except InputError as exc:  # e.g. a plan over budget: retrying cannot help
             return TrialOutcome("refused", mlflow_run_id=run_id, error=one_line(exc))
     return TrialOutcome.from_train(result, run_id)
