@@ -159,7 +159,7 @@ def run_cluster(trials: int, keep: bool, interrupt_at: float | None) -> None:
                 "--address", cluster.address, "--json"]  # fmt: skip
         cpu0 = _cpu_seconds(mlflow.proc.pid)
         started = time.perf_counter()
-        interrupted_after = None
+        interrupted_after, first_exit, resumed_at = None, None, None
         if interrupt_at is not None:
             first = subprocess.Popen(argv, env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             goal = interrupt_at * trials
@@ -168,9 +168,9 @@ def run_cluster(trials: int, keep: bool, interrupt_at: float | None) -> None:
             first.send_signal(signal.SIGINT)
             _, err = first.communicate(timeout=600)
             interrupted_after = len(_finished_trials(mlflow.uri, cfg["experiment"]))
-            print(f"driver stopped with Ctrl-C (exit {first.returncode}) after {interrupted_after} finished trials: "
-                  f"{err.strip().splitlines()[-1] if err.strip() else ''}")  # fmt: skip
+            first_exit = (first.returncode, err.strip().splitlines()[-1] if err.strip() else "")
             argv.append("--resume")
+        resumed_at = time.time()
         done = subprocess.run(argv, env=env, cwd=work, capture_output=True, text=True, timeout=6 * 3600)
         wall = time.perf_counter() - started
         if done.returncode != 0:
@@ -203,9 +203,11 @@ def run_cluster(trials: int, keep: bool, interrupt_at: float | None) -> None:
           f"{overhead:>17.2f} {outside:>17.1f} {peak_mib:>16.0f} {server_cpu / max(1, len(runs)):>17.3f}")  # fmt: skip
     print(f"finished trial runs in MLflow: {len(runs)}, distinct trial keys: {len(set(keys))}, "
           f"trained twice: {len(keys) - len(set(keys))}")  # fmt: skip
-    if interrupted_after is not None:
-        print(f"resumed after {interrupted_after} finished trials: the resumed sweep returned {n} trials, "
-              f"trained {len(trained)} (trials/min and overhead above: the resumed part only)")  # fmt: skip
+    if interrupted_after is not None and first_exit is not None and resumed_at is not None:
+        after = [r for r in runs if r.info.start_time / 1000 >= resumed_at]
+        print(f"Ctrl-C after {interrupted_after} finished trials: exit {first_exit[0]} ({first_exit[1]}); "
+              f"lmo-dp sweep --resume: {res['seconds']:.0f} s, trained the other {len(after)} trials and returned "
+              f"all {n} (the table's rates mix both drivers' trials)")  # fmt: skip
 
 
 def run_grid(trials: int, keep: bool) -> None:

@@ -326,7 +326,8 @@ class _Run:
         started = time.perf_counter()
         grid = tuner.fit()
         results = list(grid)
-        if any(not r.metrics and r.error is None for r in results):
+        reported = {r.config["spec"]["key"] for r in results if r.metrics or r.error is not None}
+        if any(s.key not in reported for s in specs):
             # Tune's SIGINT handler stops the run, saves its state and returns: a trial that neither
             # reported nor failed never ran, so the sweep was interrupted
             print(
