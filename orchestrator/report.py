@@ -308,8 +308,8 @@ def _selected_html(
     if early is not None:
         text = (
             f"Early stopping (ASHA: first rung after {early['grace_epochs']} epoch(s), reduction factor "
-            f"{early['reduction_factor']}; {early['stopped']} trial(s) stopped at a rung, each spending what it "
-            f"had spent when it stopped). For each target epsilon and mechanism, the (learning rate, clip) with the "
+            f"{early['reduction_factor']}; {early['stopped']} trial(s) stopped at a rung, each charged its full "
+            f"plan's epsilon). For each target epsilon and mechanism, the (learning rate, clip) with the "
             f"best mean validation {metric} over the seeds that ran to the end; test {metric} as mean, min and max "
             f"over them.{base} The stopping compares trials, so the returned configuration is covered only by "
             "epsilon_selection: all 'runs' trials of the cell composed, each at its full plan (RDP accountant; "

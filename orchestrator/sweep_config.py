@@ -222,8 +222,8 @@ class SweepEarlyStopping(Section):
     """Early stopping of a grid's trials by ASHA (asynchronous successive halving, Ray Tune's
     ``ASHAScheduler``): after ``grace_epochs``, ``grace_epochs x reduction_factor``, ... epochs a
     trial scores the validation split, and one below the top ``1/reduction_factor`` of the
-    scores recorded at that rung so far stops there. Noise stays calibrated for the full plan;
-    a stopped trial's epsilon is what it spent (docs/privacy.md section 8)."""
+    scores recorded at that rung so far stops there. Noise stays calibrated for the full plan,
+    and a stopped trial is charged the full plan's epsilon (docs/privacy.md section 8)."""
 
     grace_epochs: int = Field(1, ge=1, le=1000, description="epochs before the first rung, in [1, 1000]")
     reduction_factor: int = Field(

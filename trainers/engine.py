@@ -140,7 +140,8 @@ def train(
     ``extra_contributions`` keeps its own state: after a resume it is called with the step
     index where the run left off.
     ``rungs`` (single process): early stopping; a trial it stops ends with its last validation
-    scores as metrics and :attr:`TrainResult.pruned_at_epoch` set (see :class:`trainers.loop.RungHook`).
+    scores as metrics, :attr:`TrainResult.pruned_at_epoch` set and its whole plan's epsilon as
+    :attr:`TrainResult.epsilon` (see :class:`trainers.loop.RungHook`).
     """
     started = time.perf_counter()
     cfg, t = config, config.training
@@ -204,6 +205,9 @@ def train(
     if train_losses:
         metrics["train_loss"] = float(np.mean(train_losses))
     spent = guard.spent if guard is not None else None
+    if rungs is not None and rungs.stopped is not None and privacy_plan is not None:
+        # stopped at a rung chosen from the data: charged the whole plan (see trainers.loop.RungHook)
+        spent = privacy_plan.planned
     return TrainResult(
         config=cfg,
         mechanism=None if privacy_plan is None else privacy_plan.mechanism,

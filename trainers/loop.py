@@ -43,12 +43,14 @@ log = logging.getLogger(__name__)
 
 class RungHook:
     """Early stopping: after each epoch in ``epochs`` the loop scores the validation split and
-    calls ``decide(epoch, validation metrics, epsilon spent so far)``; False stops training there.
+    calls ``decide(epoch, validation metrics, epsilon charged)``; False stops training there.
 
     Epoch ``e`` ends at step ``round(e / q)`` (Poisson sampling: an epoch is ``1/q`` expected
     steps); a rung at or beyond the plan's last step is never asked (the trial ends anyway). The
-    noise stays calibrated for the whole plan, so a stopped trial has spent at most its target.
-    After a stop, :attr:`stopped` holds ``(epoch, validation metrics)``.
+    noise stays calibrated for the whole plan, and a trial is charged its whole plan's epsilon
+    (None without privacy) wherever it stops: the accountant's value at a stopping step chosen
+    from the data is not a bound (docs/privacy.md section 8). After a stop, :attr:`stopped`
+    holds ``(epoch, validation metrics)``.
     """
 
     def __init__(self, epochs: tuple[int, ...], decide: Callable[[int, dict[str, float], float | None], bool]):
@@ -249,7 +251,8 @@ def _train(
                     epoch = rung_at[record.step]
                     scores = evaluate_splits(ctx, ("validation",))
                     ctx.trainable.model.train()
-                    if not rungs.decide(epoch, scores, record.epsilon):
+                    charged = None if ctx.privacy_plan is None else ctx.privacy_plan.planned.epsilon
+                    if not rungs.decide(epoch, scores, charged):
                         rungs.stopped = (epoch, scores)
                         stop_reason = f"early stopping: stopped after epoch {epoch} (step {record.step}/{plan.steps})"
                         break

@@ -57,7 +57,7 @@ class TrainResult:
     #: steps restored from a checkpoint (0: the run started at step 0; see trainers.checkpoint)
     resumed_from: int = 0
     #: early stopping (a :class:`trainers.loop.RungHook` said stop): the last epoch trained; the
-    #: metrics are then that epoch's validation scores only
+    #: metrics are then that epoch's validation scores only, and ``epsilon`` the whole plan's
     pruned_at_epoch: int | None = None
 
     def summary(self) -> dict[str, Any]:

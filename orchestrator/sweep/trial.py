@@ -135,7 +135,7 @@ RUNG_EPOCH, RUNG_SCORE = "rung_epoch", "rung_score"
 def asha_rungs(sweep: SweepConfig, trial_cfg: Any, tracker: Tracker, run_id: str) -> Any:
     """The trial's :class:`~trainers.loop.RungHook` for ``early_stopping``: at each rung it logs
     the validation score, then reports to Tune a result that is the trial's outcome should ASHA
-    stop it there (status ``stopped``, the epsilon spent so far); ASHA's stop reaches the trial as
+    stop it there (status ``stopped``, its full plan's epsilon); ASHA's stop reaches the trial as
     ``SystemExit`` from ``tune.report``, which tells the loop to stop."""
     import os
     import time
