@@ -69,15 +69,14 @@ class BaselineEntry:
     def to_dict(self) -> dict[str, Any]:
         key = _PARAM_KEY[self.family]
         if self.mechanism is None:
-            out: dict[str, Any] = {key: None}
-            if self.family == "gaussian":
-                out["accountant"] = self.accountant
-            out["error"] = self.error
-            return out
-        out = {key: self.value, "epsilon": self.epsilon, "order": self.order, "objective": self.objective}
-        if self.family == "gaussian":
-            out["accountant"] = self.accountant
-        return out
+            return {key: None, "accountant": self.accountant, "error": self.error}
+        return {
+            key: self.value,
+            "epsilon": self.epsilon,
+            "order": self.order,
+            "objective": self.objective,
+            "accountant": self.accountant,
+        }
 
     @classmethod
     def from_dict(cls, family: str, data: Any, source: str) -> BaselineEntry:
@@ -109,6 +108,7 @@ class SearchRow:
     laplace: BaselineEntry
     gaussian: BaselineEntry
     gaussian_rdp: BaselineEntry | None = None  #: the RDP Gaussian when ``gaussian`` is PRV/PLD
+    laplace_rdp: BaselineEntry | None = None  #: the RDP Laplace when ``laplace`` is PLD
     dominated_by: tuple[str, ...] = ()
     note: str | None = None
     #: keys of a file's row this class does not model, kept as they were
@@ -138,6 +138,8 @@ class SearchRow:
                     "mean_u": self.lmo.mean_u(),
                 }
             )
+        if self.laplace_rdp is not None:
+            out["laplace_rdp"] = self.laplace_rdp.to_dict()
         out["laplace"] = self.laplace.to_dict()
         if self.gaussian_rdp is not None:
             out["gaussian_rdp"] = self.gaussian_rdp.to_dict()
@@ -156,7 +158,7 @@ class SearchRow:
         lmo = LMO.from_dict(params, source=f"{source} params") if feasible and params else None
         known = {
             "epsilon_target", "feasible", "epsilon", "order", "objective", "params", "source", "mean_u",
-            "laplace", "gaussian", "gaussian_rdp", "dominated_by", "note",
+            "laplace", "gaussian", "gaussian_rdp", "laplace_rdp", "dominated_by", "note",
         }  # fmt: skip
         return cls(
             epsilon_target=float(data["epsilon_target"]),
@@ -170,6 +172,9 @@ class SearchRow:
             gaussian_rdp=None
             if data.get("gaussian_rdp") is None
             else BaselineEntry.from_dict("gaussian", data["gaussian_rdp"], source),
+            laplace_rdp=None
+            if data.get("laplace_rdp") is None
+            else BaselineEntry.from_dict("laplace", data["laplace_rdp"], source),
             dominated_by=tuple(data.get("dominated_by") or ()),
             note=data.get("note"),
             extra={k: v for k, v in data.items() if k not in known},

@@ -88,7 +88,7 @@ def _frontier_rows(outcome: SearchOutcome) -> list[dict[str, Any]]:
                 rows.append(
                     {
                         "family": entry.family,
-                        "source": f"calibrated:{entry.accountant if entry.family == 'gaussian' else 'rdp'}",
+                        "source": f"calibrated:{entry.accountant}",
                         "epsilon_target": t,
                         "epsilon": entry.epsilon,
                         "order": entry.order,

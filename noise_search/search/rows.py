@@ -56,6 +56,13 @@ def honesty_note(
         "with u0 = E[u] is never worse than the mixture (docs/privacy.md section 6); only a tighter "
         "accountant for the mixture could change that."
     )
+    tighter = sorted({baselines.laplace.accountant, baselines.gaussian.accountant} - {"rdp"})
+    if tighter:
+        note += (
+            f" The baselines here are calibrated with the {'/'.join(tighter)} accountant, tighter than the RDP "
+            "bound the LMO is held to: lmo-dp has no proven tight accountant for the mixture "
+            "(docs/privacy.md, 'Tight accounting with u hidden')."
+        )
     return dominated, note
 
 
@@ -84,6 +91,7 @@ def build_row(
         laplace=baselines.laplace,
         gaussian=baselines.gaussian,
         gaussian_rdp=baselines.gaussian_rdp,
+        laplace_rdp=baselines.laplace_rdp,
         dominated_by=dominated,
         note=note if pick is not None else infeasible_note(problem, grid, target),
     )

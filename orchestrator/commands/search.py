@@ -11,8 +11,9 @@
 writes the same object to ``FILE`` plus ``<stem>.frontier.csv`` and ``<stem>.frontier.png``.
 ``evaluated`` counts grid candidates plus the optimiser's evaluations; ``seconds`` is the
 wall time including Ray's start-up. ``--workers 0`` runs in this process without Ray.
-``--candidates`` sizes the wide space; ``--accountant`` adds a PRV/PLD-calibrated Gaussian
-(the RDP one stays in ``gaussian_rdp``).
+``--candidates`` sizes the wide space; ``--accountant`` calibrates the baselines it supports
+again under it (PRV: Gaussian; PLD: Gaussian and Laplace), keeping the RDP ones in
+``gaussian_rdp`` / ``laplace_rdp``. The LMO is always held to its RDP bound.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidates", type=int, default=None,
                    help=f"number of candidates drawn from the wide space (default {WIDE_DEFAULT_SIZE})")  # fmt: skip
     p.add_argument("--accountant", choices=list(ACCOUNTANTS), default="rdp",
-                   help="accountant for the Gaussian baseline (RDP is always reported too)")  # fmt: skip
+                   help="accountant for the baselines: prv (Gaussian), pld (Gaussian and Laplace); "
+                        "RDP is always reported too, and the LMO is always RDP")  # fmt: skip
     p.add_argument("--workers", type=int, default=None,
                    help="Ray tasks in flight (default: all CPUs of the cluster; 0: this process, no Ray)")  # fmt: skip
     p.add_argument("--address", default=None, help="address of an existing Ray cluster (default: start a local one)")
@@ -131,6 +133,11 @@ def _fmt(value: Any, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _accountant(r: dict[str, Any], family: str) -> str:
+    names = {(row.get(family) or {}).get("accountant", "rdp") for row in r["results"]}
+    return "/".join(sorted(names)) or "rdp"
+
+
 def render(r: dict[str, Any]) -> str:
     s = r["settings"]
     lines = [
@@ -138,6 +145,7 @@ def render(r: dict[str, Any]) -> str:
         f"objective {s['objective']}" + (f" (gamma {s['gamma']:g})" if s.get("gamma") else ""),
         f"  q = {s['sample_rate']:g}, T = {s['steps']}, delta = {s['delta']:g}; "
         f"{r['evaluated']:,} evaluations in {r['seconds']:.1f} s",
+        f"  accountants: LMO rdp; Laplace {_accountant(r, 'laplace')}; Gaussian {_accountant(r, 'gaussian')}",
         "",
         f"  {'target':>7}  {'LMO eps':>8}  {'LMO obj':>9}  {'Laplace u0':>10}  {'Lap obj':>9}  "
         f"{'Gauss sigma':>11}  {'Gauss obj':>9}",

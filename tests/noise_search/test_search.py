@@ -13,7 +13,7 @@ from noise_search.calibration import calibrate
 from noise_search.errors import ParameterError
 from noise_search.mechanisms import LMO, Gaussian, Laplace
 from noise_search.search import SearchProblem, calibrate_gaussian_rdp, run_search
-from noise_search.search_result import SearchResult
+from noise_search.search_result import SearchResult, SearchRow
 from noise_search.spaces import PaperSpace
 from orchestrator.serialize import jsonable
 
@@ -199,11 +199,21 @@ def test_fast_gaussian_calibration_matches_calibrate():
     assert math.isclose(mech.sigma, ref.mechanism.sigma, rel_tol=3e-4)
 
 
-@pytest.mark.slow  # ~10 PLD calls of ~0.5-1 s each
-def test_gaussian_with_a_tighter_accountant_reports_rdp_too():
+@pytest.mark.slow  # ~20 PLD calls of ~0.5-1 s each
+def test_baselines_with_pld_report_rdp_too_and_still_dominate_the_rdp_lmo():
     outcome = run_search(_problem(targets=(2.5,), accountant="pld"))
     row = rows(outcome)[0]
+    kw = {"sample_rate": Q, "steps": T, "delta": DELTA, "accountant": "pld"}
     assert row["gaussian"]["accountant"] == "pld" and row["gaussian_rdp"]["accountant"] == "rdp"
     assert row["gaussian"]["sigma"] < row["gaussian_rdp"]["sigma"]
-    pld = compute_epsilon(Gaussian(row["gaussian"]["sigma"]), sample_rate=Q, steps=T, delta=DELTA, accountant="pld")
-    assert pld.epsilon <= 2.5
+    assert compute_epsilon(Gaussian(row["gaussian"]["sigma"]), **kw).epsilon <= 2.5
+    # Laplace under PLD (proven for L1 clipping in d dimensions): less noise than under RDP
+    assert row["laplace"]["accountant"] == "pld" and row["laplace_rdp"]["accountant"] == "rdp"
+    assert row["laplace"]["u"] > row["laplace_rdp"]["u"]
+    assert compute_epsilon(Laplace(row["laplace"]["u"]), **kw).epsilon <= 2.5
+    assert compute_epsilon(Laplace(row["laplace"]["u"] * 1.001), **kw).epsilon > 2.5
+    assert row["laplace"]["objective"] < row["laplace_rdp"]["objective"] < row["objective"]
+    assert "laplace" in row["dominated_by"] and "pld accountant" in row["note"]
+    # the file round-trips with both entries
+    again = SearchRow.from_dict(row, "row").to_dict()
+    assert again["laplace_rdp"] == row["laplace_rdp"] and again["laplace"] == row["laplace"]
