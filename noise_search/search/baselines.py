@@ -10,6 +10,7 @@ mixture.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from noise_search.accountants import PrivacySpent, compute_epsilon, get_accountant
 from noise_search.calibration import calibrate, solve_monotone
-from noise_search.errors import CalibrationError
+from noise_search.errors import CalibrationError, UnsupportedError
 from noise_search.mechanisms import Gaussian, Laplace
 from noise_search.rdp import GAUSSIAN_ORDERS, epsilon_from_rdp
 from noise_search.search.problem import SearchProblem, mechanism_objective
@@ -119,6 +120,15 @@ def calibrate_gaussian_rdp(
     return cal.mechanism, cal.spent  # pragma: no cover
 
 
+def _epsilon_or_inf(acc: Any, mech: Laplace | Gaussian, kw: dict[str, Any]) -> float:
+    """``acc``'s epsilon for ``mech``, or ``inf`` where the library cannot evaluate it (extreme
+    parameters): the root search then treats the point as missing the target and never returns it."""
+    try:
+        return acc.epsilon(mech, **kw).epsilon
+    except UnsupportedError:
+        return math.inf
+
+
 def _tighter_gaussian_sigma(acc: Any, target: float, sigma_rdp: float, kw: dict[str, Any]) -> float:
     """Smallest sigma meeting ``target`` under ``acc`` (PRV/PLD), searched below the RDP sigma.
 
@@ -127,7 +137,7 @@ def _tighter_gaussian_sigma(acc: Any, target: float, sigma_rdp: float, kw: dict[
     """
 
     def eps(s: float) -> float:
-        return acc.epsilon(Gaussian(s), **kw).epsilon
+        return _epsilon_or_inf(acc, Gaussian(s), kw)
 
     lower = sigma_rdp / 1.5
     sigma, _ = solve_monotone(eps, target, increasing=False, start=sigma_rdp, lower=lower, upper=1e5, rel_tol=1e-4)
@@ -141,7 +151,7 @@ def _tighter_laplace_u0(acc: Any, target: float, u0_rdp: float, kw: dict[str, An
     grows with ``u0``; the tighter accountant usually allows a little more)."""
 
     def eps(u: float) -> float:
-        return acc.epsilon(Laplace(u), **kw).epsilon
+        return _epsilon_or_inf(acc, Laplace(u), kw)
 
     return solve_monotone(eps, target, increasing=True, start=u0_rdp, lower=1e-8, upper=1e8, rel_tol=1e-4)[0]
 

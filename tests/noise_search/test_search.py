@@ -10,7 +10,7 @@ import pytest
 
 from noise_search.accountants import compute_epsilon
 from noise_search.calibration import calibrate
-from noise_search.errors import ParameterError
+from noise_search.errors import ParameterError, UnsupportedError
 from noise_search.mechanisms import LMO, Gaussian, Laplace
 from noise_search.search import SearchProblem, calibrate_gaussian_rdp, run_search
 from noise_search.search_result import SearchResult, SearchRow
@@ -217,3 +217,15 @@ def test_baselines_with_pld_report_rdp_too_and_still_dominate_the_rdp_lmo():
     # the file round-trips with both entries
     again = SearchRow.from_dict(row, "row").to_dict()
     assert again["laplace_rdp"] == row["laplace_rdp"] and again["laplace"] == row["laplace"]
+
+
+def test_a_point_the_tighter_accountant_cannot_evaluate_counts_as_missing_the_target():
+    from noise_search.accountants import get_accountant
+    from noise_search.search.baselines import _epsilon_or_inf
+
+    kw = {"sample_rate": 0.5, "steps": 2, "delta": 1e-5}
+    pld = get_accountant("pld")
+    with pytest.raises(UnsupportedError):  # dp-accounting overflows on this Laplace
+        pld.epsilon(Laplace(802.77), **kw)
+    assert _epsilon_or_inf(pld, Laplace(802.77), kw) == math.inf
+    assert _epsilon_or_inf(pld, Laplace(3.0), kw) == pld.epsilon(Laplace(3.0), **kw).epsilon < math.inf
