@@ -158,6 +158,26 @@ _FAMILIES: dict[str, tuple[Callable[[float], Mechanism], bool, float, float]] = 
 }
 
 
+def least_noise_limit(mechanism: Mechanism) -> float | None:
+    """The parameter value of least noise :func:`calibrate` searches for ``mechanism``'s family
+    (Gaussian: its smallest sigma, Laplace: its largest u0); None for other mechanisms."""
+    entry = _FAMILIES.get(mechanism.name)
+    if entry is None:
+        return None
+    _, increasing, lower, upper = entry
+    return upper if increasing else lower
+
+
+def at_least_noise_limit(mechanism: Mechanism) -> bool:
+    """Whether a calibrated Gaussian or Laplace sits at :func:`least_noise_limit` (to 1e-9): the
+    target epsilon was not binding there, and the spend is below it."""
+    limit = least_noise_limit(mechanism)
+    if limit is None:
+        return False
+    value = mechanism.sigma if isinstance(mechanism, Gaussian) else mechanism.u0
+    return abs(value - limit) <= 1e-9 * limit
+
+
 def calibrate(
     family: str | LMO,
     *,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from noise_search.calibration import calibrate
+from noise_search.calibration import at_least_noise_limit, calibrate
 from orchestrator.cli import add_json_flag
 from orchestrator.commands._common import (
     FIELD_FLAGS,
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> dict:
         "accountant": cal.spent.accountant,
         "sample_rate": args.sample_rate,
         "steps": args.steps,
+        "at_limit": at_least_noise_limit(cal.mechanism),
     }
     if tuning is not None:
         from noise_search.accountants import compute_epsilon
@@ -62,8 +63,6 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def render(r: dict) -> str:
-    from noise_search.mechanisms import MAX_U0
-
     name, value = ("sigma", r["sigma"]) if "sigma" in r else ("u0", r["u"])
     text = (
         f"{r['mechanism']}: {name} = {value:.6g} gives epsilon = {r['epsilon']:.6g} "
@@ -74,9 +73,10 @@ def render(r: dict) -> str:
         from orchestrator.commands.account import tuning_line
 
         text += "\n" + tuning_line(r)
-    if name == "u0" and value >= MAX_U0 * (1 - 1e-9):
+    if r.get("at_limit"):
+        bound = "upper" if name == "u0" else "lower"
         text += (
-            f"\n  u0 is at its upper limit {MAX_U0:g} (the least noise lmo-dp accounts for); "
+            f"\n  {name} is at its {bound} limit {value:g} (the least noise calibrate searches); "
             "its epsilon is below the target"
         )
     return text

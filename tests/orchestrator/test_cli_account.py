@@ -216,6 +216,13 @@ def test_calibrate_says_when_the_noise_is_at_its_lower_limit(capsys):
     capped = run_cli(capsys, *args, "--epsilon", "1e6")
     assert capped.code == 0 and "u0 is at its upper limit 1000" in capped.out
     assert "upper limit" not in run_cli(capsys, *args, "--epsilon", "1").out
+    # --json says so too, for both families
+    assert json.loads(run_cli(capsys, *args, "--epsilon", "1e6", "--json").out)["at_limit"] is True
+    assert json.loads(run_cli(capsys, *args, "--epsilon", "1", "--json").out)["at_limit"] is False
+    gauss = [*args[:2], "gaussian", *args[3:], "--epsilon", "1e12"]
+    out = run_cli(capsys, *gauss)
+    assert "sigma is at its lower limit 0.001" in out.out
+    assert json.loads(run_cli(capsys, *gauss, "--json").out)["at_limit"] is True
 
 
 def test_calibrate_bad_input(capsys):
