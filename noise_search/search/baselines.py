@@ -19,7 +19,7 @@ import numpy as np
 from noise_search.accountants import PrivacySpent, compute_epsilon, get_accountant
 from noise_search.calibration import calibrate, solve_monotone
 from noise_search.errors import CalibrationError, UnsupportedError
-from noise_search.mechanisms import Gaussian, Laplace
+from noise_search.mechanisms import MAX_U0, Gaussian, Laplace
 from noise_search.rdp import GAUSSIAN_ORDERS, epsilon_from_rdp
 from noise_search.search.problem import SearchProblem, mechanism_objective
 from noise_search.search_result import BaselineEntry
@@ -153,7 +153,7 @@ def _tighter_laplace_u0(acc: Any, target: float, u0_rdp: float, kw: dict[str, An
     def eps(u: float) -> float:
         return _epsilon_or_inf(acc, Laplace(u), kw)
 
-    return solve_monotone(eps, target, increasing=True, start=u0_rdp, lower=1e-8, upper=1e8, rel_tol=1e-4)[0]
+    return solve_monotone(eps, target, increasing=True, start=u0_rdp, lower=1e-6, upper=MAX_U0, rel_tol=1e-4)[0]
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def _tighter_laplace(problem: SearchProblem, target: float, rdp: BaselineEntry, 
             return _entry("laplace", cal.mechanism, cal.spent, problem)
         mech = Laplace(_tighter_laplace_u0(get_accountant(problem.accountant), target, rdp.mechanism.u0, kw))
         return _entry("laplace", mech, compute_epsilon(mech, accountant=problem.accountant, **kw), problem)
-    except CalibrationError as exc:
+    except (CalibrationError, UnsupportedError) as exc:
         return BaselineEntry("laplace", None, accountant=problem.accountant, error=str(exc))
 
 

@@ -229,3 +229,13 @@ def test_a_point_the_tighter_accountant_cannot_evaluate_counts_as_missing_the_ta
         pld.epsilon(Laplace(802.77), **kw)
     assert _epsilon_or_inf(pld, Laplace(802.77), kw) == math.inf
     assert _epsilon_or_inf(pld, Laplace(3.0), kw) == pld.epsilon(Laplace(3.0), **kw).epsilon < math.inf
+
+
+def test_the_tighter_laplace_search_stays_within_the_u0_lmo_dp_accounts_for():
+    from noise_search.accountants import get_accountant
+    from noise_search.search.baselines import _tighter_laplace_u0
+
+    # from u0 = 400 the bracket walk steps x4; it must stop at u0 = 1000, not construct Laplace(1600)
+    kw = {"sample_rate": 1.0, "steps": 1, "delta": 1e-5}
+    u0 = _tighter_laplace_u0(get_accountant("rdp"), 700.0, 400.0, kw)
+    assert u0 == pytest.approx(700.0, rel=1e-3) and compute_epsilon(Laplace(u0), **kw).epsilon <= 700.0
