@@ -96,6 +96,41 @@ class BaselineEntry:
 
 
 @dataclass(frozen=True)
+class TightOutlook:
+    """Could any accountant make the row's LMO beat Laplace? (searches under a tighter accountant)
+
+    ``epsilon_lower_bound`` is the least epsilon any sound accountant could give the LMO
+    (:mod:`noise_search.lower_bound`; a lower bound, never a guarantee); ``laplace`` is a Laplace
+    calibrated under the tighter accountant to it; ``could_win`` is whether the LMO's objective
+    beats that Laplace's (``False``: no accountant can make this LMO win; ``None``: unknown).
+    """
+
+    epsilon_lower_bound: float | None
+    laplace: BaselineEntry
+    could_win: bool | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "lmo_epsilon_lower_bound": self.epsilon_lower_bound,
+            "laplace_at_lower_bound": self.laplace.to_dict(),
+            "lmo_could_win": self.could_win,
+        }
+        return out if self.error is None else {**out, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> TightOutlook:
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: 'tight_outlook' is not an object")
+        return cls(
+            data.get("lmo_epsilon_lower_bound"),
+            BaselineEntry.from_dict("laplace", data.get("laplace_at_lower_bound") or {}, source),
+            data.get("lmo_could_win"),
+            data.get("error"),
+        )
+
+
+@dataclass(frozen=True)
 class SearchRow:
     """The search's answer for one target epsilon."""
 
@@ -111,6 +146,7 @@ class SearchRow:
     laplace_rdp: BaselineEntry | None = None  #: the RDP Laplace when ``laplace`` is PLD
     dominated_by: tuple[str, ...] = ()
     note: str | None = None
+    outlook: TightOutlook | None = None  #: under a tighter accountant: could any accountant help the LMO?
     #: keys of a file's row this class does not model, kept as they were
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -145,6 +181,8 @@ class SearchRow:
             out["gaussian_rdp"] = self.gaussian_rdp.to_dict()
         out["gaussian"] = self.gaussian.to_dict()
         out["dominated_by"] = list(self.dominated_by)
+        if self.outlook is not None:
+            out["tight_outlook"] = self.outlook.to_dict()
         out["note"] = self.note
         out.update(self.extra)
         return out
@@ -158,7 +196,7 @@ class SearchRow:
         lmo = LMO.from_dict(params, source=f"{source} params") if feasible and params else None
         known = {
             "epsilon_target", "feasible", "epsilon", "order", "objective", "params", "source", "mean_u",
-            "laplace", "gaussian", "gaussian_rdp", "laplace_rdp", "dominated_by", "note",
+            "laplace", "gaussian", "gaussian_rdp", "laplace_rdp", "dominated_by", "note", "tight_outlook",
         }  # fmt: skip
         return cls(
             epsilon_target=float(data["epsilon_target"]),
@@ -177,6 +215,9 @@ class SearchRow:
             else BaselineEntry.from_dict("laplace", data["laplace_rdp"], source),
             dominated_by=tuple(data.get("dominated_by") or ()),
             note=data.get("note"),
+            outlook=None
+            if data.get("tight_outlook") is None
+            else TightOutlook.from_dict(data["tight_outlook"], source),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

@@ -5,8 +5,10 @@
 * :mod:`~noise_search.search.grid` -- stage 1, the space in blocks;
 * :mod:`~noise_search.search.baselines` -- stage 2, calibrated Laplace and Gaussian;
 * :mod:`~noise_search.search.optimize` -- stage 3, differential evolution (``optimize``);
+* :mod:`~noise_search.search.outlook` -- stage 4 under a tighter accountant: could any
+  accountant make the best LMO win?
 * :mod:`~noise_search.search.rows` -- a target's row and its notes;
-* :mod:`~noise_search.search.run` -- :func:`run_search`, the three stages together.
+* :mod:`~noise_search.search.run` -- :func:`run_search`, the stages together.
 
 The rows are :class:`~noise_search.search_result.SearchRow` objects. Under the joint-convexity
 bound a plain Laplace with ``u0 = E[u]`` is never worse than the mixture, so the best LMO is

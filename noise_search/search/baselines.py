@@ -156,6 +156,16 @@ def _tighter_laplace_u0(acc: Any, target: float, u0_rdp: float, kw: dict[str, An
     return solve_monotone(eps, target, increasing=True, start=u0_rdp, lower=1e-6, upper=MAX_U0, rel_tol=1e-4)[0]
 
 
+def tighter_laplace(problem: SearchProblem, target: float) -> BaselineEntry:
+    """The Laplace calibrated to ``target`` under ``problem.accountant`` (which supports Laplace)."""
+    kw = {"sample_rate": problem.sample_rate, "steps": problem.steps, "delta": problem.delta}
+    try:
+        cal = calibrate("laplace", epsilon=target, rel_tol=BASELINE_REL_TOL, **kw)
+    except CalibrationError as exc:
+        return BaselineEntry("laplace", None, accountant=problem.accountant, error=str(exc))
+    return _tighter_laplace(problem, target, _entry("laplace", cal.mechanism, cal.spent, problem), kw)
+
+
 @dataclass(frozen=True)
 class Baselines:
     """The calibrated baselines of one target."""

@@ -13,7 +13,7 @@ from noise_search.evaluator import MAXIMISED
 from noise_search.search.baselines import Baselines
 from noise_search.search.grid import GridOutcome, LmoPick
 from noise_search.search.problem import SearchProblem
-from noise_search.search_result import SearchRow
+from noise_search.search_result import SearchRow, TightOutlook
 
 #: Objectives within this relative distance count as a tie in the dominance note.
 TIE_REL_TOL = 1e-6
@@ -66,6 +66,22 @@ def honesty_note(
     return dominated, note
 
 
+def outlook_note(problem: SearchProblem, objective: float, outlook: TightOutlook) -> str:
+    """A sentence on whether any accountant could make the LMO (objective ``objective``) win."""
+    if outlook.could_win is None:
+        return f" Whether a tighter accountant could make the LMO win is unknown here ({outlook.error})."
+    lap = outlook.laplace
+    where = (
+        f"at {outlook.epsilon_lower_bound:.4g}, the least epsilon any sound accountant could give this LMO "
+        f"(a lower bound, not a guarantee; docs/privacy.md, 'A lower bound for LMO'), a Laplace proven by the "
+        f"{lap.accountant} accountant (u0 = {lap.value:.4g}) has {problem.objective} {lap.objective:.4g} against "
+        f"the LMO's {objective:.4g}"
+    )
+    if outlook.could_win:
+        return f" A tighter accountant might make this LMO win: {where}; lmo-dp cannot tell."
+    return f" No accountant could make this LMO win: {where}."
+
+
 def infeasible_note(problem: SearchProblem, grid: GridOutcome, target: float) -> str:
     where = problem.space.describe()["space"]
     smallest = (
@@ -78,9 +94,18 @@ def infeasible_note(problem: SearchProblem, grid: GridOutcome, target: float) ->
 
 
 def build_row(
-    problem: SearchProblem, target: float, pick: LmoPick | None, baselines: Baselines, grid: GridOutcome
+    problem: SearchProblem,
+    target: float,
+    pick: LmoPick | None,
+    baselines: Baselines,
+    grid: GridOutcome,
+    outlook: TightOutlook | None = None,
 ) -> SearchRow:
     dominated, note = honesty_note(problem, target, None if pick is None else pick.objective, baselines)
+    if pick is not None and outlook is not None:
+        note = (note or f"The best LMO has {problem.objective} {pick.objective:.4g}.") + outlook_note(
+            problem, pick.objective, outlook
+        )
     return SearchRow(
         epsilon_target=target,
         lmo=None if pick is None else pick.mechanism,
@@ -94,4 +119,5 @@ def build_row(
         laplace_rdp=baselines.laplace_rdp,
         dominated_by=dominated,
         note=note if pick is not None else infeasible_note(problem, grid, target),
+        outlook=outlook if pick is not None else None,
     )

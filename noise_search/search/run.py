@@ -1,12 +1,14 @@
 """The whole search: :func:`run_search` answers a :class:`~noise_search.search.problem.SearchProblem`.
 
-Three stages, each a list of independent tasks given to an executor (in-process, or Ray tasks
-in the orchestrator; both run the same functions on the same inputs, so the results are
-identical): the grid in blocks (:mod:`~noise_search.search.grid`), the baselines per target
+Three stages (four under a tighter accountant), each a list of independent tasks given to an
+executor (in-process, or Ray tasks in the orchestrator; both run the same functions on the same
+inputs, so the results are identical): the grid in blocks (:mod:`~noise_search.search.grid`), the baselines per target
 (:mod:`~noise_search.search.baselines`) and, for strategy ``optimize``, differential evolution
 per target (:mod:`~noise_search.search.optimize`). Every reported LMO is re-checked by the RDP
 accountant and only kept if it meets its target; an optimised point is only kept if it is at
-least as good as the grid's. A target no candidate meets is reported as infeasible, not raised.
+least as good as the grid's. Under an accountant tighter than RDP that supports Laplace, each
+pick also gets its outlook (:mod:`~noise_search.search.outlook`): could any accountant make it win?
+A target no candidate meets is reported as infeasible, not raised.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from noise_search.accountants import get_accountant
 from noise_search.mechanisms import LMO
 from noise_search.search.baselines import calibrate_baselines
 from noise_search.search.executors import Executor, LocalExecutor
 from noise_search.search.grid import GridOutcome, accept_lmo, grid_pick, reduce_blocks, search_block
 from noise_search.search.optimize import optimize_target, optimizer_starts
+from noise_search.search.outlook import tight_outlook
 from noise_search.search.problem import SearchProblem
 from noise_search.search.rows import at_least_as_good, build_row
 from noise_search.search_result import SearchResult, SearchRow
@@ -78,8 +82,15 @@ def run_search(
             current = picks[i]
             if cand is not None and (current is None or at_least_as_good(problem, cand.objective, current.objective)):
                 picks[i] = cand
+    outlooks: list = [None] * len(picks)
+    if problem.accountant != "rdp" and "laplace" in get_accountant(problem.accountant).families:
+        found = [i for i, pick in enumerate(picks) if pick is not None]
+        handles = [ex.submit(tight_outlook, problem, picks[i].mechanism, picks[i].objective) for i in found]
+        for i, outlook in zip(found, ex.gather(handles), strict=True):
+            outlooks[i] = outlook
     baselines = ex.gather(base_handles)
     rows = [
-        build_row(problem, t, pick, base, grid) for t, pick, base in zip(problem.targets, picks, baselines, strict=True)
+        build_row(problem, t, pick, base, grid, outlook)
+        for t, pick, base, outlook in zip(problem.targets, picks, baselines, outlooks, strict=True)
     ]
     return SearchOutcome(problem, rows, evaluated, time.perf_counter() - t0, grid)

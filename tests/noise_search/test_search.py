@@ -214,9 +214,15 @@ def test_baselines_with_pld_report_rdp_too_and_still_dominate_the_rdp_lmo():
     assert compute_epsilon(Laplace(row["laplace"]["u"] * 1.001), **kw).epsilon > 2.5
     assert row["laplace"]["objective"] < row["laplace_rdp"]["objective"] < row["objective"]
     assert "laplace" in row["dominated_by"] and "pld accountant" in row["note"]
+    # credited with its epsilon lower bound, the LMO still loses to a Laplace proven there
+    outlook = row["tight_outlook"]
+    assert 0 < outlook["lmo_epsilon_lower_bound"] <= row["epsilon"] and outlook["lmo_could_win"] is False
+    assert outlook["laplace_at_lower_bound"]["objective"] < row["objective"]
+    assert "No accountant could make this LMO win" in row["note"]
     # the file round-trips with both entries
     again = SearchRow.from_dict(row, "row").to_dict()
     assert again["laplace_rdp"] == row["laplace_rdp"] and again["laplace"] == row["laplace"]
+    assert again["tight_outlook"] == outlook
 
 
 def test_a_point_the_tighter_accountant_cannot_evaluate_counts_as_missing_the_target():
