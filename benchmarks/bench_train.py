@@ -15,10 +15,13 @@ reported with its ratio to non-private. Poisson sampling is left out (batch of e
 
 Noise sampling alone: :func:`trainers.noise.sample_noise` for the trainable
 dimension ``d`` (or ``--noise-dim``), Gaussian vs LMO, interleaved, median over repeats; beside
-it the time of the float64 uniforms the LMO draw consumes, drawn alone (the generator's floor).
+it the uniform construction (``u``, then a Laplace, from the device generator's uniforms): what
+LMO costs on devices other than the CPU, where ``sample_noise`` uses it, and what it cost on the
+CPU before the ziggurat.
 
 Targets (MiniLM on CPU): Gaussian <= 1.3x and LMO <= 1.5x the non-private step time; LMO
-noise sampling <= 1.1x Gaussian's. ``benchmarks/gpu_check.sh`` runs the same comparison on
+noise sampling <= 1.1x Gaussian's (first target) and <= 2.5x (the exact sampler's target).
+``benchmarks/gpu_check.sh`` runs the same comparison on
 random-initialised RoBERTa-large-sized and 1B Llama-sized configs in bf16 on a GPU.
 
 Models: ``minilm`` (the packaged all-MiniLM-L6-v2, real movie-review sentences),
@@ -47,7 +50,7 @@ import torch
 
 from noise_search.mechanisms import LMO, Gaussian
 from trainers.batches import training_loss
-from trainers.noise import sample_noise, uniform_rows
+from trainers.noise import lmo_from_uniforms, sample_noise, uniform_rows
 
 #: The mechanisms timed: a Gaussian and an LMO mixture with all three components.
 GAUSSIAN = Gaussian(1.0)
@@ -237,18 +240,17 @@ def time_steps(variants, task, batch, *, steps: int, rounds: int, warmup: int, d
 def time_noise(dim: int, *, repeats: int, device: torch.device, seed: int) -> dict[str, float]:
     """Median seconds per ``sample_noise`` call of ``dim`` coordinates (C = 1).
 
-    ``lmo-uniforms`` times only the float64 uniforms one LMO draw consumes (one ``torch.rand``
-    of ``(rows, dim)``): the generator's share, which no exact construction from these
-    uniforms can avoid.
+    ``lmo-uniform-construction`` times the construction from uniforms (float32 out), the path
+    ``sample_noise`` takes on devices other than the CPU.
     """
-    rows = uniform_rows(LMO_MECH)
-    gens = {k: torch.Generator(device=device).manual_seed(seed) for k in ("gaussian", "lmo", "lmo-uniforms")}
+    names = ("gaussian", "lmo", "lmo-uniform-construction")
+    gens = {k: torch.Generator(device=device).manual_seed(seed) for k in names}
     draws = {
         "gaussian": lambda: sample_noise(GAUSSIAN, (dim,), 1.0, gens["gaussian"], device=device),
         "lmo": lambda: sample_noise(LMO_MECH, (dim,), 1.0, gens["lmo"], device=device),
-        "lmo-uniforms": lambda: torch.rand(
-            (rows, dim), generator=gens["lmo-uniforms"], dtype=torch.float64, device=device
-        ),
+        "lmo-uniform-construction": lambda: lmo_from_uniforms(
+            LMO_MECH, (dim,), 1.0, gens["lmo-uniform-construction"], device=device
+        ).float(),
     }
     for draw in draws.values():  # warm-up
         draw()
@@ -287,7 +289,7 @@ def bench_model(name: str, args, device: torch.device) -> dict:
         "noise_dim": args.noise_dim or d,
         "noise_seconds": noise,
         "noise_ratio_lmo_vs_gaussian": noise["lmo"] / noise["gaussian"],
-        "uniforms_ratio_vs_gaussian": noise["lmo-uniforms"] / noise["gaussian"],
+        "uniform_construction_ratio_vs_gaussian": noise["lmo-uniform-construction"] / noise["gaussian"],
         "uniforms_per_coordinate": uniform_rows(LMO_MECH),
         "setup_seconds": built,
     }
@@ -302,8 +304,9 @@ def bench_model(name: str, args, device: torch.device) -> dict:
 def render(rows: list[dict]) -> str:
     lines = [
         f"{'model':<14} {'trainable':>10} {'non-private':>12} {'gaussian':>14} {'lmo':>14} {'noise lmo/gauss':>16}"
-        f" {'uniforms/gauss':>15}",
-        f"{'':<14} {'':>10} {'steps/s':>12} {'steps/s (x)':>14} {'steps/s (x)':>14} {'(d)':>16} {'(per coord.)':>15}",
+        f" {'uniform constr./gauss':>22}",
+        f"{'':<14} {'':>10} {'steps/s':>12} {'steps/s (x)':>14} {'steps/s (x)':>14} {'(d)':>16}"
+        f" {'(uniforms/coord.)':>22}",
     ]
     for r in rows:
         sps, ratio = r["steps_per_second"], r["ratio_vs_non_private"]
@@ -311,11 +314,13 @@ def render(rows: list[dict]) -> str:
             f"{r['model']:<14} {r['trainable']:>10,} {sps['non-private']:>12.3f} "
             f"{sps['gaussian']:>8.3f} ({ratio['gaussian']:.2f}x) {sps['lmo']:>6.3f} ({ratio['lmo']:.2f}x) "
             f"{r['noise_ratio_lmo_vs_gaussian']:>9.2f}x ({r['noise_dim']:,})"
-            f" {r['uniforms_ratio_vs_gaussian']:>10.2f}x ({r['uniforms_per_coordinate']})"
+            f" {r['uniform_construction_ratio_vs_gaussian']:>17.2f}x ({r['uniforms_per_coordinate']})"
         )
     lines.append(
-        "x = step time relative to non-private (targets: gaussian <= 1.3x, lmo <= 1.5x; noise lmo/gauss <= 1.1x)\n"
-        "uniforms/gauss = the float64 uniforms one LMO draw consumes, alone, relative to the whole Gaussian draw"
+        "x = step time relative to non-private (targets: gaussian <= 1.3x, lmo <= 1.5x; noise lmo/gauss <= 1.1x, "
+        "then <= 2.5x)\n"
+        "uniform constr./gauss = LMO noise built from the generator's float64 uniforms (the path off the CPU), "
+        "relative to the Gaussian draw"
     )
     return "\n".join(lines)
 

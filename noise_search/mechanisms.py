@@ -27,6 +27,7 @@ import numpy as np
 from scipy.special import erf
 
 from noise_search.errors import InputError, ParameterError, check_range, load_json_file
+from noise_search.lmo_sampler import sample_per_coordinate
 from noise_search.mgf import MixtureArrays, dlog_mgf, log_inverse_moment, log_mgf
 
 COMPONENTS: tuple[str, ...] = ("gamma", "exponential", "uniform")
@@ -245,10 +246,16 @@ class LMO:
 
     # --- noise --------------------------------------------------------------------------
     def sample(self, shape: int | tuple[int, ...], clip_bound: float, rng: np.random.Generator) -> np.ndarray:
+        """Noise of ``shape`` for clipping bound ``clip_bound``.
+
+        Per coordinate: the exact ziggurat of :mod:`noise_search.lmo_sampler` (no ``u`` drawn
+        outside the tail); shared: one ``u``, then Laplace draws scaled by ``C / u``.
+        """
         shape = _shape_tuple(shape)
         c = _check_clip(clip_bound)
-        u = self.sample_u(shape if self.variant == "per_coordinate" else (), rng)
-        return rng.laplace(0.0, 1.0, shape) * (c / u)
+        if self.variant == "per_coordinate":
+            return sample_per_coordinate(self._arrays, math.prod(shape), rng, c).reshape(shape)
+        return rng.laplace(0.0, 1.0, shape) * (c / self.sample_u((), rng))
 
     def noise_cdf(self, z: np.ndarray | float) -> np.ndarray:
         """CDF of one noise coordinate for ``C = 1``: ``1 - M(-z)/2`` for ``z >= 0``."""

@@ -4,9 +4,13 @@ This is the one place lmo-dp draws training noise; the trainer and the privacy a
 call :func:`sample_noise`. It lives in ``trainers`` because it needs torch; the mechanisms'
 parameters and their numpy samplers are in :mod:`noise_search.mechanisms`.
 
-Exact constructions from uniforms, all magnitudes computed in float64 (so an exponential's
-tail is cut only at ``-log(2**-53) = 36.7`` scales, with probability ~1e-16) and cast at the
-end:
+Per-coordinate LMO noise on a CPU generator is drawn by the exact ziggurat of
+:mod:`noise_search.lmo_sampler` (one 64-bit word per coordinate, about 2x a Gaussian draw):
+the torch generator draws one 63-bit seed for a numpy SFC64 stream per call, so the noise is
+still a function of the generator's state alone. On other devices (and for the parts below)
+the noise is built from the device generator's uniforms by exact constructions, all magnitudes
+computed in float64 (so an exponential's tail is cut only at ``-log(2**-53) = 36.7`` scales,
+with probability ~1e-16) and cast at the end:
 
 * Laplace(0, 1): one uniform ``W``; ``V = W - 1/2``, magnitude ``-log(1 - 2|V|)`` (Exp(1)),
   sign of ``V``.
@@ -21,10 +25,13 @@ All uniforms of one per-coordinate LMO draw come from a single ``torch.rand`` ca
 from __future__ import annotations
 
 import math
+import threading
 
+import numpy as np
 import torch
 
 from noise_search.errors import check_range
+from noise_search.lmo_sampler import sample_per_coordinate
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
 
 
@@ -136,6 +143,32 @@ def standard_laplace(shape, generator: torch.Generator, *, dtype, device) -> tor
     return _laplace_from_uniform(w).to(dtype)
 
 
+_STREAMS = threading.local()
+
+
+def numpy_stream(generator: torch.Generator) -> np.random.Generator:
+    """This thread's numpy SFC64 stream, its whole 256-bit state drawn from ``generator``.
+
+    Advances ``generator`` by four 63-bit words; the stream is a function of the generator's
+    state alone, and is valid until the next call in the same thread (it is reused: creating
+    a seeded generator costs three times as much).
+    """
+    stream = getattr(_STREAMS, "stream", None)
+    if stream is None:
+        stream = _STREAMS.stream = np.random.Generator(np.random.SFC64(0))
+    words = torch.empty(4, dtype=torch.int64).random_(generator=generator).numpy().view(np.uint64)
+    stream.bit_generator.state = {"bit_generator": "SFC64", "state": {"state": words}, "has_uint32": 0, "uinteger": 0}
+    return stream
+
+
+def lmo_from_uniforms(mech: LMO, shape, clip_bound: float, generator: torch.Generator, *, device=None) -> torch.Tensor:
+    """Per-coordinate LMO noise (float64) from the generator's uniforms: ``u``, then a Laplace."""
+    size = _size(shape)
+    rows = torch.rand((uniform_rows(mech), *size), generator=generator, dtype=torch.float64, device=device)
+    u = _u_from_uniforms(mech, rows[:-1], generator)
+    return _laplace_from_uniform(rows[-1]).mul_(clip_bound).div_(u)
+
+
 def sample_noise(
     mech: Mechanism,
     shape,
@@ -161,7 +194,10 @@ def sample_noise(
         if mech.variant == "shared":
             u = sample_u(mech, (), generator, device=device)
             return standard_laplace(size, generator, dtype=torch.float64, device=device).mul_(c / u).to(dtype)
-        rows = torch.rand((uniform_rows(mech), *size), generator=generator, dtype=torch.float64, device=device)
-        u = _u_from_uniforms(mech, rows[:-1], generator)
-        return _laplace_from_uniform(rows[-1]).mul_(c).div_(u).to(dtype)
+        if device.type == "cpu":
+            direct = dtype in (torch.float32, torch.float64)
+            z = torch.empty(math.prod(size), dtype=dtype if direct else torch.float32)
+            sample_per_coordinate(mech.arrays, z.numel(), numpy_stream(generator), c, out=z.numpy())
+            return z.reshape(size).to(dtype)
+        return lmo_from_uniforms(mech, size, c, generator, device=device).to(dtype)
     raise TypeError(f"not a noise mechanism: {type(mech).__name__}")

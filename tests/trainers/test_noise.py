@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 from noise_search.mechanisms import LMO, Gaussian, Laplace
-from trainers.noise import sample_noise, sample_u, standard_gamma
+from trainers.noise import lmo_from_uniforms, numpy_stream, sample_noise, sample_u, standard_gamma
 
 KS_ALPHA = 1e-4  # a correct sampler fails a single KS test with this probability
 
@@ -76,3 +76,29 @@ def test_sampler_is_reproducible_and_uses_only_the_generator():
     b = sample_noise(mech, (50, 3), 1.0, torch.Generator().manual_seed(42))
     assert torch.equal(a, b) and a.dtype == torch.float32 and a.shape == (50, 3)
     assert torch.isfinite(a).all()
+
+
+@pytest.mark.parametrize("mech", SAMPLER_CASES[:2])
+def test_uniform_construction_follows_the_accountants_law(mech):
+    """The path devices other than the CPU take (u, then a Laplace), run here on the CPU."""
+    c = 1.5
+    z = lmo_from_uniforms(mech, 40_000, c, torch.Generator().manual_seed(4)).numpy() / c
+    assert stats.kstest(z, mech.noise_cdf).pvalue > KS_ALPHA
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_cpu_lmo_draws_in_every_dtype_and_advance_the_generator(dtype):
+    g = torch.Generator().manual_seed(8)
+    a = sample_noise(lmo(), (300, 7), 2.0, g, dtype=dtype)
+    b = sample_noise(lmo(), (300, 7), 2.0, g, dtype=dtype)
+    assert a.dtype == dtype and a.shape == (300, 7) and torch.isfinite(a).all()
+    assert not torch.equal(a, b)
+    ref = sample_noise(lmo(), (300, 7), 2.0, torch.Generator().manual_seed(8), dtype=torch.float64)
+    torch.testing.assert_close(a, ref.to(dtype), rtol=0, atol=0)  # one rounding from float64
+
+
+def test_numpy_stream_is_a_function_of_the_generator_state():
+    a = numpy_stream(torch.Generator().manual_seed(1)).bit_generator.random_raw(4)
+    b = numpy_stream(torch.Generator().manual_seed(1)).bit_generator.random_raw(4)
+    c = numpy_stream(torch.Generator().manual_seed(2)).bit_generator.random_raw(4)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)

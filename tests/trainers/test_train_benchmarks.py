@@ -49,7 +49,7 @@ def test_bench_train_tiny_models_bf16(capsys):
         assert all(v > 0 for v in r["seconds_per_step"].values())
         assert r["ratio_vs_non_private"]["non-private"] == 1.0 and r["trainable"] > 0
         assert r["noise_seconds"]["lmo"] > 0 and r["noise_dim"] == r["trainable"]
-        assert r["uniforms_per_coordinate"] >= 1 and r["uniforms_ratio_vs_gaussian"] > 0
+        assert r["uniforms_per_coordinate"] >= 1 and r["uniform_construction_ratio_vs_gaussian"] > 0
     assert rows["tiny-llama"]["task"] == "causal-lm" and rows["tiny-roberta"]["task"] == "classification"
     assert "tiny-llama" in bench.render(out["rows"])
 
