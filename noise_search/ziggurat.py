@@ -36,7 +36,7 @@ import bisect
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -210,6 +210,12 @@ class Ziggurat:
     tables: ZigguratTables
     density: Density
     tail: TailSampler
+    # derived lookup tables, indexed by the word's low bits (2 layer + sign) or by layer
+    _signed_steps: np.ndarray = field(init=False, repr=False, compare=False)
+    _fast_limits: np.ndarray = field(init=False, repr=False, compare=False)
+    _steps: np.ndarray = field(init=False, repr=False, compare=False)
+    _wedge_floor: np.ndarray = field(init=False, repr=False, compare=False)
+    _wedge_height: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         t = self.tables

@@ -172,6 +172,8 @@ def test_example_sweeps_and_the_demo_default_validate() -> None:
         assert cfg.model.trainable == "head" and cfg.non_private
     smoke = SweepConfig.from_yaml(root / "examples" / "sweep-smoke.yaml")  # the docs' set-up check: one trial
     assert smoke.trial_count() == 1 and smoke.data == SweepConfig.from_yaml(root / "examples" / "sweep-tiny.yaml").data
+    seeds = SweepConfig.from_yaml(root / "examples" / "sweep-laplace-vs-lmo.yaml")  # utility.md's seed check
+    assert seeds.trial_count() == 2 * 8 and seeds.privacy.mechanisms == ("laplace", "lmo")
     demo = SweepConfig.from_dict(yaml.safe_load(default_config_text()))
     assert demo == SweepConfig.from_yaml(root / "examples" / "sweep-demo.yaml")
     assert demo.trial_count() == 3 * 3 + 1 and demo.data.max_train_examples is None
