@@ -50,7 +50,8 @@ class RungHook:
     noise stays calibrated for the whole plan, and a trial is charged its whole plan's epsilon
     (None without privacy) wherever it stops: the accountant's value at a stopping step chosen
     from the data is not a bound (docs/privacy.md section 8). After a stop, :attr:`stopped`
-    holds ``(epoch, validation metrics)``.
+    holds ``(epoch, validation metrics)``. While ``decide`` runs, :attr:`plan` is the trial's
+    step plan and :attr:`step` the step the loop has reached (what a stop at this rung keeps).
     """
 
     def __init__(self, epochs: tuple[int, ...], decide: Callable[[int, dict[str, float], float | None], bool]):
@@ -59,9 +60,12 @@ class RungHook:
         self.epochs = tuple(sorted(set(epochs)))
         self.decide = decide
         self.stopped: tuple[int, dict[str, float]] | None = None
+        self.plan: StepPlan | None = None
+        self.step: int | None = None
 
     def steps(self, plan: StepPlan) -> dict[int, int]:
         """``{step: epoch}`` of the rungs inside ``plan`` (steps 1 .. T-1)."""
+        self.plan = plan
         out = {}
         for e in self.epochs:
             step = max(1, round(e / plan.sample_rate))
@@ -252,6 +256,7 @@ def _train(
                     scores = evaluate_splits(ctx, ("validation",))
                     ctx.trainable.model.train()
                     charged = None if ctx.privacy_plan is None else ctx.privacy_plan.planned.epsilon
+                    rungs.step = record.step
                     if not rungs.decide(epoch, scores, charged):
                         rungs.stopped = (epoch, scores)
                         stop_reason = f"early stopping: stopped after epoch {epoch} (step {record.step}/{plan.steps})"

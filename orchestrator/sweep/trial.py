@@ -159,7 +159,16 @@ def asha_rungs(sweep: SweepConfig, trial_cfg: Any, tracker: Tracker, run_id: str
         score = scores.get(name)
         if score is None:
             return True
-        tracker.log_metrics(run_id, {f"rung.{name}": score}, step=epoch)
+        # what a stop here leaves in the run even if Tune removes the actor before the trial's own
+        # closing writes (the driver then closes the run): the steps kept, the plan, its epsilon.
+        # A trial that goes on overwrites the metrics at its last step; the params do not change.
+        assert hook.plan is not None and hook.step is not None
+        tracker.log_params(run_id, {"plan.sample_rate": hook.plan.sample_rate, "plan.steps": hook.plan.steps})
+        tracker.log_metrics(
+            run_id,
+            {f"rung.{name}": score, "steps_taken": float(hook.step), "epsilon_planned": epsilon},
+            step=epoch,
+        )
         outcome = TrialOutcome("stopped", epsilon, scores, run_id, time.perf_counter() - started, hps)
         result = {**outcome.report(), RUNG_EPOCH: epoch, RUNG_SCORE: score if accuracy else -score}
         try:
@@ -168,7 +177,8 @@ def asha_rungs(sweep: SweepConfig, trial_cfg: Any, tracker: Tracker, run_id: str
             return False
         return True
 
-    return RungHook(es.rung_epochs(), decide)
+    hook = RungHook(es.rung_epochs(), decide)
+    return hook
 
 
 #: Tune metric of an intermediate result: the steps the reported checkpoint holds.

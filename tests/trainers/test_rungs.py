@@ -78,8 +78,11 @@ def test_a_stopped_trial_keeps_its_steps_epsilon_and_validation_scores_only(
     cfg = head_config(tiny_bert, tmp_path / "features")
     reference = train(cfg, dataset=reviews)
     stopper = Recorder(stop_at=3)
-    stopped = train(cfg, dataset=reviews, rungs=RungHook((1, 3), stopper))
+    hook = RungHook((1, 3), stopper)
+    stopped = train(cfg, dataset=reviews, rungs=hook)
     assert stopped.pruned_at_epoch == 3 and stopped.stopped_early
+    # what the sweep logs at a rung before Tune may stop it: the step reached and the plan
+    assert hook.step == stopped.steps == 30 and hook.plan is not None and hook.plan.steps == 40
     assert stopped.stop_reason is not None and stopped.stop_reason.startswith("early stopping: stopped after epoch 3")
     assert stopped.steps == 30 and stopped.planned_steps == reference.planned_steps == 40
     assert stopped.history == reference.history[:30]
