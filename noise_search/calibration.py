@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from scipy.optimize import brentq
 
-from noise_search.accountants import Accountant, PrivacySpent, check_accounting_inputs, get_accountant
+from noise_search.accountants import ACCOUNTANTS, Accountant, PrivacySpent, check_accounting_inputs, get_accountant
 from noise_search.errors import CalibrationError, UnsupportedError, check_range
 from noise_search.events import DpEvent, dp_sgd_event, tuned_event
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
@@ -202,7 +202,8 @@ def calibrate(
     if isinstance(family, LMO):
         base = family
         if not acc.supports(base):
-            raise UnsupportedError(f"accountant: '{acc.name}' does not support the lmo mechanism (use rdp)")
+            able = " or ".join(n for n in ACCOUNTANTS if get_accountant(n).supports(base))
+            raise UnsupportedError(f"accountant: '{acc.name}' does not support the lmo mechanism (use {able})")
         make: Callable[[float], Mechanism] = base.scaled
         increasing, lower, upper = True, 1e-8, 1e8
     elif family in _FAMILIES:

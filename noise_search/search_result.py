@@ -15,7 +15,8 @@ File schema (one JSON object; the ``--json`` output of ``lmo-dp search`` plus ``
          "epsilon": E_lmo, "order": A, "objective": V,
          "params": {"a1": .., "a3": .., "a4": .., "G_k": .., "G_theta": .., "E_lambda": ..,
                     "U_a": .., "U_b": .., "components": [...], "variant": "per_coordinate"},
-         "source": "grid" | "optimize", "mean_u": ..,
+         "source": "grid" | "optimize" (+ "+hidden-u" when rescaled), "mean_u": ..,
+         "lmo_accountant": "rdp-hidden-u", "lmo_rdp": {"params": .., "epsilon": .., ...}  (rescaled only),
          "laplace": {"u": U0, "epsilon": .., "order": .., "objective": ..},
          "gaussian": {"sigma": S, "epsilon": .., "order": .., "objective": .., "accountant": "rdp"},
          "dominated_by": [...], "note": "..."},
@@ -131,12 +132,51 @@ class TightOutlook:
 
 
 @dataclass(frozen=True)
+class LmoEntry:
+    """An LMO and its epsilon under one accountant (the RDP pick beside a rescaled one)."""
+
+    mechanism: LMO
+    epsilon: float
+    order: float | None
+    objective: float
+    accountant: str = "rdp"
+
+    @classmethod
+    def of(cls, pick: Any) -> LmoEntry:
+        """From a search's pick (anything with ``mechanism``, ``spent`` and ``objective``)."""
+        return cls(pick.mechanism, pick.spent.epsilon, pick.spent.order, pick.objective, pick.spent.accountant)
+
+    def to_dict(self) -> dict[str, Any]:
+        params = self.mechanism.to_dict()
+        params.pop("mechanism", None)
+        return {
+            "params": params,
+            "epsilon": self.epsilon,
+            "order": self.order,
+            "objective": self.objective,
+            "accountant": self.accountant,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> LmoEntry:
+        if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+            raise InputError(f"{source}: 'lmo_rdp' needs 'params'")
+        return cls(
+            LMO.from_dict(data["params"], source=f"{source} lmo_rdp"),
+            data.get("epsilon"),
+            data.get("order"),
+            data.get("objective"),
+            data.get("accountant", "rdp"),
+        )
+
+
+@dataclass(frozen=True)
 class SearchRow:
     """The search's answer for one target epsilon."""
 
     epsilon_target: float
     lmo: LMO | None  #: the best LMO meeting the target (None: infeasible)
-    epsilon: float | None  #: the LMO's epsilon (RDP accountant)
+    epsilon: float | None  #: the LMO's epsilon (under ``lmo_accountant``)
     order: float | None
     objective: float | None
     source: str | None  #: ``grid`` or ``optimize``
@@ -147,6 +187,8 @@ class SearchRow:
     dominated_by: tuple[str, ...] = ()
     note: str | None = None
     outlook: TightOutlook | None = None  #: under a tighter accountant: could any accountant help the LMO?
+    lmo_accountant: str = "rdp"  #: the accountant of ``epsilon``
+    lmo_rdp: LmoEntry | None = None  #: the RDP pick, when ``lmo`` is it rescaled under ``rdp-hidden-u``
     #: keys of a file's row this class does not model, kept as they were
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -180,6 +222,10 @@ class SearchRow:
         if self.gaussian_rdp is not None:
             out["gaussian_rdp"] = self.gaussian_rdp.to_dict()
         out["gaussian"] = self.gaussian.to_dict()
+        if self.lmo is not None and self.lmo_accountant != "rdp":
+            out["lmo_accountant"] = self.lmo_accountant
+        if self.lmo_rdp is not None:
+            out["lmo_rdp"] = self.lmo_rdp.to_dict()
         out["dominated_by"] = list(self.dominated_by)
         if self.outlook is not None:
             out["tight_outlook"] = self.outlook.to_dict()
@@ -197,6 +243,7 @@ class SearchRow:
         known = {
             "epsilon_target", "feasible", "epsilon", "order", "objective", "params", "source", "mean_u",
             "laplace", "gaussian", "gaussian_rdp", "laplace_rdp", "dominated_by", "note", "tight_outlook",
+            "lmo_accountant", "lmo_rdp",
         }  # fmt: skip
         return cls(
             epsilon_target=float(data["epsilon_target"]),
@@ -218,6 +265,8 @@ class SearchRow:
             outlook=None
             if data.get("tight_outlook") is None
             else TightOutlook.from_dict(data["tight_outlook"], source),
+            lmo_accountant=str(data.get("lmo_accountant", "rdp")),
+            lmo_rdp=None if data.get("lmo_rdp") is None else LmoEntry.from_dict(data["lmo_rdp"], source),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

@@ -65,7 +65,12 @@ class SweepPrivacy(Section):
         None, gt=0, description="clipping bound C > 0 (L2 for gaussian, L1 for laplace/lmo); null = the recipe's"
     )
     accountant: Literal["rdp", "prv", "pld"] = Field(
-        "rdp", description="accountant for gaussian (rdp|prv|pld) and laplace (rdp|pld); lmo always uses rdp"
+        "rdp", description="accountant for gaussian (rdp|prv|pld) and laplace (rdp|pld); lmo: lmo_accountant"
+    )
+    lmo_accountant: Literal["rdp", "rdp-hidden-u"] = Field(
+        "rdp",
+        description="accountant for lmo: rdp, or rdp-hidden-u (u hidden; the search rescales each target's LMO "
+        "to spend the target under it, about 10 s per target)",
     )
     allow_large_delta: bool = Field(False, description="accept delta >= 1/N (N training examples)")
 
@@ -352,6 +357,10 @@ class SweepConfig(ConfigFile):
             raise ParameterError(
                 "privacy.accountant", "hyperparameter tuning is accounted by rdp only (set accountant: rdp)"
             )
+        if self.privacy.lmo_accountant != "rdp":
+            raise ParameterError(
+                "privacy.lmo_accountant", "hyperparameter tuning is accounted by rdp only (set lmo_accountant: rdp)"
+            )
         if self.grid or self.learning_rates is not None:
             raise ParameterError(
                 "grid" if self.grid else "learning_rates",
@@ -458,7 +467,7 @@ class SweepConfig(ConfigFile):
         if mechanism == "none":
             privacy: dict[str, Any] = {"mechanism": "none", "delta": self.privacy.delta}
         else:
-            accountant = self.privacy.accountant if mechanism != "lmo" else "rdp"
+            accountant = self.privacy.accountant if mechanism != "lmo" else self.privacy.lmo_accountant
             if mechanism == "laplace" and accountant == "prv":
                 accountant = "rdp"
             privacy = {

@@ -196,7 +196,7 @@ class PrivacySettings(Section):
     clip: float | None = Field(
         None, gt=0, description="clipping bound C > 0, in the mechanism's norm (L2 / L1); null = the recipe's"
     )
-    accountant: Literal["rdp", "prv", "pld"] = "rdp"
+    accountant: Literal["rdp", "prv", "pld", "rdp-hidden-u"] = "rdp"
     params: dict[str, Any] | None = Field(None, description="mechanism parameters (sigma | u0 | LMO keys)")
     search_result: str | None = Field(None, description="a noise-search result file (lmo-dp search --out)")
     calibrate: bool = Field(False, description="LMO: rescale the given parameters to meet the target")

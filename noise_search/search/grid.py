@@ -137,3 +137,41 @@ def grid_pick(problem: SearchProblem, grid: GridOutcome, target: float, *, tries
         if pick is not None:
             return pick
     return None
+
+
+def rescale_hidden_u(problem: SearchProblem, pick: LmoPick, target: float) -> LmoPick:
+    """``pick`` rescaled (its ``u`` multiplied by a factor >= 1) to spend ``target`` under the
+    ``rdp-hidden-u`` accountant; ``source`` gains ``+hidden-u``. The pick meets the target under RDP,
+    hence under the tighter accountant, so the factor is at least 1. Raises
+    :class:`~noise_search.errors.CalibrationError` if the calibration fails."""
+    from noise_search.calibration import calibrate
+
+    cal = calibrate(
+        pick.mechanism,
+        epsilon=target,
+        delta=problem.delta,
+        sample_rate=problem.sample_rate,
+        steps=problem.steps,
+        accountant="rdp-hidden-u",
+        rel_tol=1e-3,
+    )
+    mech = cal.mechanism
+    if mech.mean_u() < pick.mechanism.mean_u():  # the solver's tolerance: never report more noise than the pick
+        mech = pick.mechanism
+        spent = compute_epsilon(
+            mech, sample_rate=problem.sample_rate, steps=problem.steps, delta=problem.delta, accountant="rdp-hidden-u"
+        )
+    else:
+        spent = cal.spent
+    objective = mechanism_objective(mech, problem.objective, problem.gamma)
+    return LmoPick(mech, spent, objective, f"{pick.source}+hidden-u", pick.index)
+
+
+def try_rescale_hidden_u(problem: SearchProblem, pick: LmoPick, target: float) -> tuple[LmoPick, str | None]:
+    """:func:`rescale_hidden_u`, or the pick unchanged and why (a failed calibration is reported, not raised)."""
+    from noise_search.errors import CalibrationError, UnsupportedError
+
+    try:
+        return rescale_hidden_u(problem, pick, target), None
+    except (CalibrationError, UnsupportedError, ValueError, OverflowError) as exc:
+        return pick, f"rescaling under rdp-hidden-u failed: {exc}"

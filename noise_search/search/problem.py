@@ -20,6 +20,10 @@ from noise_search.mechanisms import Mechanism
 from noise_search.spaces import SPACES, PaperSpace, Space, WideSpace, make_space
 
 STRATEGIES: tuple[str, ...] = ("grid", "optimize")
+#: accountants for the baselines (the RDP values are always reported beside them)
+BASELINE_ACCOUNTANTS: tuple[str, ...] = tuple(a for a in ACCOUNTANTS if a != "rdp-hidden-u")
+#: accountants a pick's LMO is finally held to: ``rdp-hidden-u`` rescales each pick to spend the target
+LMO_ACCOUNTANTS: tuple[str, ...] = ("rdp", "rdp-hidden-u")
 #: Candidates per block (one Ray task): paper blocks are cheap (orders <= 20), wide ones are not.
 DEFAULT_BLOCK_SIZE = {"paper": 8192, "wide": 2048}
 
@@ -47,6 +51,9 @@ class SearchProblem:
     :class:`~noise_search.spaces.PaperSpace` / :class:`~noise_search.spaces.WideSpace`
     (stored resolved). ``candidates`` sizes the wide space. ``accountant`` is the Gaussian
     baseline's accountant (``rdp``, ``prv`` or ``pld``; the RDP one is always reported).
+    ``lmo_accountant`` is ``rdp`` (the grid's RDP pick is reported) or ``rdp-hidden-u`` (each
+    target's pick is then rescaled to spend the target under that accountant; the RDP pick is
+    kept beside it).
     ``gamma`` is required for ``usefulness``. ``block_size`` is the number of candidates per
     task (default per space, :data:`DEFAULT_BLOCK_SIZE`; results do not depend on it).
     ``optimizer_starts`` (distinct discrete families) and ``optimizer_generations`` size the
@@ -63,6 +70,7 @@ class SearchProblem:
     strategy: str = "grid"
     seed: int = 0
     accountant: str = "rdp"
+    lmo_accountant: str = "rdp"
     candidates: int | None = None
     block_size: int | None = None
     optimizer_starts: int = 3
@@ -78,8 +86,14 @@ class SearchProblem:
         set_(self, "gamma", check_objective(self.objective, self.gamma))
         if self.strategy not in STRATEGIES:
             raise ParameterError("strategy", f"must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.accountant not in ACCOUNTANTS:
-            raise ParameterError("accountant", f"must be one of {', '.join(ACCOUNTANTS)}, got {self.accountant!r}")
+        if self.accountant not in BASELINE_ACCOUNTANTS:
+            raise ParameterError(
+                "accountant", f"must be one of {', '.join(BASELINE_ACCOUNTANTS)}, got {self.accountant!r}"
+            )
+        if self.lmo_accountant not in LMO_ACCOUNTANTS:
+            raise ParameterError(
+                "lmo_accountant", f"must be one of {', '.join(LMO_ACCOUNTANTS)}, got {self.lmo_accountant!r}"
+            )
         set_(self, "seed", check_int("seed", self.seed, ge=0))
         set_(self, "optimizer_starts", check_int("optimizer_starts", self.optimizer_starts, ge=1))
         set_(self, "optimizer_generations", check_int("optimizer_generations", self.optimizer_generations, ge=1))
@@ -115,7 +129,7 @@ class SearchProblem:
             "strategy": self.strategy,
             "seed": self.seed,
             "accountant": self.accountant,
-            "lmo_accountant": "rdp",
+            "lmo_accountant": self.lmo_accountant,
             "block_size": self.block_size,
         }
 

@@ -13,7 +13,7 @@ from noise_search.evaluator import MAXIMISED
 from noise_search.search.baselines import Baselines
 from noise_search.search.grid import GridOutcome, LmoPick
 from noise_search.search.problem import SearchProblem
-from noise_search.search_result import SearchRow, TightOutlook
+from noise_search.search_result import LmoEntry, SearchRow, TightOutlook
 
 #: Objectives within this relative distance count as a tie in the dominance note.
 TIE_REL_TOL = 1e-6
@@ -26,7 +26,7 @@ def at_least_as_good(problem: SearchProblem, a: float, b: float, rel_tol: float 
 
 
 def honesty_note(
-    problem: SearchProblem, target: float, objective: float | None, baselines: Baselines
+    problem: SearchProblem, target: float, objective: float | None, baselines: Baselines, lmo_accountant: str = "rdp"
 ) -> tuple[tuple[str, ...], str | None]:
     """Which baselines are at least as good as the best LMO (objective ``objective``; None when
     infeasible), and a sentence saying so."""
@@ -51,12 +51,21 @@ def honesty_note(
             f"{g.objective:.4g}; L2 sensitivity, not L1)"
         )
     note = (
-        f"The best LMO ({problem.objective} {objective:.4g}) is dominated by {' and '.join(parts)} at epsilon "
-        f"{target:g}. This is expected: under the joint-convexity RDP bound a plain Laplace "
-        "with u0 = E[u] is never worse than the mixture (docs/privacy.md section 6); only a tighter "
-        "accountant for the mixture could change that."
+        f"The best LMO ({problem.objective} {objective:.4g}) is dominated by {' and '.join(parts)} "
+        f"at epsilon {target:g}."
     )
     tighter = sorted({baselines.laplace.accountant, baselines.gaussian.accountant} - {"rdp"})
+    if lmo_accountant == "rdp-hidden-u":
+        note += (
+            " The LMO is held to its rdp-hidden-u bound (Renyi moments of the noise drawn, u hidden), "
+            f"the baselines to {'/'.join(tighter) or 'rdp'}."
+        )
+        return dominated, note
+    note += (
+        " This is expected: under the joint-convexity RDP bound a plain Laplace "
+        "with u0 = E[u] is never worse than the mixture (docs/privacy.md section 6); only a tighter "
+        "accountant for the mixture could change that (--lmo-accountant rdp-hidden-u)."
+    )
     if tighter:
         note += (
             f" The baselines here are calibrated with the {'/'.join(tighter)} accountant, tighter than the RDP "
@@ -100,8 +109,21 @@ def build_row(
     baselines: Baselines,
     grid: GridOutcome,
     outlook: TightOutlook | None = None,
+    *,
+    rdp_pick: LmoPick | None = None,
+    rescale_error: str | None = None,
 ) -> SearchRow:
-    dominated, note = honesty_note(problem, target, None if pick is None else pick.objective, baselines)
+    """The row of ``target``; ``rdp_pick`` is the RDP pick when ``pick`` was rescaled under
+    ``rdp-hidden-u`` (``rescale_error``: why it could not be)."""
+    dominated, note = honesty_note(
+        problem,
+        target,
+        None if pick is None else pick.objective,
+        baselines,
+        "rdp" if pick is None else pick.spent.accountant,
+    )
+    if pick is not None and rdp_pick is not None:
+        note = hidden_u_note(problem, pick, rdp_pick, rescale_error) + (note or "")
     if pick is not None and outlook is not None:
         note = (note or f"The best LMO has {problem.objective} {pick.objective:.4g}.") + outlook_note(
             problem, pick.objective, outlook
@@ -120,4 +142,18 @@ def build_row(
         dominated_by=dominated,
         note=note if pick is not None else infeasible_note(problem, grid, target),
         outlook=outlook if pick is not None else None,
+        lmo_accountant=pick.spent.accountant if pick is not None else "rdp",
+        lmo_rdp=None if rdp_pick is None or rdp_pick is pick else LmoEntry.of(rdp_pick),
+    )
+
+
+def hidden_u_note(problem: SearchProblem, pick: LmoPick, rdp_pick: LmoPick, error: str | None) -> str:
+    """A sentence on the rescaling of the RDP pick under ``rdp-hidden-u``."""
+    if error is not None or pick is rdp_pick:
+        return f"The LMO stays at its RDP pick ({error or 'not rescaled'}). "
+    factor = pick.mechanism.mean_u() / rdp_pick.mechanism.mean_u()
+    return (
+        f"With u hidden (rdp-hidden-u; docs/privacy.md, 'RDP with u hidden') the grid's RDP pick is rescaled "
+        f"(u times {factor:.4g}) to spend epsilon {pick.spent.epsilon:.4g}: {problem.objective} "
+        f"{rdp_pick.objective:.4g} -> {pick.objective:.4g}. "
     )

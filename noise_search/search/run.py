@@ -6,8 +6,10 @@ inputs, so the results are identical): the grid in blocks (:mod:`~noise_search.s
 (:mod:`~noise_search.search.baselines`) and, for strategy ``optimize``, differential evolution
 per target (:mod:`~noise_search.search.optimize`). Every reported LMO is re-checked by the RDP
 accountant and only kept if it meets its target; an optimised point is only kept if it is at
-least as good as the grid's. Under an accountant tighter than RDP that supports Laplace, each
-pick also gets its outlook (:mod:`~noise_search.search.outlook`): could any accountant make it win?
+least as good as the grid's. With ``lmo_accountant`` ``rdp-hidden-u`` each pick is then rescaled
+to spend its target under that accountant (the RDP pick stays in the row as ``lmo_rdp``). Under
+an accountant tighter than RDP that supports Laplace, each pick also gets its outlook
+(:mod:`~noise_search.search.outlook`): could any accountant make it win?
 A target no candidate meets is reported as infeasible, not raised.
 """
 
@@ -22,7 +24,14 @@ from noise_search.accountants import get_accountant
 from noise_search.mechanisms import LMO
 from noise_search.search.baselines import calibrate_baselines
 from noise_search.search.executors import Executor, LocalExecutor
-from noise_search.search.grid import GridOutcome, accept_lmo, grid_pick, reduce_blocks, search_block
+from noise_search.search.grid import (
+    GridOutcome,
+    accept_lmo,
+    grid_pick,
+    reduce_blocks,
+    search_block,
+    try_rescale_hidden_u,
+)
 from noise_search.search.optimize import optimize_target, optimizer_starts
 from noise_search.search.outlook import tight_outlook
 from noise_search.search.problem import SearchProblem
@@ -82,6 +91,13 @@ def run_search(
             current = picks[i]
             if cand is not None and (current is None or at_least_as_good(problem, cand.objective, current.objective)):
                 picks[i] = cand
+    rdp_picks: list = [None] * len(picks)
+    rescale_errors: list = [None] * len(picks)
+    if problem.lmo_accountant == "rdp-hidden-u":
+        found = [i for i, pick in enumerate(picks) if pick is not None]
+        handles = [ex.submit(try_rescale_hidden_u, problem, picks[i], problem.targets[i]) for i in found]
+        for i, (rescaled, error) in zip(found, ex.gather(handles), strict=True):
+            rdp_picks[i], picks[i], rescale_errors[i] = picks[i], rescaled, error
     outlooks: list = [None] * len(picks)
     if problem.accountant != "rdp" and "laplace" in get_accountant(problem.accountant).families:
         found = [i for i, pick in enumerate(picks) if pick is not None]
@@ -90,7 +106,9 @@ def run_search(
             outlooks[i] = outlook
     baselines = ex.gather(base_handles)
     rows = [
-        build_row(problem, t, pick, base, grid, outlook)
-        for t, pick, base, outlook in zip(problem.targets, picks, baselines, outlooks, strict=True)
+        build_row(problem, t, pick, base, grid, outlook, rdp_pick=rdp, rescale_error=err)
+        for t, pick, base, outlook, rdp, err in zip(
+            problem.targets, picks, baselines, outlooks, rdp_picks, rescale_errors, strict=True
+        )
     ]
     return SearchOutcome(problem, rows, evaluated, time.perf_counter() - t0, grid)

@@ -4,7 +4,7 @@
                   [--objective {mean-abs,variance,usefulness}] [--gamma G]
                   [--space {paper,wide}] [--strategy {grid,optimize}] [--workers N]
                   [--address ADDR] [--seed S] [--out FILE] [--json]
-                  [--candidates N] [--accountant {rdp,prv,pld}]
+                  [--candidates N] [--accountant {rdp,prv,pld}] [--lmo-accountant {rdp,rdp-hidden-u}]
 
 ``--json`` prints ``{"results": [...], "evaluated", "seconds", "settings", "workers"}`` (plus
 ``"files"`` with ``--out`` and ``"mlflow_run_id"`` when MLflow is configured); ``--out FILE``
@@ -13,7 +13,9 @@ writes the same object to ``FILE`` plus ``<stem>.frontier.csv`` and ``<stem>.fro
 wall time including Ray's start-up. ``--workers 0`` runs in this process without Ray.
 ``--candidates`` sizes the wide space; ``--accountant`` calibrates the baselines it supports
 again under it (PRV: Gaussian; PLD: Gaussian and Laplace), keeping the RDP ones in
-``gaussian_rdp`` / ``laplace_rdp``. The LMO is always held to its RDP bound.
+``gaussian_rdp`` / ``laplace_rdp``. The grid ranks LMO candidates by their RDP bound;
+``--lmo-accountant rdp-hidden-u`` then rescales each target's pick to spend the target under the
+hidden-u accountant (about 10 s per target), keeping the RDP pick in ``lmo_rdp``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from noise_search.accountants import ACCOUNTANTS
 from noise_search.errors import ParameterError
 from noise_search.evaluator import OBJECTIVES
 from noise_search.search import STRATEGIES, SearchProblem
+from noise_search.search.problem import BASELINE_ACCOUNTANTS, LMO_ACCOUNTANTS
 from noise_search.spaces import SPACES, WIDE_DEFAULT_SIZE
 from orchestrator.cli import add_json_flag
 from orchestrator.commands._common import FIELD_FLAGS
@@ -39,6 +41,7 @@ SEARCH_FLAGS: dict[str, str] = {
     "strategy": "--strategy",
     "objective": "--objective",
     "accountant": "--accountant",
+    "lmo_accountant": "--lmo-accountant",
 }
 
 
@@ -63,9 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--candidates", type=int, default=None,
                    help=f"number of candidates drawn from the wide space (default {WIDE_DEFAULT_SIZE})")  # fmt: skip
-    p.add_argument("--accountant", choices=list(ACCOUNTANTS), default="rdp",
+    p.add_argument("--lmo-accountant", choices=list(LMO_ACCOUNTANTS), default="rdp",
+                   help="rdp-hidden-u: rescale each target's LMO to spend the target with u hidden "
+                        "(docs/privacy.md, 'RDP with u hidden'); the RDP pick is kept as lmo_rdp")  # fmt: skip
+    p.add_argument("--accountant", choices=list(BASELINE_ACCOUNTANTS), default="rdp",
                    help="accountant for the baselines: prv (Gaussian), pld (Gaussian and Laplace); "
-                        "RDP is always reported too, and the LMO is always RDP")  # fmt: skip
+                        "RDP is always reported too (the LMO's: --lmo-accountant)")  # fmt: skip
     p.add_argument("--workers", type=int, default=None,
                    help="Ray tasks in flight (default: all CPUs of the cluster; 0: this process, no Ray)")  # fmt: skip
     p.add_argument("--address", default=None, help="address of an existing Ray cluster (default: start a local one)")
@@ -105,6 +111,7 @@ def problem_from_args(args: argparse.Namespace) -> SearchProblem:
         strategy=args.strategy,
         seed=args.seed,
         accountant=args.accountant,
+        lmo_accountant=args.lmo_accountant,
         candidates=args.candidates,
     )
 
@@ -145,7 +152,8 @@ def render(r: dict[str, Any]) -> str:
         f"objective {s['objective']}" + (f" (gamma {s['gamma']:g})" if s.get("gamma") else ""),
         f"  q = {s['sample_rate']:g}, T = {s['steps']}, delta = {s['delta']:g}; "
         f"{r['evaluated']:,} evaluations in {r['seconds']:.1f} s",
-        f"  accountants: LMO rdp; Laplace {_accountant(r, 'laplace')}; Gaussian {_accountant(r, 'gaussian')}",
+        f"  accountants: LMO {s.get('lmo_accountant', 'rdp')}; Laplace {_accountant(r, 'laplace')}; "
+        f"Gaussian {_accountant(r, 'gaussian')}",
         "",
         f"  {'target':>7}  {'LMO eps':>8}  {'LMO obj':>9}  {'Laplace u0':>10}  {'Lap obj':>9}  "
         f"{'Gauss sigma':>11}  {'Gauss obj':>9}",

@@ -520,6 +520,7 @@ def _search(cfg: SweepConfig, plan: SharedPlan) -> tuple[Any, dict[str, Any]]:
         strategy=cfg.search.strategy,
         seed=cfg.search.seed,
         accountant=cfg.privacy.accountant,
+        lmo_accountant=cfg.privacy.lmo_accountant,
     )
     outcome = search_runner.run(problem)
     return outcome, jsonable(outcome.to_dict())

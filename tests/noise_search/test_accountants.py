@@ -226,8 +226,9 @@ def test_events_flatten_to_mechanism_and_rate_counts():
     assert leaves(mechanism_event(Laplace(0.123456789))) == {(Laplace(0.123456789), 1.0): 1}  # u0 kept exactly
     with pytest.raises(UnsupportedError, match="cannot account"):
         leaves(PoissonSampledDpEvent(0.1, ev))
-    assert accountants_for(lmo) == ["rdp"] and accountants_for(Gaussian(1.0)) == ["rdp", "prv", "pld"]
-    with pytest.raises(UnsupportedError, match="use one of: rdp, pld"):
+    assert accountants_for(lmo) == ["rdp", "rdp-hidden-u"]
+    assert accountants_for(Gaussian(1.0)) == ["rdp", "prv", "pld", "rdp-hidden-u"]
+    with pytest.raises(UnsupportedError, match="use one of: rdp, pld, rdp-hidden-u"):
         PrvAccountant().compose(mechanism_event(Laplace(1.0)))
 
 

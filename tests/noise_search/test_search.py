@@ -245,3 +245,32 @@ def test_the_tighter_laplace_search_stays_within_the_u0_lmo_dp_accounts_for():
     kw = {"sample_rate": 1.0, "steps": 1, "delta": 1e-5}
     u0 = _tighter_laplace_u0(get_accountant("rdp"), 700.0, 400.0, kw)
     assert u0 == pytest.approx(700.0, rel=1e-3) and compute_epsilon(Laplace(u0), **kw).epsilon <= 700.0
+
+
+def test_lmo_accountant_hidden_u_rescales_each_pick_to_its_target_and_keeps_the_rdp_pick():
+    outcome = run_search(_problem(targets=(1.0, 2.5), lmo_accountant="rdp-hidden-u"))
+    for target, row in zip((1.0, 2.5), rows(outcome), strict=True):
+        assert row["lmo_accountant"] == "rdp-hidden-u" and row["source"].endswith("+hidden-u")
+        rdp = row["lmo_rdp"]
+        assert rdp["accountant"] == "rdp" and rdp["epsilon"] <= target
+        lmo = LMO.from_dict(row["params"])
+        spent = compute_epsilon(lmo, sample_rate=Q, steps=T, delta=DELTA, accountant="rdp-hidden-u")
+        assert spent.epsilon == row["epsilon"] and target * 0.99 < spent.epsilon <= target
+        # more u (less noise) than the RDP pick, which RDP alone would not allow
+        assert lmo.mean_u() >= LMO.from_dict(rdp["params"]).mean_u()
+        assert compute_epsilon(lmo, sample_rate=Q, steps=T, delta=DELTA).epsilon >= spent.epsilon
+        assert row["objective"] <= rdp["objective"]
+        assert "rdp-hidden-u" in row["note"]
+    # the file round-trips with both LMOs
+    result = SearchResult.from_dict(jsonable(outcome.to_dict()))
+    assert result.settings["lmo_accountant"] == "rdp-hidden-u"
+    again = result.rows[0]
+    assert again.lmo_accountant == "rdp-hidden-u" and again.lmo_rdp is not None
+    assert again.to_dict() == outcome.rows[0].to_dict()
+
+
+def test_search_refuses_hidden_u_for_the_baselines_and_unknown_lmo_accountants():
+    with pytest.raises(ParameterError, match="accountant: must be one of rdp, prv, pld"):
+        _problem(accountant="rdp-hidden-u")
+    with pytest.raises(ParameterError, match="lmo_accountant: must be one of rdp, rdp-hidden-u"):
+        _problem(lmo_accountant="pld")

@@ -177,3 +177,30 @@ def test_example_sweeps_and_the_demo_default_validate() -> None:
     demo = SweepConfig.from_dict(yaml.safe_load(default_config_text()))
     assert demo == SweepConfig.from_yaml(root / "examples" / "sweep-demo.yaml")
     assert demo.trial_count() == 3 * 3 + 1 and demo.data.max_train_examples is None
+
+
+def test_lmo_accountant_reaches_the_lmo_trials_only(tmp_path) -> None:
+    privacy = {"epsilons": [1.0, 8.0], "mechanisms": ["gaussian", "laplace", "lmo"], "accountant": "pld"}
+    cfg = grid_config(tmp_path, privacy={**privacy, "lmo_accountant": "rdp-hidden-u"})
+    params = SEARCH.rows[1].lmo.to_dict()
+    params.pop("mechanism")
+    lmo = cfg.trial_config(mechanism="lmo", epsilon=8.0, seed=0, learning_rate=None, params=params, name="x")
+    lap = cfg.trial_config(mechanism="laplace", epsilon=8.0, seed=0, learning_rate=None, params={"u0": 2.0}, name="y")
+    assert lmo.privacy.accountant == "rdp-hidden-u" and lap.privacy.accountant == "pld"
+    assert grid_config(tmp_path, privacy=privacy).trial_config(
+        mechanism="lmo", epsilon=8.0, seed=0, learning_rate=None, params=params, name="z"
+    ).privacy.accountant == "rdp"
+
+
+@pytest.mark.parametrize(
+    ("privacy", "needle"),
+    [
+        ({"lmo_accountant": "pld"}, "privacy.lmo_accountant"),
+        ({"lmo_accountant": "rdp-hidden-u", "accountant": "rdp-hidden-u"}, "privacy.accountant"),
+    ],
+)
+def test_bad_lmo_accountant_exits_2_with_one_line(capsys, tmp_path, privacy, needle) -> None:
+    base = sweep_dict(tmp_path)["privacy"]
+    path = write_config(tmp_path, privacy={**base, **privacy})
+    res = run_cli(capsys, "sweep", "--config", path)
+    assert res.code == 2 and needle in res.err and len(res.err.strip().splitlines()) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,31 @@ def test_guard_epsilon_after_every_step_equals_the_core_and_stops_before_exceedi
     assert compute_epsilon(mech, sample_rate=0.05, steps=taken, delta=1e-6).epsilon <= 1.0
     assert compute_epsilon(mech, sample_rate=0.05, steps=taken + 1, delta=1e-6).epsilon > 1.0
     assert guard.spent.epsilon <= 1.0 and guard.steps == taken
+
+
+def test_guard_with_u_hidden_spends_less_than_rdp_and_stops_later():
+    """A trial with ``privacy.accountant: rdp-hidden-u``: the plan, every step and the stop all use
+    the hidden-u bound (docs/privacy.md, "RDP with u hidden")."""
+    raw = json.loads(Path("reference/paper_params/optimized_epsilon_lmo_eps_1.0.json").read_text())
+    paper = {k: v for k, v in LMO.from_dict(raw).to_dict().items() if k != "mechanism"}
+    kw = dict(mechanism="lmo", epsilon=2.0, delta=1e-6, params=paper, on_budget="stop")
+    plan = make_step_plan(1000, 50, epochs=10)  # 200 steps
+    hidden = plan_noise(PrivacySettings(**kw, accountant="rdp-hidden-u"), plan)
+    revealed = plan_noise(PrivacySettings(**kw), plan)
+    assert hidden.accountant == "rdp-hidden-u" and hidden.planned.epsilon < 0.5 * revealed.planned.epsilon
+
+    def steps_allowed(pp) -> int:
+        guard, taken = BudgetGuard(pp), 0
+        while taken < plan.steps and guard.allows_next_step():
+            guard.record_step()
+            taken += 1
+        return taken
+
+    with_hidden = steps_allowed(hidden)
+    assert steps_allowed(revealed) < with_hidden
+    expect = compute_epsilon(
+        hidden.mechanism, sample_rate=0.05, steps=with_hidden, delta=1e-6, accountant="rdp-hidden-u"
+    )
+    assert expect.epsilon <= 2.0
+    with pytest.raises(ValueError, match=r"privacy\.accountant: 'pld' cannot account the lmo mechanism"):
+        PrivacySettings(**kw, accountant="pld")
