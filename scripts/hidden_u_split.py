@@ -1,6 +1,6 @@
 """Per-coordinate LMO with u hidden: a one-coordinate shift vs the same L1 shift split over two
-coordinates, by numerical hockey-stick divergence (docs/privacy.md, "Tight accounting with u hidden");
-and the same comparison for plain Laplace.
+coordinates, by numerical hockey-stick divergence (docs/privacy.md, "No privacy-loss distribution
+for LMO with u hidden"); and the same comparison for plain Laplace.
 
     python scripts/hidden_u_split.py
 

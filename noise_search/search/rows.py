@@ -69,8 +69,9 @@ def honesty_note(
     if tighter:
         note += (
             f" The baselines here are calibrated with the {'/'.join(tighter)} accountant, tighter than the RDP "
-            "bound the LMO is held to: lmo-dp has no proven tight accountant for the mixture "
-            "(docs/privacy.md, 'Tight accounting with u hidden')."
+            "bound the LMO is held to here (--lmo-accountant rdp-hidden-u tightens it; lmo-dp has no "
+            "privacy-loss distribution for the mixture: docs/privacy.md, 'No privacy-loss distribution for LMO "
+            "with u hidden')."
         )
     return dominated, note
 
