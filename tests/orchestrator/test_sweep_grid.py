@@ -187,9 +187,12 @@ def test_lmo_accountant_reaches_the_lmo_trials_only(tmp_path) -> None:
     lmo = cfg.trial_config(mechanism="lmo", epsilon=8.0, seed=0, learning_rate=None, params=params, name="x")
     lap = cfg.trial_config(mechanism="laplace", epsilon=8.0, seed=0, learning_rate=None, params={"u0": 2.0}, name="y")
     assert lmo.privacy.accountant == "rdp-hidden-u" and lap.privacy.accountant == "pld"
-    assert grid_config(tmp_path, privacy=privacy).trial_config(
-        mechanism="lmo", epsilon=8.0, seed=0, learning_rate=None, params=params, name="z"
-    ).privacy.accountant == "rdp"
+    assert (
+        grid_config(tmp_path, privacy=privacy)
+        .trial_config(mechanism="lmo", epsilon=8.0, seed=0, learning_rate=None, params=params, name="z")
+        .privacy.accountant
+        == "rdp"
+    )
 
 
 @pytest.mark.parametrize(
