@@ -128,15 +128,26 @@ def accept_lmo(problem: SearchProblem, mech: LMO, target: float, source: str, in
 def grid_pick(problem: SearchProblem, grid: GridOutcome, target: float, *, tries: int = 50) -> LmoPick | None:
     """The grid's best candidate for ``target`` that the accountant confirms (next best if a
     rounding-level disagreement rejects it)."""
-    ranked = grid.ranked(problem, target)[:tries]
+    found = grid_picks(problem, grid, target, 1, tries=tries)
+    return found[0] if found else None
+
+
+def grid_picks(
+    problem: SearchProblem, grid: GridOutcome, target: float, count: int, *, tries: int = 50
+) -> list[LmoPick]:
+    """The grid's ``count`` best candidates for ``target`` that the accountant confirms, best first."""
+    ranked = grid.ranked(problem, target)[: tries + count - 1]
     if ranked.size == 0:
-        return None
+        return []
     rows = problem.space.take(grid.index[ranked])
+    out: list[LmoPick] = []
     for j, pos in enumerate(ranked):
         pick = accept_lmo(problem, lmo_from_row(rows, j), target, "grid", int(grid.index[pos]))
         if pick is not None:
-            return pick
-    return None
+            out.append(pick)
+            if len(out) == count:
+                break
+    return out
 
 
 def rescale_hidden_u(problem: SearchProblem, pick: LmoPick, target: float) -> LmoPick:

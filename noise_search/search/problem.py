@@ -51,9 +51,10 @@ class SearchProblem:
     :class:`~noise_search.spaces.PaperSpace` / :class:`~noise_search.spaces.WideSpace`
     (stored resolved). ``candidates`` sizes the wide space. ``accountant`` is the Gaussian
     baseline's accountant (``rdp``, ``prv`` or ``pld``; the RDP one is always reported).
-    ``lmo_accountant`` is ``rdp`` (the grid's RDP pick is reported) or ``rdp-hidden-u`` (each
-    target's pick is then rescaled to spend the target under that accountant; the RDP pick is
-    kept beside it).
+    ``lmo_accountant`` is ``rdp`` (the grid's RDP pick is reported) or ``rdp-hidden-u`` (the
+    ``rerank`` best RDP candidates of each target -- the pick, and the optimiser's point if any, among
+    them -- are rescaled to spend the target under that accountant, and the best of them is
+    reported; the RDP pick is kept beside it).
     ``gamma`` is required for ``usefulness``. ``block_size`` is the number of candidates per
     task (default per space, :data:`DEFAULT_BLOCK_SIZE`; results do not depend on it).
     ``optimizer_starts`` (distinct discrete families) and ``optimizer_generations`` size the
@@ -71,6 +72,7 @@ class SearchProblem:
     seed: int = 0
     accountant: str = "rdp"
     lmo_accountant: str = "rdp"
+    rerank: int = 3
     candidates: int | None = None
     block_size: int | None = None
     optimizer_starts: int = 3
@@ -95,6 +97,9 @@ class SearchProblem:
                 "lmo_accountant", f"must be one of {', '.join(LMO_ACCOUNTANTS)}, got {self.lmo_accountant!r}"
             )
         set_(self, "seed", check_int("seed", self.seed, ge=0))
+        set_(self, "rerank", check_int("rerank", self.rerank, ge=1))
+        if self.rerank > 50:
+            raise ParameterError("rerank", f"must be an integer in [1, 50], got {self.rerank}")
         set_(self, "optimizer_starts", check_int("optimizer_starts", self.optimizer_starts, ge=1))
         set_(self, "optimizer_generations", check_int("optimizer_generations", self.optimizer_generations, ge=1))
         if self.candidates is not None:
@@ -130,6 +135,7 @@ class SearchProblem:
             "seed": self.seed,
             "accountant": self.accountant,
             "lmo_accountant": self.lmo_accountant,
+            **({"rerank": self.rerank} if self.lmo_accountant != "rdp" else {}),
             "block_size": self.block_size,
         }
 

@@ -149,12 +149,18 @@ def build_row(
 
 
 def hidden_u_note(problem: SearchProblem, pick: LmoPick, rdp_pick: LmoPick, error: str | None) -> str:
-    """A sentence on the rescaling of the RDP pick under ``rdp-hidden-u``."""
+    """A sentence on the rescaling under ``rdp-hidden-u`` (``pick``: the best rescaled candidate)."""
     if error is not None or pick is rdp_pick:
         return f"The LMO stays at its RDP pick ({error or 'not rescaled'}). "
-    factor = pick.mechanism.mean_u() / rdp_pick.mechanism.mean_u()
-    return (
-        f"With u hidden (rdp-hidden-u; docs/privacy.md, 'RDP with u hidden') the grid's RDP pick is rescaled "
-        f"(u times {factor:.4g}) to spend epsilon {pick.spent.epsilon:.4g}: {problem.objective} "
-        f"{rdp_pick.objective:.4g} -> {pick.objective:.4g}. "
+    head = "With u hidden (rdp-hidden-u; docs/privacy.md, 'RDP with u hidden') "
+    tail = f"{problem.objective} {rdp_pick.objective:.4g} -> {pick.objective:.4g}. "
+    if pick.index == rdp_pick.index and pick.source == f"{rdp_pick.source}+hidden-u":
+        factor = pick.mechanism.mean_u() / rdp_pick.mechanism.mean_u()
+        return head + (
+            f"the grid's RDP pick is rescaled (u times {factor:.4g}) to spend epsilon {pick.spent.epsilon:.4g}: " + tail
+        )
+    where = f"grid candidate {pick.index}" if pick.index is not None else "the optimiser's point"
+    return head + (
+        f"{where}, rescaled to spend epsilon {pick.spent.epsilon:.4g}, beats the RDP pick rescaled "
+        f"(best of the {problem.rerank} best RDP candidates): " + tail
     )

@@ -26,8 +26,10 @@ from noise_search.search.baselines import calibrate_baselines
 from noise_search.search.executors import Executor, LocalExecutor
 from noise_search.search.grid import (
     GridOutcome,
+    LmoPick,
     accept_lmo,
     grid_pick,
+    grid_picks,
     reduce_blocks,
     search_block,
     try_rescale_hidden_u,
@@ -37,6 +39,24 @@ from noise_search.search.outlook import tight_outlook
 from noise_search.search.problem import SearchProblem
 from noise_search.search.rows import at_least_as_good, build_row
 from noise_search.search_result import SearchResult, SearchRow
+
+
+def _rerank_pool(problem: SearchProblem, grid: GridOutcome, target: float, pick: LmoPick) -> list[LmoPick]:
+    """The target's pick and the next best RDP candidates of the grid, ``problem.rerank`` in all."""
+    others = [c for c in grid_picks(problem, grid, target, problem.rerank) if c.mechanism != pick.mechanism]
+    return [pick, *others][: problem.rerank]
+
+
+def _best_rescaled(problem: SearchProblem, results: list[tuple[LmoPick, str | None]]) -> tuple[LmoPick, str | None]:
+    """The best rescaled candidate (first on ties); the pick itself, with why, if none could be rescaled."""
+    done = [p for p, error in results if error is None]
+    if not done:
+        return results[0][0], results[0][1]
+    best = done[0]
+    for cand in done[1:]:
+        if not at_least_as_good(problem, best.objective, cand.objective):
+            best = cand
+    return best, None
 
 
 @dataclass
@@ -95,9 +115,15 @@ def run_search(
     rescale_errors: list = [None] * len(picks)
     if problem.lmo_accountant == "rdp-hidden-u":
         found = [i for i, pick in enumerate(picks) if pick is not None]
-        handles = [ex.submit(try_rescale_hidden_u, problem, picks[i], problem.targets[i]) for i in found]
-        for i, (rescaled, error) in zip(found, ex.gather(handles), strict=True):
-            rdp_picks[i], picks[i], rescale_errors[i] = picks[i], rescaled, error
+        pools = {i: _rerank_pool(problem, grid, problem.targets[i], picks[i]) for i in found}
+        jobs = [(i, c) for i in found for c in pools[i]]
+        handles = [ex.submit(try_rescale_hidden_u, problem, c, problem.targets[i]) for i, c in jobs]
+        results: dict[int, list] = {i: [] for i in found}
+        for (i, _), out in zip(jobs, ex.gather(handles), strict=True):
+            results[i].append(out)
+        for i in found:
+            rdp_picks[i] = picks[i]
+            picks[i], rescale_errors[i] = _best_rescaled(problem, results[i])
     outlooks: list = [None] * len(picks)
     if problem.accountant != "rdp" and "laplace" in get_accountant(problem.accountant).families:
         found = [i for i, pick in enumerate(picks) if pick is not None]
