@@ -109,9 +109,12 @@ def _log_power_sums(log_q: np.ndarray, top: int, ratio: np.ndarray, *, upper: bo
         return q_max + np.arange(top + 1) * l_max + np.log(sums)
 
 
-def _bins_for(mech: LMO, s: float, bins: Bins) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _bins_for(
+    mech: LMO, s: float, bins: Bins, *, with_min: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """``(log_mass, ratio_max, ratio_min, below)`` per bin for shift ``s``: the bin's exact log mass
-    under ``f``, bounds on its log likelihood ratio, and whether it lies left of ``s``."""
+    under ``f``, bounds on its log likelihood ratio (``ratio_min`` only ``with_min``), and whether it
+    lies left of ``s``."""
     scale = 1.0 / slope_bound(mech)
     g = bins.offsets(scale)
     n_mid = min(bins.max_mid, max(1, math.ceil(s / (bins.mid_width * scale))))
@@ -122,13 +125,15 @@ def _bins_for(mech: LMO, s: float, bins: Bins) -> tuple[np.ndarray, np.ndarray, 
     left, right = hi <= 0.0, lo >= s
     # the end where the ratio is largest: far end on the left, right end on [0, s], left end beyond s
     max_end = np.where(left | right, lo, hi)
-    min_end = np.where(left | right, hi, lo)
     ratio_max = np.zeros(lo.shape)  # open bins: the ratio's limit is <= 1 on the left ...
-    ratio_min = np.zeros(lo.shape)  # ... and >= 1 on the right
     fin = np.isfinite(max_end)
     ratio_max[fin] = _log_ratio(mech, max_end[fin], s) + _MARGIN
-    fin = np.isfinite(min_end)
-    ratio_min[fin] = _log_ratio(mech, min_end[fin], s) - _MARGIN
+    ratio_min = None
+    if with_min:
+        min_end = np.where(left | right, hi, lo)
+        ratio_min = np.zeros(lo.shape)  # ... and >= 1 on the right
+        fin = np.isfinite(min_end)
+        ratio_min[fin] = _log_ratio(mech, min_end[fin], s) - _MARGIN
     return log_q, ratio_max, ratio_min, ~right
 
 
@@ -136,7 +141,7 @@ def log_moment_parts(mech: LMO, shift: float, max_order: int, bins: Bins = Bins(
     """Upper bounds on the parts of ``m_j(s)`` from ``x < s`` and from ``x >= s`` (logs, ``j = 0..max_order``)."""
     s = check_range("shift", shift, gt=0.0, le=1.0)
     top = check_int("max_order", max_order, ge=1)
-    log_q, ratio_max, _, below = _bins_for(mech, s, bins)
+    log_q, ratio_max, _, below = _bins_for(mech, s, bins, with_min=False)
     return _log_power_sums(log_q[below], top, ratio_max[below]), _log_power_sums(log_q[~below], top, ratio_max[~below])
 
 
@@ -151,6 +156,7 @@ def log_moments(mech: LMO, shift: float, max_order: int, bins: Bins = Bins()) ->
     s = check_range("shift", shift, gt=0.0, le=1.0)
     top = check_int("max_order", max_order, ge=1)
     log_q, ratio_max, ratio_min, _ = _bins_for(mech, s, bins)
+    assert ratio_min is not None
     return _log_power_sums(log_q, top, ratio_max), _log_power_sums(log_q - 2 * _MARGIN, top, ratio_min, upper=False)
 
 
@@ -231,8 +237,8 @@ def log_moment_sup(
 
 
 @lru_cache(maxsize=64)
-def hidden_log_moments(mech: LMO, max_order: int) -> np.ndarray:
+def hidden_log_moments(mech: LMO, max_order: int, max_evals: int = 160) -> np.ndarray:
     """``B_j`` for ``j = 0..max_order`` (:func:`log_moment_sup`), cached per mixture; read-only."""
-    out = log_moment_sup(mech, max_order).bound
+    out = log_moment_sup(mech, max_order, max_evals=max_evals).bound
     out.setflags(write=False)
     return out

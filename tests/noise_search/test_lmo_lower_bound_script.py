@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from noise_search.accountants import compute_epsilon
 from noise_search.calibration import calibrate
 from noise_search.lower_bound import epsilon_lower_bound
 from noise_search.mechanisms import LMO
@@ -64,3 +65,21 @@ def test_bad_inputs_exit_2_naming_the_field(script, argv: list[str], field: str,
     assert script.main([*argv, "--params", "/nonexistent"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {field}:") and err.count("\n") == 1
+
+
+@pytest.mark.slow  # ~10 s: a dozen hidden-u accountings of new scales
+def test_hidden_u_scales_each_shape_to_its_proven_epsilon_between_rdp_and_the_lower_bound(script, capsys) -> None:
+    account = {"sample_rate": 0.05, "steps": 4, "delta": 1e-8}
+    argv = ["--epsilons", "2", "--shapes", "gamma-3", "--params", "/nonexistent", "--hidden-u"]
+    argv += ["--sample-rate", "0.05", "--steps", "4", "--delta", "1e-8"]
+    assert script.main([*argv, "--json"]) == 0
+    (res,) = json.loads(capsys.readouterr().out)["results"]
+    row = res["lmo"]["gamma-3"]
+    hidden = LMO.from_dict(row["hidden_u"]["mechanism"])
+    spent = compute_epsilon(hidden, accountant="rdp-hidden-u", **account)
+    assert spent.epsilon == row["hidden_u"]["epsilon"] and 1.99 < spent.epsilon <= 2.0
+    # proven: more noise than the shape credited with its lower bound, less than under RDP
+    rdp = calibrate(LMO.from_dict(row["mechanism"]), epsilon=2.0, **account).mechanism
+    assert rdp.mean_u() < hidden.mean_u() <= row["mean_u"]
+    assert script.wins(row["hidden_u"], res["laplace_proven"]) == []
+    assert "u hidden" in script.render([res], account, 1.0)
