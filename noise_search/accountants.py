@@ -446,7 +446,7 @@ class HiddenURdpAccountant(RdpAccountant):
     For each order the smaller of two proven bounds on the d-dimensional moment is used: the
     revealed-``u`` ``E_u[A_j(u)]`` and the hidden-``u`` ``B_j`` (docs/privacy.md, "RDP with u
     hidden"). ``max_evals`` (shifts evaluated per mixture, >= 13) trades time for tightness; every
-    setting gives a proven bound. The first evaluation for a mixture takes about a second at the
+    setting gives a proven bound. The first evaluation for a mixture takes under a second at the
     default (then cached).
     """
 

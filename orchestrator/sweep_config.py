@@ -70,7 +70,7 @@ class SweepPrivacy(Section):
     lmo_accountant: Literal["rdp", "rdp-hidden-u"] = Field(
         "rdp",
         description="accountant for lmo: rdp, or rdp-hidden-u (u hidden; the search rescales each target's LMO "
-        "to spend the target under it, about 10 s per target)",
+        "to spend the target under it, about 5 s per candidate, three per target)",
     )
     allow_large_delta: bool = Field(False, description="accept delta >= 1/N (N training examples)")
 
