@@ -55,7 +55,7 @@ def slope_bound(mech: LMO) -> float:
 class Bins:
     """Bins of one coordinate's output for a shift ``s``, in units of ``1 / L`` (``L`` = :func:`slope_bound`).
 
-    ``mid_width`` on ``[0, s]`` (at most ``max_mid`` bins there: wider bins only loosen the bound);
+    ``mid_width`` on ``[0, s]`` (at most ``max_mid`` bins there: wider bins keep the bound valid, only looser);
     on each side the first bin is ``edge_width`` wide and widths grow by ``growth`` per bin out to
     ``reach`` (units of the clipping bound), then one open bin.
     """
@@ -201,7 +201,7 @@ def log_moment_sup(
     the interval whose bound is loosest, relative to the best grid value and to the order's
     tolerance ``rel_tol * max(1, j / 8)`` (high orders weigh little in a subsampled bound), until every
     interval is within tolerance or ``max_evals`` shifts have been evaluated. The bound holds at any
-    stage; refining only tightens it.
+    stage; refining usually tightens it (a split interval is bounded afresh, not by the old bound).
     """
     top = check_int("max_order", max_order, ge=2)
     tol = check_range("rel_tol", rel_tol, gt=0.0, lt=1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -13,7 +14,7 @@ from noise_search.calibration import calibrate
 from noise_search.errors import ParameterError, UnsupportedError
 from noise_search.mechanisms import LMO, Gaussian, Laplace
 from noise_search.search import SearchProblem, calibrate_gaussian_rdp, run_search
-from noise_search.search.grid import grid_pick, rescale_hidden_u
+from noise_search.search.grid import grid_pick
 from noise_search.search_result import SearchResult, SearchRow
 from noise_search.spaces import PaperSpace
 from orchestrator.serialize import jsonable
@@ -248,30 +249,47 @@ def test_the_tighter_laplace_search_stays_within_the_u0_lmo_dp_accounts_for():
     assert u0 == pytest.approx(700.0, rel=1e-3) and compute_epsilon(Laplace(u0), **kw).epsilon <= 700.0
 
 
-def test_lmo_accountant_hidden_u_rescales_the_best_candidates_to_the_target_and_keeps_the_rdp_pick():
-    problem = _problem(targets=(2.5,), lmo_accountant="rdp-hidden-u", rerank=2)
+def test_lmo_accountant_hidden_u_rescales_the_pick_to_the_target_and_keeps_the_rdp_pick():
+    problem = _problem(targets=(2.5,), lmo_accountant="rdp-hidden-u", rerank=1)
     outcome = run_search(problem)
     (row,) = rows(outcome)
-    assert row["lmo_accountant"] == "rdp-hidden-u" and row["source"].endswith("+hidden-u")
+    assert row["lmo_accountant"] == "rdp-hidden-u" and row["source"] == "grid+hidden-u"
     rdp = row["lmo_rdp"]
     assert rdp["accountant"] == "rdp" and rdp["epsilon"] <= 2.5
     lmo = LMO.from_dict(row["params"])
     spent = compute_epsilon(lmo, sample_rate=Q, steps=T, delta=DELTA, accountant="rdp-hidden-u")
     assert spent.epsilon == row["epsilon"] and 2.5 * 0.99 < spent.epsilon <= 2.5
-    # RDP alone would not allow this LMO: it is rescaled to less noise
+    # RDP alone would not allow this LMO: it is the RDP pick with more u (less noise)
     assert compute_epsilon(lmo, sample_rate=Q, steps=T, delta=DELTA).epsilon > 2.5
-    assert row["objective"] < rdp["objective"] and "rdp-hidden-u" in row["note"]
-    # the best of the reranked candidates: at least as good as the RDP pick rescaled on its own
-    pick = grid_pick(problem, outcome.grid, 2.5)
-    alone = rescale_hidden_u(problem, pick, 2.5)
-    assert LMO.from_dict(rdp["params"]) == pick.mechanism
-    assert row["objective"] <= alone.objective
+    factor = lmo.mean_u() / LMO.from_dict(rdp["params"]).mean_u()
+    assert factor > 1.0 and lmo == LMO.from_dict(rdp["params"]).scaled(factor)
+    assert row["objective"] < rdp["objective"] and "the grid's RDP pick is rescaled" in row["note"]
     # the file round-trips with both LMOs
     result = SearchResult.from_dict(jsonable(outcome.to_dict()))
-    assert result.settings["lmo_accountant"] == "rdp-hidden-u" and result.settings["rerank"] == 2
+    assert result.settings["lmo_accountant"] == "rdp-hidden-u" and result.settings["rerank"] == 1
     again = result.rows[0]
     assert again.lmo_accountant == "rdp-hidden-u" and again.lmo_rdp is not None
     assert again.to_dict() == outcome.rows[0].to_dict()
+
+
+def test_rerank_pool_and_choice():
+    """The candidates rescaled under hidden u: the pick first, then the next best RDP candidates,
+    ``rerank`` in all; the best objective after rescaling wins (the first on ties)."""
+    from noise_search.search.run import _best_rescaled, _rerank_pool
+
+    problem = _problem(targets=(2.5,), rerank=3)
+    grid = run_search(problem).grid
+    pick = grid_pick(problem, grid, 2.5)
+    pool = _rerank_pool(problem, grid, 2.5, pick)
+    assert len(pool) == 3 and pool[0] is pick and len({p.mechanism for p in pool}) == 3
+    assert [p.objective for p in pool] == sorted(p.objective for p in pool)  # mean-abs: best first
+    assert all(p.spent.epsilon <= 2.5 for p in pool)
+    worse, better = pool[1], pool[2]
+    cheaper = dataclasses.replace(better, objective=pool[0].objective * 0.5)
+    assert _best_rescaled(problem, [(pool[0], None), (worse, None), (cheaper, None)])[0] is cheaper
+    assert _best_rescaled(problem, [(pool[0], None), (worse, None)])[0] is pool[0]
+    assert _best_rescaled(problem, [(pool[0], "failed"), (worse, None)])[0] is worse
+    assert _best_rescaled(problem, [(pool[0], "failed")]) == (pool[0], "failed")
 
 
 def test_search_refuses_hidden_u_for_the_baselines_and_unknown_lmo_accountants():
