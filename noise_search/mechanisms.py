@@ -26,7 +26,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from scipy.special import erf
 
-from noise_search.errors import InputError, ParameterError, check_range, load_json_file
+from noise_search.errors import InputError, ParameterError, check_range
+from noise_search.user_files import load_json_file
 from noise_search.lmo_sampler import sample_per_coordinate
 from noise_search.mgf import MixtureArrays, dlog_mgf, log_inverse_moment, log_mgf
 

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noise_search.errors import InputError, load_json_file
+from noise_search.errors import InputError
+from noise_search.user_files import load_json_file
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
 
 #: the file's key for each baseline family's parameter

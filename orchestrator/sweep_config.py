@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from noise_search.errors import ParameterError
+from noise_search.names import check_name
 from trainers.config import ConfigFile, TrialConfig, check_sections
 from trainers.settings import (
     DataSettings,
@@ -254,7 +255,9 @@ class SweepConfig(ConfigFile):
 
     _expected: ClassVar[str] = "a mapping with at least a privacy section"
 
-    experiment: str = Field("lmo-dp-sweep", min_length=1, description="MLflow experiment (and Tune run) name")
+    experiment: str = Field(
+        "lmo-dp-sweep", description="MLflow experiment and Tune run name (noise_search.names.check_name)"
+    )
     model: ModelSettings = Field(default_factory=ModelSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     privacy: SweepPrivacy
@@ -277,10 +280,7 @@ class SweepConfig(ConfigFile):
     @field_validator("experiment")
     @classmethod
     def _experiment(cls, v: str) -> str:
-        bad = set(v) & set('/\\?*:"<>|')
-        if bad or v.strip() != v:
-            raise ParameterError("experiment", f"must be a plain name (no {''.join(sorted(bad)) or 'edge spaces'})")
-        return v
+        return check_name("experiment", v)
 
     @field_validator("seeds")
     @classmethod
