@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from noise_search.errors import InputError
-from noise_search.user_files import load_json_file
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
+from noise_search.user_files import load_json_file
 
 #: the file's key for each baseline family's parameter
 _PARAM_KEY = {"laplace": "u", "gaussian": "sigma"}

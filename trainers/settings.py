@@ -98,9 +98,9 @@ class Section(BaseModel):
                 raise PydanticCustomError("not_text", f"must be {what}{_range_text(field)}, not text")
             if "text" not in kinds and "bool" in kinds:
                 raise PydanticCustomError("not_text", "must be true or false, not text")
-        if isinstance(value, (list, tuple)) and "text" not in item_kinds and "number" in item_kinds:
-            if any(isinstance(v, str) for v in value):
-                raise PydanticCustomError("not_text", "must list numbers, not text")
+        listed_text = isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value)
+        if listed_text and "text" not in item_kinds and "number" in item_kinds:
+            raise PydanticCustomError("not_text", "must list numbers, not text")
         if kinds == {"bool"} and isinstance(value, (int, float)) and not isinstance(value, bool):
             raise PydanticCustomError("not_bool", "must be true or false")
         return value
@@ -225,9 +225,20 @@ class ModelSettings(Section):
     def _folder_exists(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from trainers.models import check_model_folder
+        from trainers.model_folders import check_model_folder
 
         return str(check_model_folder(v))
+
+    @model_validator(mode="after")
+    def _fits_positions(self) -> ModelSettings:
+        """``max_length`` within the model's position embeddings, read from its ``config.json``
+        (the default model's when it is on disk), before any weights are loaded."""
+        from trainers.model_folders import check_max_length, default_folder_on_disk
+
+        folder = Path(self.path) if self.path is not None else default_folder_on_disk(self.task)
+        if folder is not None:
+            check_max_length(folder, self.max_length)
+        return self
 
 
 class DataSettings(Section):

@@ -6,8 +6,8 @@ import argparse
 
 from noise_search.accountants import ACCOUNTANTS, accountants_for
 from noise_search.errors import InputError, ParameterError
-from noise_search.user_files import load_json_file
 from noise_search.mechanisms import LMO, PARAMETER_KEYS, Gaussian, Laplace, Mechanism
+from noise_search.user_files import load_json_file
 
 #: Library field name -> CLI flag, so one-line errors name what the user typed.
 FIELD_FLAGS: dict[str, str] = {
@@ -121,11 +121,17 @@ def tuning_from_args(args: argparse.Namespace) -> tuple[float, float] | None:
 
 
 def tuning_json(tuning: tuple[float, float]) -> dict:
-    """The ``tuning`` object of the JSON outputs: mean, shape (``inf`` as the string) and law."""
+    """The ``tuning`` object of the JSON outputs: mean, shape (``inf`` as the string), law, and the
+    99.9% quantile of the number of runs K (exact; null above 1e7)."""
     from noise_search.tuning import TuningDistribution
 
     dist = TuningDistribution.from_mean(*tuning)
-    return {"mean": tuning[0], "shape": "inf" if tuning[1] == float("inf") else tuning[1], "distribution": dist.name}
+    return {
+        "mean": tuning[0],
+        "shape": "inf" if tuning[1] == float("inf") else tuning[1],
+        "distribution": dist.name,
+        "runs_quantile_999": dist.quantile(),
+    }
 
 
 def check_accountant(accountant: str, family: str) -> None:

@@ -48,10 +48,27 @@ def run(args: argparse.Namespace) -> dict:
 
     config = TrialConfig.from_yaml(args.config)
     checkpoints = _checkpointing(args.checkpoint_dir, config)
+    if tracking_configured():
+        _check_tracked(config, Path(args.config))
     dataset = load_settings_dataset(config.data, config.model.task)
     if not tracking_configured():
         return train(config, dataset=dataset, checkpoints=checkpoints).summary()
     return _run_tracked(config, Path(args.config), dataset, checkpoints)
+
+
+def _check_tracked(config: Any, path: Path) -> None:
+    """Before the data is read: the tracking store can be used, and the run's name (``name``, or
+    the config file's name) is a usable one."""
+    from noise_search.errors import ParameterError
+    from noise_search.names import check_name
+    from orchestrator.tracking import check_tracking, tracking_uri
+
+    if config.name is None:
+        try:
+            check_name("name", path.stem)
+        except ParameterError as exc:
+            raise ParameterError("name", f"{exc.detail} (the run is named after the config file; set name)") from None
+    check_tracking(tracking_uri())
 
 
 def _checkpointing(directory: str | None, config: Any) -> Any:
