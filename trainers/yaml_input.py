@@ -144,7 +144,8 @@ def load_yaml_text(text: str, source: str, field: str, *, core12: bool = True) -
     except InputError:
         raise
     except yaml.YAMLError as exc:
-        raise InputError(f"{field}: {source} is not valid YAML: {one_line(exc)}") from exc
+        where = one_line(exc).replace('in "<unicode string>", ', "")  # the file is named already
+        raise InputError(f"{field}: {source} is not valid YAML: {where}") from exc
     except ValueError as exc:  # an integer longer than Python converts (4300 digits)
         raise InputError(f"{field}: {source} is not usable YAML: {one_line(exc)}") from None
     except RecursionError:

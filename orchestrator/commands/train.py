@@ -103,6 +103,7 @@ def _run_tracked(config: Any, path: Path, dataset: Any, checkpoints: Any) -> dic
     if len(dataset.train) < 1:
         raise ParameterError("data.max_train_examples", "the training split is empty")
     config = config.resolve(len(dataset.train))  # params record the recipe's values, not nulls
+    _check_plan(config, len(dataset.train))  # before the run exists
     tracker = Tracker()
     if tracker.uri.startswith(("http://", "https://")):
         check_artifact_store(tracker.uri)  # before the run exists, not minutes of retries after training
@@ -112,6 +113,19 @@ def _run_tracked(config: Any, path: Path, dataset: Any, checkpoints: Any) -> dic
         tracker.log_text(run_id, path.read_text(), "config.yaml")
         _, summary = train_and_log(tracker, run_id, config, dataset=dataset, checkpoints=checkpoints)
     return summary
+
+
+def _check_plan(config: Any, n_train: int) -> None:
+    """What the data and the config decide, before a tracked run is created: the step plan,
+    ``privacy.delta`` against the training-set size, the accountant's supported steps."""
+    from noise_search.accountants import check_steps_supported
+    from trainers.budget import check_delta, make_step_plan
+
+    t = config.training
+    plan = make_step_plan(n_train, t.batch_size, epochs=t.epochs, steps=t.steps)
+    if config.privacy.mechanism != "none":
+        check_delta(config.privacy.delta, n_train, allow=config.privacy.allow_large_delta, warn=False)
+        check_steps_supported(config.privacy.accountant, plan.steps, "privacy.accountant")
 
 
 def render(r: dict) -> str:

@@ -109,10 +109,11 @@ def runs_statement(cfg: SweepConfig, cells: list[TunedCell]) -> str:
     dist = TuningDistribution.from_mean(tuning.mean, tuning.shape_value)
     q = dist.quantile(limit=tuning.max_runs)
     drawn = [len(c.runs) for c in cells]
+    total, cells_text = sum(drawn), f"{len(drawn)} cell{'s' if len(drawn) != 1 else ''}"
     return (
-        f"tuning: K runs per (target, mechanism), {dist.name} with mean {dist.mean:.4g}: 99.9% quantile "
+        f"tuning: K runs per (target, mechanism), {dist.name} with mean {dist.mean:.4g}, 99.9% quantile "
         f"{q if q is not None else 'above ' + str(tuning.max_runs)} (tuning.max_runs {tuning.max_runs:,}); "
-        f"drawn: {sum(drawn):,} runs over {len(drawn)} cells (largest {max(drawn, default=0):,})"
+        f"drawn: {total:,} run{'s' if total != 1 else ''} in {cells_text}, at most {max(drawn, default=0):,} in one"
     )
 
 
