@@ -166,7 +166,8 @@ class SweepTuning(Section):
     """Private hyperparameter selection (docs/privacy.md section 7): per (target, mechanism), draw
     the number of runs ``K`` (mean ``mean``; ``shape`` a number > -1 for a truncated negative
     binomial, 0 logarithmic, 1 geometric, or ``poisson``), draw each run's hyperparameters from
-    ``space``, return the best run by validation score."""
+    ``space``, return the best run by validation score. ``max_runs`` caps the law: the 99.9%
+    quantile of ``K`` (exact, from the law) must not exceed it."""
 
     mean: float = Field(description="mean number of runs per (target, mechanism): in (1, 1e6]; [1, 1e6] for poisson")
     shape: float | Literal["poisson"] = Field(1.0, description="a number > -1, or poisson")

@@ -48,9 +48,12 @@ def mechanism_from_args(args: argparse.Namespace) -> Mechanism:
     return lmo_from_file(args.params)
 
 
-#: Keys an LMO parameter file may hold besides the parameters: ``mechanism`` (``lmo``) and the
-#: ``delta`` the paper's files record for their own setting (``--delta`` is what is accounted).
-LMO_FILE_NOTES: tuple[str, ...] = ("mechanism", "delta")
+#: Keys an LMO parameter file may hold besides the parameters, read and ignored: ``mechanism``
+#: (``lmo``) and the metadata the LMO-DP paper's own files carry about the setting they were
+#: tuned for (``--delta`` and the other flags are what is accounted).
+LMO_FILE_NOTES: tuple[str, ...] = (
+    "mechanism", "Gamma", "Usefulness", "dataset", "delta", "eps", "order", "overall_privacy",
+)  # fmt: skip
 
 
 def lmo_from_file(path: str) -> LMO:
