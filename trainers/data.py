@@ -342,9 +342,7 @@ def _label_key(value: Any, where: str) -> tuple[str, Any]:
     and ``"1"`` are one class), ``("text", str)`` otherwise; a list, mapping, boolean or
     non-finite number is refused."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ParameterError(
-            "data.label_field", f"{where}: a label must be a number or text, got {short_repr(value)}"
-        )
+        raise ParameterError("data.label_field", f"{where}: a label must be a number or text, got {short_repr(value)}")
     if isinstance(value, str):
         text = value.strip()
         if not _NUMBER_TEXT.match(text):
@@ -369,8 +367,7 @@ def _label_mapping(keys: Iterable[tuple[str, Any]], where: dict[tuple[str, Any],
         text = next(k for k in distinct if k[0] == "text")
         raise ParameterError(
             "data.label_field",
-            f"labels must be all numbers or all text: {where[number]} has {number[1]!r}, {where[text]} has "
-            f"{text[1]!r}",
+            f"labels must be all numbers or all text: {where[number]} has {number[1]!r}, {where[text]} has {text[1]!r}",
         )
     return tuple(str(v) for _, v in sorted(distinct, key=lambda k: k[1]))
 

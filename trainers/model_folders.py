@@ -10,6 +10,7 @@ reads a few kB of JSON; loading the weights (:mod:`trainers.models`) comes later
 from __future__ import annotations
 
 import importlib.util
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +47,19 @@ def default_classifier_path() -> Path:
     return d / "model"
 
 
+@lru_cache(maxsize=1)
+def _installed_classifier() -> Path | None:
+    try:
+        return default_classifier_path()
+    except ModelUnavailableError:
+        return None
+
+
 def default_folder_on_disk(task: str) -> Path | None:
     """The task's default model folder if it is already on disk (installed, or converted for the
     causal LM), else None: nothing is installed or converted here."""
     if task == "classification":
-        try:
-            return default_classifier_path()
-        except ModelUnavailableError:
-            return None
+        return _installed_classifier()
     folder = cache.models_dir() / SMOLLM2_FOLDER
     return folder if (folder / "config.json").is_file() else None
 
@@ -101,13 +107,24 @@ def max_tokens(config: dict[str, Any]) -> int | None:
     return positions
 
 
+@lru_cache(maxsize=64)
+def _token_limit(folder: Path, stamp: tuple[int, int]) -> tuple[int | None, str]:
+    """``(max_tokens, model_type)`` of ``folder``'s config, cached per file version ``stamp``."""
+    config = read_model_config(folder)
+    return max_tokens(config), str(config.get("model_type"))
+
+
 def check_max_length(folder: Path, max_length: int, field: str = "model.max_length") -> None:
     """``max_length`` tokens must fit the position embeddings of the model in ``folder``."""
-    config = read_model_config(folder)
-    limit = max_tokens(config)
+    try:
+        st = (folder / "config.json").stat()
+    except OSError:
+        read_model_config(folder)  # names what is wrong
+        raise
+    limit, model_type = _token_limit(folder, (st.st_mtime_ns, st.st_size))
     if limit is not None and max_length > limit:
         raise ParameterError(
             field,
-            f"must be at most {limit} for the model at {folder} (its {config.get('model_type')} position "
+            f"must be at most {limit} for the model at {folder} (its {model_type} position "
             f"embeddings hold {limit} tokens), got {max_length}",
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import types
 import typing
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ def _allows_bool(annotation: Any) -> bool:
     return any(_allows_bool(a) for a in typing.get_args(annotation))
 
 
+@cache
 def _members(annotation: Any) -> tuple[Any, ...]:
     """The alternatives of a union (``X | Y | None``), or the annotation alone."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -31,9 +33,10 @@ def _members(annotation: Any) -> tuple[Any, ...]:
     return (annotation,)
 
 
-def _kinds(annotation: Any) -> set[str]:
+@cache
+def _kinds(annotation: Any) -> frozenset[str]:
     """Which plain YAML values a field takes: ``text``, ``number``, ``bool`` (others: models, maps)."""
-    out = set()
+    out: set[str] = set()
     for m in _members(annotation):
         if m is str or (typing.get_origin(m) is Literal and any(isinstance(a, str) for a in typing.get_args(m))):
             out.add("text")
@@ -41,16 +44,17 @@ def _kinds(annotation: Any) -> set[str]:
             out.add("bool")
         elif m in (int, float):
             out.add("number")
-    return out
+    return frozenset(out)
 
 
-def _item_kinds(annotation: Any) -> set[str]:
+@cache
+def _item_kinds(annotation: Any) -> frozenset[str]:
     """:func:`_kinds` of the items of a list field (``tuple[float, ...]``); empty for other fields."""
     out: set[str] = set()
     for m in _members(annotation):
         if typing.get_origin(m) in (tuple, list):
             out |= set().union(*(_kinds(a) for a in typing.get_args(m) if a is not Ellipsis))
-    return out
+    return frozenset(out)
 
 
 def _range_text(field: FieldInfo) -> str:
