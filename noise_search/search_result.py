@@ -289,7 +289,9 @@ class SearchResult:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchResult:
-        return cls.from_dict(load_json_file(path, "search_result"), source=str(path))
+        """A result file written by ``lmo-dp search --out`` (a regular file of at most 64 MiB,
+        no key given twice)."""
+        return cls.from_dict(load_json_file(path, "privacy.search_result", max_bytes=64 << 20), source=str(path))
 
     def targets(self) -> list[float]:
         return [r.epsilon_target for r in self.rows]

@@ -309,7 +309,8 @@ class PrivacySettings(Section):
                 "privacy.calibrate", "only for lmo (Gaussian/Laplace calibrate when params are omitted)"
             )
         if self.search_result is not None and not Path(self.search_result).is_file():
-            raise ParameterError("privacy.search_result", f"file {self.search_result} does not exist")
+            what = "is not a regular file" if Path(self.search_result).exists() else "does not exist"
+            raise ParameterError("privacy.search_result", f"file {self.search_result} {what}")
         if self.params is not None:
             self._noise = self._parse_params()
         able = accountants_for(self.mechanism)
