@@ -68,8 +68,6 @@ class SweepError(LmoDpError):
 
 
 GIB = 2**30
-#: What the driver actor of a data-parallel trial reserves (its workers hold the trial's resources).
-DRIVER_MEMORY = 256 * 2**20
 
 
 def _per_worker(cfg: SweepConfig) -> dict[str, float]:
@@ -88,7 +86,9 @@ def _fits(node: dict[str, float], need: dict[str, float]) -> int:
 
 
 def _amount(key: str, value: float) -> str:
-    return f"{value / GIB:.3g} GiB of memory" if key == "memory" else f"{value:g} {key}s"
+    if key == "memory":
+        return f"{value / GIB:.3g} GiB of memory"
+    return f"{value:g} {key}{'' if value == 1 else 's'}"
 
 
 def check_resources(cfg: SweepConfig, nodes: list[dict[str, float]]) -> None:

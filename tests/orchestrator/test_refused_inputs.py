@@ -324,7 +324,7 @@ TWO_NODES = [{"CPU": 4.0, "memory": 8.0 * GIB}, {"CPU": 4.0, "memory": 8.0 * GIB
     [
         ({"cpus_per_trial": 6}, "resources.cpus_per_trial", "6 CPUs per trial, but no node"),
         ({"memory_gb": 12}, "resources.memory_gb", "12 GiB of memory per trial, but no node"),
-        ({"gpus_per_trial": 2}, "resources.gpus_per_trial", "the largest has 1 GPUs"),
+        ({"gpus_per_trial": 2}, "resources.gpus_per_trial", "the largest has 1 GPU;"),
         ({"cpus_per_trial": 3, "workers": 3}, "resources.workers", "holds only 2 such workers"),
         ({"memory_gb": 5, "workers": 3}, "resources.workers", "holds only 2 such workers"),
     ],
