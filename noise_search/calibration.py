@@ -23,7 +23,7 @@ from scipy.optimize import brentq
 from noise_search.accountants import ACCOUNTANTS, Accountant, PrivacySpent, check_accounting_inputs, get_accountant
 from noise_search.errors import CalibrationError, UnsupportedError, check_range
 from noise_search.events import DpEvent, dp_sgd_event, tuned_event
-from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
+from noise_search.mechanisms import LMO, MIN_SIGMA, Gaussian, Laplace, Mechanism
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def calibrate_parameter(
 
 #: Per family: the mechanism of a parameter, whether epsilon increases with it, and its range.
 _FAMILIES: dict[str, tuple[Callable[[float], Mechanism], bool, float, float]] = {
-    "gaussian": (Gaussian, False, 1e-3, 1e5),
+    "gaussian": (Gaussian, False, MIN_SIGMA, 1e5),
     "laplace": (Laplace, True, 1e-6, 1e3),
 }
 

@@ -7,7 +7,6 @@ means the user gave something out of range (exit 2); any other
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -90,24 +89,41 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+#: Most characters of an error line the CLI prints (the rest is cut, saying how much).
+MAX_LINE_CHARS = 500
+
+
+def clip_line(text: object, limit: int = MAX_LINE_CHARS) -> str:
+    """``text`` on one line (:func:`one_line`) and at most ``limit`` characters: a longer one is
+    cut, ending in how many characters were left out."""
+    line = one_line(text)
+    if len(line) <= limit:
+        return line
+    keep = max(limit - 64, 0)  # room for the note
+    return f"{line[:keep]}... ({len(line) - keep:,} more characters; --debug shows all)"
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to about ``limit`` characters (a value quoted in an error message)."""
+    if isinstance(value, (list, tuple)) and len(value) > 8:  # never the repr of a huge list
+        head = ", ".join(short_repr(v, 20) for v in value[:3])
+        text = f"[{head}, ... ({len(value):,} items)]"
+    elif isinstance(value, dict) and len(value) > 8:
+        text = f"{{... ({len(value):,} keys)}}"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def read_input_file(path: str | Path, field: str) -> str:
-    """The text of a user's file, or :class:`InputError` ``"<field>: cannot read <path>: ..."``."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{field}: cannot read {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{field}: {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    """The text of a user's config or parameter file (:func:`noise_search.user_files.read_input_file`)."""
+    from noise_search.user_files import read_input_file as read
+
+    return read(path, field)
 
 
 def load_json_file(path: str | Path, field: str) -> Any:
-    """A user's JSON file parsed, or :class:`InputError` naming ``field`` (unreadable or invalid)."""
-    text = read_input_file(path, field)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{field}: {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    except ValueError as exc:  # an integer longer than Python converts (4300 digits)
-        raise InputError(f"{field}: {path} is not usable JSON ({one_line(exc)})") from None
-    except RecursionError:
-        raise InputError(f"{field}: {path} is not usable JSON (nested too deeply)") from None
+    """A user's JSON file parsed (:func:`noise_search.user_files.load_json_file`)."""
+    from noise_search.user_files import load_json_file as load
+
+    return load(path, field)

@@ -26,14 +26,18 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from scipy.special import erf
 
-from noise_search.errors import InputError, ParameterError, check_range, load_json_file
+from noise_search.errors import InputError, ParameterError, check_range
 from noise_search.lmo_sampler import sample_per_coordinate
 from noise_search.mgf import MixtureArrays, dlog_mgf, log_inverse_moment, log_mgf
+from noise_search.user_files import load_json_file
 
 COMPONENTS: tuple[str, ...] = ("gamma", "exponential", "uniform")
 #: Largest Gaussian noise multiplier accepted (beyond it every epsilon is the conversion's floor,
 #: and the libraries' numerics overflow near 1e300).
 MAX_SIGMA = 1e6
+#: Smallest Gaussian noise multiplier accepted: at 1e-3 one step already spends an epsilon in the
+#: millions, and far below it the Renyi moments overflow (calibration searches down to it too).
+MIN_SIGMA = 1e-3
 #: Largest Laplace inverse scale accepted: a per-release epsilon of 1000 is no privacy at all.
 MAX_U0 = 1e3
 VARIANTS: tuple[str, ...] = ("per_coordinate", "shared")
@@ -54,14 +58,14 @@ def _check_gamma(gamma: float) -> float:
 
 @dataclass(frozen=True)
 class Gaussian:
-    """Gaussian noise with noise multiplier ``sigma`` in (0, 1e6] (std ``sigma * C``), L2 clipping."""
+    """Gaussian noise with noise multiplier ``sigma`` in [1e-3, 1e6] (std ``sigma * C``), L2 clipping."""
 
     sigma: float
     name: ClassVar[str] = "gaussian"
     norm: ClassVar[str] = "l2"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sigma", check_range("sigma", self.sigma, gt=0.0, le=MAX_SIGMA))
+        object.__setattr__(self, "sigma", check_range("sigma", self.sigma, ge=MIN_SIGMA, le=MAX_SIGMA))
 
     def sample(self, shape: int | tuple[int, ...], clip_bound: float, rng: np.random.Generator) -> np.ndarray:
         """Noise of ``shape`` for clipping bound ``clip_bound``."""
@@ -172,6 +176,9 @@ class LMO:
         if not math.isfinite(mean_u):
             big = max(_scale_fields(self.components), key=lambda f: getattr(self, f))
             raise ParameterError(big, f"too large: the mean of u overflows, got {getattr(self, big)!r}")
+        if not math.isfinite(_second_moment(arrays, mean_u)):  # the accountants' numerics need E[u^2]
+            big = max(_scale_fields(self.components), key=lambda f: getattr(self, f))
+            raise ParameterError(big, f"too large: u's second moment E[u^2] overflows, got {getattr(self, big)!r}")
         s = float(arrays.zero_concentration()[0])
         if s <= 2.0:
             raise ParameterError(
@@ -292,6 +299,21 @@ PARAMETER_KEYS: dict[str, tuple[str, ...]] = {
     "laplace": ("u0",),
     "lmo": ("a1", "a3", "a4", "G_k", "G_theta", "E_lambda", "U_a", "U_b", "components", "distributions", "variant"),
 }
+
+
+def _second_moment(p: MixtureArrays, mean_u: float) -> float:
+    """``E[u^2] = Var u + E[u]^2`` of a one-row mixture (components of weight 0 left out); inf on overflow."""
+    try:
+        var = 0.0
+        if p.a1[0] > 0:
+            var += float(p.a1[0]) ** 2 * float(p.G_k[0]) * float(p.G_theta[0]) ** 2
+        if p.a3[0] > 0:
+            var += (float(p.a3[0]) / float(p.E_lambda[0])) ** 2
+        if p.a4[0] > 0:
+            var += (float(p.a4[0]) * (float(p.U_b[0]) - float(p.U_a[0]))) ** 2 / 12.0
+        return var + mean_u * mean_u
+    except OverflowError:
+        return math.inf
 
 
 def _scale_fields(components: tuple[str, ...]) -> list[str]:

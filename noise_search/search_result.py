@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noise_search.errors import InputError, load_json_file
+from noise_search.errors import InputError
 from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
+from noise_search.user_files import load_json_file
 
 #: the file's key for each baseline family's parameter
 _PARAM_KEY = {"laplace": "u", "gaussian": "sigma"}
@@ -288,7 +289,9 @@ class SearchResult:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchResult:
-        return cls.from_dict(load_json_file(path, "search_result"), source=str(path))
+        """A result file written by ``lmo-dp search --out`` (a regular file of at most 64 MiB,
+        no key given twice)."""
+        return cls.from_dict(load_json_file(path, "privacy.search_result", max_bytes=64 << 20), source=str(path))
 
     def targets(self) -> list[float]:
         return [r.epsilon_target for r in self.rows]

@@ -45,11 +45,21 @@ POISSON = math.inf
 MAX_MEAN = 1e6
 
 
+#: Smallest parameter ``gamma`` a truncated negative binomial may have: below it ``gamma`` is no
+#: longer a normal float (a shape near -1 with a mean well above 1 needs such a law).
+MIN_GAMMA = 1e-300
+
+#: The quantile of ``K`` a sweep states, and caps (``tuning.max_runs``), before it starts.
+RUNS_QUANTILE = 0.999
+
+
 def check_tuning(
     mean: float, shape: float, *, mean_field: str = "mean", shape_field: str = "shape"
 ) -> tuple[float, float]:
     """Validate a tuning distribution: ``shape`` in (-1, inf) or ``inf`` (Poisson); ``mean`` in
-    [1, 1e6] for Poisson and (1, 1e6] for a truncated negative binomial (which never draws 0)."""
+    [1, 1e6] for Poisson and (1, 1e6] for a truncated negative binomial (which never draws 0),
+    whose parameter ``gamma`` must be at least :data:`MIN_GAMMA` (a shape near -1 is refused
+    with the smallest shape the mean allows)."""
     if isinstance(shape, bool) or not isinstance(shape, (int, float)) or math.isnan(shape):
         raise ParameterError(shape_field, f"must be a number > -1 or inf (Poisson), got {shape!r}")
     if not shape > -1.0:
@@ -61,11 +71,20 @@ def check_tuning(
     if shape == POISSON:
         if not 1.0 <= mean <= MAX_MEAN:
             raise ParameterError(mean_field, f"must be in [1, {MAX_MEAN:g}] (mean number of runs), got {mean:g}")
-    elif not 1.0 < mean <= MAX_MEAN:
+        return float(mean), float(shape)
+    if not 1.0 < mean <= MAX_MEAN:
         raise ParameterError(
             mean_field,
             f"must be in (1, {MAX_MEAN:g}] for a truncated negative binomial (it draws at least one run), got {mean:g}",
         )
+    if _solve_log_gamma(float(mean), float(shape)) is None:
+        if shape < 0 and _log_tnb_mean(math.log(MIN_GAMMA), shape) < math.log(mean):
+            raise ParameterError(
+                shape_field,
+                f"must be > {_min_shape(float(mean)):.4g} with mean {mean:g}, got {shape:g}: closer to -1 the law "
+                f"needs a parameter gamma below {MIN_GAMMA:g} (a tail too heavy to draw from or bound)",
+            )
+        raise ParameterError(mean_field, f"no truncated negative binomial with shape {shape:g} has mean {mean:g}")
     return float(mean), float(shape)
 
 
@@ -75,6 +94,38 @@ def _tnb_mean(gamma: float, shape: float) -> float:
         return (1.0 - gamma) / (gamma * -math.log(gamma))
     # eta (1 - gamma) / (gamma (1 - gamma^eta)), with 1 - gamma^eta = -expm1(eta log gamma)
     return shape * (1.0 - gamma) / (gamma * -math.expm1(shape * math.log(gamma)))
+
+
+def _log_tnb_mean(log_gamma: float, shape: float) -> float:
+    """``log`` of the truncated negative binomial's mean at ``log(gamma)`` < 0, computed in logs
+    (no underflow of ``gamma`` itself): ``mean = eta (1 - gamma) / (gamma (1 - gamma^eta))``."""
+    x, eta = log_gamma, shape
+    log_one_minus_gamma = math.log(-math.expm1(x))
+    if eta == 0.0:
+        return log_one_minus_gamma - x - math.log(-x)
+    # |1 - gamma^eta|: in (0, 1) for eta > 0; gamma^eta - 1 > 0 for eta < 0, in logs without overflow
+    log_denominator = math.log(-math.expm1(eta * x)) if eta > 0.0 else eta * x + math.log(-math.expm1(-eta * x))
+    return math.log(abs(eta)) + log_one_minus_gamma - log_denominator - x
+
+
+def _solve_log_gamma(mean: float, shape: float) -> float | None:
+    """``log(gamma)`` of the truncated negative binomial with ``mean`` and ``shape`` (the mean
+    falls from +inf at ``gamma -> 0`` to 1 at ``gamma -> 1``), or None when ``gamma`` would be
+    below :data:`MIN_GAMMA` or the mean is too close to 1 to solve for."""
+    target = math.log(mean)
+    lo, hi = math.log(MIN_GAMMA), -1e-12
+    if _log_tnb_mean(lo, shape) < target or _log_tnb_mean(hi, shape) > target:
+        return None
+    return float(brentq(lambda x: _log_tnb_mean(x, shape) - target, lo, hi, xtol=1e-15, rtol=1e-14))
+
+
+def _min_shape(mean: float) -> float:
+    """The smallest shape in (-1, 0) whose law with ``mean`` has ``gamma >= MIN_GAMMA``, rounded up
+    to 4 significant digits (the mean grows with the shape at a fixed ``gamma``)."""
+    x = math.log(MIN_GAMMA)
+    eta = brentq(lambda e: _log_tnb_mean(x, e) - math.log(mean), -1.0 + 1e-15, 0.0, xtol=1e-15)
+    digits = 3 - math.floor(math.log10(abs(eta)))
+    return math.ceil(eta * 10**digits) / 10**digits
 
 
 @dataclass(frozen=True)
@@ -95,14 +146,8 @@ class TuningDistribution:
         m, eta = check_tuning(mean, shape)
         if eta == POISSON:
             return cls(m, eta, None)
-        # The mean falls from +inf (gamma -> 0) to 1 (gamma -> 1): solve on log(gamma).
-        lo = -1.0
-        while _tnb_mean(math.exp(lo), eta) < m:
-            lo *= 2.0
-            if lo < -1e4:
-                raise ParameterError("mean", f"no truncated negative binomial with shape {eta:g} has mean {m:g}")
-        hi = -1e-12
-        log_gamma = brentq(lambda x: _tnb_mean(math.exp(x), eta) - m, lo, hi, xtol=1e-15, rtol=1e-14)
+        log_gamma = _solve_log_gamma(m, eta)
+        assert log_gamma is not None  # check_tuning refused the laws it cannot solve
         gamma = math.exp(log_gamma)
         return cls(_tnb_mean(gamma, eta), eta, gamma)
 
@@ -139,6 +184,48 @@ class TuningDistribution:
         steps = math.log1p(-g) + np.log(ks + eta) - np.log(ks + 1.0)
         return log_p1 + np.concatenate([[0.0], np.cumsum(steps)])
 
+    def quantile(self, p: float = RUNS_QUANTILE, limit: int = 10_000_000) -> int | None:
+        """The ``p``-quantile of ``K``: the least ``k`` with ``P[K <= k] >= p``, computed exactly from the
+        probability mass function (summed in blocks up to ``limit``); None when it is above ``limit``."""
+        if self.shape == POISSON:
+            from scipy.stats import poisson
+
+            k = int(poisson.ppf(p, self.mean))
+            return k if k <= limit else None
+        total, start, block = 0.0, 1, 1 << 16
+        while start <= limit:
+            stop = min(start + block, limit + 1)
+            cum = total + np.cumsum(np.exp(self._log_pmf_range(start, stop)))
+            hit = int(np.searchsorted(cum, p))
+            if hit < len(cum):
+                return start + hit
+            total, start, block = float(cum[-1]), stop, block * 2
+        return None
+
+    def tail(self, k: int) -> float:
+        """``P[K > k]`` for an integer ``k >= 0``, from the probability mass function."""
+        if self.shape == POISSON:
+            from scipy.stats import poisson
+
+            return float(poisson.sf(k, self.mean))
+        return max(0.0, 1.0 - float(np.sum(np.exp(self._log_pmf_range(1, k + 1))))) if k >= 1 else 1.0
+
+    def _log_pmf_range(self, start: int, stop: int) -> np.ndarray:
+        """``log P[K = k]`` for ``k = start..stop-1`` (``start >= 1``), by the same recurrence as
+        :meth:`_log_pmf_table` from ``log P[K = 1]`` and ``log Gamma``: the log ratio summed to ``k``
+        is ``(k - 1) log(1 - gamma) + log Gamma(k + eta) - log Gamma(1 + eta) - log Gamma(k + 1)``."""
+        from scipy.special import gammaln
+
+        eta, g = self.shape, float(self.gamma)  # type: ignore[arg-type]
+        log_p1 = float(self._log_pmf_table(1)[0])
+        k = np.arange(start, stop, dtype=float)
+        return log_p1 + (k - 1.0) * math.log1p(-g) + gammaln(k + eta) - gammaln(1.0 + eta) - gammaln(k + 1.0)
+
+    def runs_summary(self, limit: int = 10_000_000) -> dict[str, float | int | None]:
+        """What a user is told about ``K`` before any run: its mean and its 99.9% quantile
+        (None when above ``limit``)."""
+        return {"expected": self.mean, "quantile_999": self.quantile(RUNS_QUANTILE, limit)}
+
     def sample(self, rng: np.random.Generator) -> int:
         """One draw of ``K`` (inverse transform on the exact probability mass function)."""
         if self.shape == POISSON:
@@ -152,6 +239,10 @@ class TuningDistribution:
             k += 1
             cum += p
         return k
+
+
+def _runs_text(k: int | None, limit: int) -> str:
+    return f"{k:,}" if k is not None else f"above {limit:,}"
 
 
 def delta_from_rdp(rdp: np.ndarray, orders: np.ndarray, epsilon: float) -> float:

@@ -58,6 +58,8 @@ def _probe_write(folder: Path, path: Path, field: str) -> None:
 def _user_path(path: str | os.PathLike[str], field: str) -> Path:
     if not os.fspath(path).strip():
         raise ParameterError(field, "must be a path, got an empty name")
+    if "\x00" in os.fspath(path):
+        raise ParameterError(field, f"must not contain a NUL character, got {os.fspath(path)!r}")
     try:
         return Path(path).expanduser()
     except RuntimeError:  # ~name of no user

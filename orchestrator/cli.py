@@ -8,7 +8,8 @@ with ``--json`` (nothing else goes to stdout) or rendered for people otherwise.
 Exit codes: 0 success, 2 bad input (:class:`~noise_search.errors.InputError`, argument
 errors), 1 runtime failure (any other :class:`~noise_search.errors.LmoDpError`, or an
 unexpected exception), 3 a sweep that finished with failed trials, 130 interrupted. Errors are
-printed as one line on stderr; ``--debug`` (or ``LMODP_DEBUG=1``) shows the traceback instead.
+printed as one line on stderr of at most 500 characters (:func:`~noise_search.errors.clip_line`);
+``--debug`` (or ``LMODP_DEBUG=1``) shows the traceback instead.
 Without a terminal, stderr carries no progress bars and no library INFO lines.
 """
 
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from noise_search.errors import InputError, LmoDpError, one_line
+from noise_search.errors import InputError, LmoDpError, clip_line
 from orchestrator.serialize import jsonable
 
 #: Sub-command modules, in the order ``--help`` lists them.
@@ -151,12 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = getattr(args, "field_flags", None) or {}
         if field in flags and message.startswith(f"{field}:"):
             message = f"{flags[field]}{message[len(field) :]}"
-        print(f"{command}: error: {one_line(message)}", file=sys.stderr)
+        print(f"{command}: error: {clip_line(message)}", file=sys.stderr)
         return 2
     except LmoDpError as exc:
         if debug:
             raise
-        print(f"{command}: failed: {one_line(exc)}", file=sys.stderr)
+        print(f"{command}: failed: {clip_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(
-            f"{command}: failed: {type(exc).__name__}: {one_line(exc)} (rerun with --debug for the traceback)",
+            f"{command}: failed: {type(exc).__name__}: {clip_line(exc)} (rerun with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from noise_search.errors import InputError, one_line
-from trainers.config import load_yaml_file
+from trainers.yaml_input import load_yaml_file
 
 #: Keys preparation itself reads before the schema is checked.
 _NEEDED_FOR_PREPARATION = ("provider",)
@@ -58,7 +58,7 @@ def _schema_error_field(error: Any) -> str:
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
-    config = load_yaml_file(path, "cluster config")
+    config = load_yaml_file(path, "cluster config", core12=False)  # read as Ray reads it (YAML 1.1)
     if not isinstance(config, dict):
         raise InputError(f"cluster config: {path} must be a YAML mapping, got {type(config).__name__}")
     return config

@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from noise_search.errors import ParameterError
+from noise_search.names import check_name
 from trainers.config import ConfigFile, TrialConfig, check_sections
 from trainers.settings import (
     DataSettings,
@@ -165,10 +166,18 @@ class SweepTuning(Section):
     """Private hyperparameter selection (docs/privacy.md section 7): per (target, mechanism), draw
     the number of runs ``K`` (mean ``mean``; ``shape`` a number > -1 for a truncated negative
     binomial, 0 logarithmic, 1 geometric, or ``poisson``), draw each run's hyperparameters from
-    ``space``, return the best run by validation score."""
+    ``space``, return the best run by validation score. ``max_runs`` caps the law: the 99.9%
+    quantile of ``K`` (exact, from the law) must not exceed it."""
 
     mean: float = Field(description="mean number of runs per (target, mechanism): in (1, 1e6]; [1, 1e6] for poisson")
     shape: float | Literal["poisson"] = Field(1.0, description="a number > -1, or poisson")
+    max_runs: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="most runs per (target, mechanism) the law may need: the 99.9% quantile of K must not "
+        "exceed it (K is stated before the sweep starts); in [1, 1e6], raise it for a larger or heavier law",
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the draws (K and the hyperparameters)")
     noise: Literal["selected", "per_run"] = Field(
         "selected",
@@ -219,6 +228,22 @@ def _check_tuning_space(prefix: str, space: TuningSpace) -> None:
         raise ParameterError(f"{prefix}.trainable", f"must be distinct values of head, lora, full, got {got}")
 
 
+def _check_runs_cap(tuning: SweepTuning) -> None:
+    """The 99.9% quantile of K (exact, from the law) must not exceed ``tuning.max_runs``."""
+    from noise_search.tuning import TuningDistribution
+
+    dist = TuningDistribution.from_mean(tuning.mean, tuning.shape_value)
+    if dist.quantile(limit=tuning.max_runs) is not None:
+        return
+    field = "tuning.shape" if tuning.shape != "poisson" and tuning.shape < 0 else "tuning.mean"
+    raise ParameterError(
+        field,
+        f"the number of runs K per (target, mechanism) ({dist.name}, mean {tuning.mean:g}) has its 99.9% quantile "
+        f"above tuning.max_runs = {tuning.max_runs:,} (P[K > {tuning.max_runs:,}] = {dist.tail(tuning.max_runs):.3g}); "
+        "lower tuning.mean, use a shape further from -1, or raise tuning.max_runs (up to 1e6)",
+    )
+
+
 #: rungs are listed up to this many epochs; a trial is only asked at rungs inside its own plan
 MAX_RUNG_EPOCHS = 10_000
 
@@ -254,7 +279,9 @@ class SweepConfig(ConfigFile):
 
     _expected: ClassVar[str] = "a mapping with at least a privacy section"
 
-    experiment: str = Field("lmo-dp-sweep", min_length=1, description="MLflow experiment (and Tune run) name")
+    experiment: str = Field(
+        "lmo-dp-sweep", description="MLflow experiment and Tune run name (noise_search.names.check_name)"
+    )
     model: ModelSettings = Field(default_factory=ModelSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     privacy: SweepPrivacy
@@ -277,10 +304,7 @@ class SweepConfig(ConfigFile):
     @field_validator("experiment")
     @classmethod
     def _experiment(cls, v: str) -> str:
-        bad = set(v) & set('/\\?*:"<>|')
-        if bad or v.strip() != v:
-            raise ParameterError("experiment", f"must be a plain name (no {''.join(sorted(bad)) or 'edge spaces'})")
-        return v
+        return check_name("experiment", v)
 
     @field_validator("seeds")
     @classmethod
@@ -346,6 +370,7 @@ class SweepConfig(ConfigFile):
         from noise_search.tuning import check_tuning
 
         check_tuning(tuning.mean, tuning.shape_value, mean_field="tuning.mean", shape_field="tuning.shape")
+        _check_runs_cap(tuning)
         _check_tuning_space("tuning.space", tuning.space)
         for mech, space in tuning.overrides.items():
             if mech == "none" and not self.non_private:

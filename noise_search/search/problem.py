@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from noise_search.accountants import ACCOUNTANTS, check_accounting_inputs
+from noise_search.accountants import ACCOUNTANTS, check_accounting_inputs, check_steps_supported
 from noise_search.errors import ParameterError, check_int, require_finite_number
 from noise_search.evaluator import check_objective, to_score
 from noise_search.mechanisms import Mechanism
@@ -92,6 +92,7 @@ class SearchProblem:
             raise ParameterError(
                 "accountant", f"must be one of {', '.join(BASELINE_ACCOUNTANTS)}, got {self.accountant!r}"
             )
+        check_steps_supported(self.accountant, t, "accountant")
         if self.lmo_accountant not in LMO_ACCOUNTANTS:
             raise ParameterError(
                 "lmo_accountant", f"must be one of {', '.join(LMO_ACCOUNTANTS)}, got {self.lmo_accountant!r}"

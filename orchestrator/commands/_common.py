@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from noise_search.accountants import ACCOUNTANTS, accountants_for
-from noise_search.errors import InputError, ParameterError, load_json_file
-from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
+from noise_search.errors import InputError, ParameterError
+from noise_search.mechanisms import LMO, PARAMETER_KEYS, Gaussian, Laplace, Mechanism
+from noise_search.user_files import load_json_file
 
 #: Library field name -> CLI flag, so one-line errors name what the user typed.
 FIELD_FLAGS: dict[str, str] = {
@@ -47,11 +48,25 @@ def mechanism_from_args(args: argparse.Namespace) -> Mechanism:
     return lmo_from_file(args.params)
 
 
+#: Keys an LMO parameter file may hold besides the parameters, read and ignored: ``mechanism``
+#: (``lmo``) and the metadata the LMO-DP paper's own files carry about the setting they were
+#: tuned for (``--delta`` and the other flags are what is accounted).
+LMO_FILE_NOTES: tuple[str, ...] = (
+    "mechanism", "Gamma", "Usefulness", "dataset", "delta", "eps", "order", "overall_privacy",
+)  # fmt: skip
+
+
 def lmo_from_file(path: str) -> LMO:
     """The LMO of a ``--params`` file; every error names ``--params`` (and the key at fault)."""
     data = load_json_file(path, "--params")
     if not isinstance(data, dict):
         raise InputError(f"--params: {path} must hold a JSON object with LMO parameters")
+    allowed = (*PARAMETER_KEYS["lmo"], *LMO_FILE_NOTES)
+    unknown = sorted(k for k in data if k not in allowed)
+    if unknown:
+        raise InputError(f"--params: {path}: {unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
+    if data.get("mechanism", "lmo") != "lmo":
+        raise InputError(f"--params: {path}: mechanism: must be lmo here, got {data['mechanism']!r}")
     try:
         return LMO.from_dict(data, source=path)
     except InputError as exc:
@@ -109,11 +124,17 @@ def tuning_from_args(args: argparse.Namespace) -> tuple[float, float] | None:
 
 
 def tuning_json(tuning: tuple[float, float]) -> dict:
-    """The ``tuning`` object of the JSON outputs: mean, shape (``inf`` as the string) and law."""
+    """The ``tuning`` object of the JSON outputs: mean, shape (``inf`` as the string), law, and the
+    99.9% quantile of the number of runs K (exact; null above 1e7)."""
     from noise_search.tuning import TuningDistribution
 
     dist = TuningDistribution.from_mean(*tuning)
-    return {"mean": tuning[0], "shape": "inf" if tuning[1] == float("inf") else tuning[1], "distribution": dist.name}
+    return {
+        "mean": tuning[0],
+        "shape": "inf" if tuning[1] == float("inf") else tuning[1],
+        "distribution": dist.name,
+        "runs_quantile_999": dist.quantile(),
+    }
 
 
 def check_accountant(accountant: str, family: str) -> None:

@@ -69,7 +69,9 @@ def tuning_line(r: dict) -> str:
     """How a tuned epsilon reads in human output."""
     t = r["tuning"]
     shape = t["shape"] if isinstance(t["shape"], str) else f"{t['shape']:g}"
+    q = t.get("runs_quantile_999")
+    runs = f"; 99.9% of draws give at most {q:,} runs" if q is not None else "; its 99.9% quantile is above 1e7 runs"
     return (
-        f"  the best of a random number of runs ({t['distribution']}, mean {t['mean']:g}, shape {shape}): "
+        f"  the best of a random number of runs ({t['distribution']}, mean {t['mean']:g}, shape {shape}{runs}): "
         f"epsilon above covers the selected run; one run alone spends {r['epsilon_per_run']:.6g}"
     )

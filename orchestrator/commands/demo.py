@@ -29,15 +29,15 @@ def default_config_text() -> str:
 def run(args: argparse.Namespace) -> dict:
     import sys
 
-    import yaml
-
     from orchestrator.sweep import run_sweep, stdout_to_stderr
     from orchestrator.sweep_config import SweepConfig
+    from trainers.yaml_input import load_yaml_text
 
     if args.config:
         cfg = SweepConfig.from_yaml(args.config)
     else:
-        cfg = SweepConfig.from_dict(yaml.safe_load(default_config_text()), source="embedded demo config")
+        text = default_config_text()
+        cfg = SweepConfig.from_dict(load_yaml_text(text, "embedded demo config", "demo"), source="embedded demo config")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     cfg = cfg.model_copy(update={"storage_path": f"{cfg.storage_path.rstrip('/')}/{stamp}"})
     if not args.json:

@@ -23,10 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from noise_search.names import check_name
     from orchestrator.checks import check_output_dir
     from orchestrator.report import find_parent_run, write_report
     from orchestrator.tracking import Tracker
 
+    check_name("--experiment", args.experiment)  # the rule every experiment name follows
     check_output_dir(args.out, "--out")
     tracker = Tracker(create=False)
     parent = find_parent_run(tracker, args.experiment, args.run_id)

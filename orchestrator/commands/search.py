@@ -128,11 +128,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from orchestrator.checks import check_output_file
     from orchestrator.search_outputs import write_outputs
     from orchestrator.search_tracking import track
-    from orchestrator.tracking import tracking_configured
+    from orchestrator.tracking import check_tracking, tracking_configured, tracking_uri
 
     problem = problem_from_args(args)  # all validation happens here, before anything runs or is written
     if args.out is not None:
         check_output_file(args.out, "--out")
+    if tracking_configured():
+        check_tracking(tracking_uri())  # before the search, not after minutes of it
     outcome = search_runner.run(problem, workers=args.workers, address=args.address)
     result = outcome.to_dict()
     files = write_outputs(outcome, args.out, result) if args.out else None

@@ -48,10 +48,27 @@ def run(args: argparse.Namespace) -> dict:
 
     config = TrialConfig.from_yaml(args.config)
     checkpoints = _checkpointing(args.checkpoint_dir, config)
+    if tracking_configured():
+        _check_tracked(config, Path(args.config))
     dataset = load_settings_dataset(config.data, config.model.task)
     if not tracking_configured():
         return train(config, dataset=dataset, checkpoints=checkpoints).summary()
     return _run_tracked(config, Path(args.config), dataset, checkpoints)
+
+
+def _check_tracked(config: Any, path: Path) -> None:
+    """Before the data is read: the tracking store can be used, and the run's name (``name``, or
+    the config file's name) is a usable one."""
+    from noise_search.errors import ParameterError
+    from noise_search.names import check_name
+    from orchestrator.tracking import check_tracking, tracking_uri
+
+    if config.name is None:
+        try:
+            check_name("name", path.stem)
+        except ParameterError as exc:
+            raise ParameterError("name", f"{exc.detail} (the run is named after the config file; set name)") from None
+    check_tracking(tracking_uri())
 
 
 def _checkpointing(directory: str | None, config: Any) -> Any:
@@ -86,6 +103,7 @@ def _run_tracked(config: Any, path: Path, dataset: Any, checkpoints: Any) -> dic
     if len(dataset.train) < 1:
         raise ParameterError("data.max_train_examples", "the training split is empty")
     config = config.resolve(len(dataset.train))  # params record the recipe's values, not nulls
+    _check_plan(config, len(dataset.train))  # before the run exists
     tracker = Tracker()
     if tracker.uri.startswith(("http://", "https://")):
         check_artifact_store(tracker.uri)  # before the run exists, not minutes of retries after training
@@ -95,6 +113,19 @@ def _run_tracked(config: Any, path: Path, dataset: Any, checkpoints: Any) -> dic
         tracker.log_text(run_id, path.read_text(), "config.yaml")
         _, summary = train_and_log(tracker, run_id, config, dataset=dataset, checkpoints=checkpoints)
     return summary
+
+
+def _check_plan(config: Any, n_train: int) -> None:
+    """What the data and the config decide, before a tracked run is created: the step plan,
+    ``privacy.delta`` against the training-set size, the accountant's supported steps."""
+    from noise_search.accountants import check_steps_supported
+    from trainers.budget import check_delta, make_step_plan
+
+    t = config.training
+    plan = make_step_plan(n_train, t.batch_size, epochs=t.epochs, steps=t.steps)
+    if config.privacy.mechanism != "none":
+        check_delta(config.privacy.delta, n_train, allow=config.privacy.allow_large_delta, warn=False)
+        check_steps_supported(config.privacy.accountant, plan.steps, "privacy.accountant")
 
 
 def render(r: dict) -> str:

@@ -48,7 +48,7 @@ from orchestrator.sweep.plan import SharedPlan, plan_sweep
 from orchestrator.sweep.specs import TrialSpec, trial_specs
 from orchestrator.sweep.storage import MANIFEST, check_tune_state, read_manifest, run_dir_exists, write_manifest
 from orchestrator.sweep.trial import SWEEP_TAG, TrialFn, run_trial
-from orchestrator.sweep.tuning import TunedCell, calibrate_cells, draw_cells, tuning_summary
+from orchestrator.sweep.tuning import TunedCell, calibrate_cells, draw_cells, runs_statement, tuning_summary
 from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import KIND_TAG, Tracker, check_tracking, run_url, tracking_configured, tracking_uri
 
@@ -67,21 +67,95 @@ class SweepError(LmoDpError):
 # --- checks before anything starts --------------------------------------------------------------
 
 
-def check_resources(cfg: SweepConfig, cluster: dict[str, float]) -> None:
-    """Refuse (exit 2) a trial that can never be scheduled on this cluster."""
+GIB = 2**30
+
+
+def _per_worker(cfg: SweepConfig) -> dict[str, float]:
+    """The Ray resources one worker of a trial asks for (the whole trial when ``workers`` is 1)."""
     r = cfg.resources
-    cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
-    need_cpu = r.cpus_per_trial * r.workers
-    if need_cpu > cpus:
+    need = {"CPU": float(r.cpus_per_trial), "GPU": float(r.gpus_per_trial)}
+    if r.memory_gb:
+        need["memory"] = r.memory_gb * GIB
+    return need
+
+
+def _fits(node: dict[str, float], need: dict[str, float]) -> int:
+    """How many workers of ``need`` one node of total resources ``node`` holds at once."""
+    counts = [int(node.get(k, 0.0) // v) for k, v in need.items() if v > 0]
+    return min(counts) if counts else 1_000_000
+
+
+def _amount(key: str, value: float) -> str:
+    if key == "memory":
+        return f"{value / GIB:.3g} GiB of memory"
+    return f"{value:g} {key}{'' if value == 1 else 's'}"
+
+
+def check_resources(cfg: SweepConfig, nodes: list[dict[str, float]]) -> None:
+    """Refuse (exit 2) a trial that can never be scheduled on this cluster, whose alive nodes have
+    the total resources ``nodes`` (Ray's ``CPU``, ``GPU``, ``memory`` in bytes): one worker must fit
+    on one node, and ``resources.workers`` of them on the cluster at once -- else Tune would wait
+    for ever. Fields: the resource that does not fit, or ``resources.workers``."""
+    r = cfg.resources
+    need = _per_worker(cfg)
+    fields = {"CPU": "resources.cpus_per_trial", "GPU": "resources.gpus_per_trial", "memory": "resources.memory_gb"}
+    for key, value in need.items():
+        biggest = max((n.get(key, 0.0) for n in nodes), default=0.0)
+        if value > biggest:
+            per = "per worker" if r.workers > 1 else "per trial"
+            raise ParameterError(
+                fields[key],
+                f"{_amount(key, value)} {per}, but no node of the Ray cluster has that many "
+                f"(the largest has {_amount(key, biggest)}; {len(nodes)} node(s))",
+            )
+    room = sum(_fits(n, need) for n in nodes)
+    if r.workers > room:
         raise ParameterError(
             "resources.workers",
-            f"a trial needs {r.workers} worker(s) x {r.cpus_per_trial} CPU(s) = {need_cpu} CPUs, "
-            f"but the Ray cluster has {cpus:g}",
+            f"a trial needs {r.workers} workers of {', '.join(_amount(k, v) for k, v in need.items() if v > 0)} "
+            f"each at once, but the Ray cluster holds only {room} such workers",
         )
-    if r.gpus_per_trial * r.workers > gpus:
+
+
+def _local_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _local_memory() -> float | None:
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_local_resources(cfg: SweepConfig, address: str | None) -> None:
+    """Before Ray starts, when the sweep will start a local Ray instance (no ``--address``, no
+    ``RAY_ADDRESS``, no Ray already running in this process): the CPUs and memory a trial asks
+    for must exist on this machine (its Ray instance gets them all, memory less its object store;
+    the exact check against Ray's resources follows once it runs)."""
+    ray = sys.modules.get("ray")
+    if address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
+        return
+    r, cpus, memory = cfg.resources, _local_cpus(), _local_memory()
+    if r.cpus_per_trial > cpus:
         raise ParameterError(
-            "resources.gpus_per_trial",
-            f"a trial needs {r.gpus_per_trial * r.workers:g} GPU(s), but the Ray cluster has {gpus:g}",
+            "resources.cpus_per_trial", f"must be at most {cpus} (the CPUs of this machine), got {r.cpus_per_trial}"
+        )
+    if r.cpus_per_trial * r.workers > cpus:
+        raise ParameterError(
+            "resources.workers",
+            f"{r.workers} workers x {r.cpus_per_trial} CPU(s) = {r.workers * r.cpus_per_trial} CPUs per trial, but "
+            f"this machine has {cpus}",
+        )
+    if r.memory_gb and memory is not None and r.memory_gb * r.workers * GIB > memory:
+        field = "resources.memory_gb" if r.memory_gb * GIB > memory else "resources.workers"
+        raise ParameterError(
+            field,
+            f"a trial asks for {r.workers} x {r.memory_gb:g} GiB of memory, but this machine has "
+            f"{memory / GIB:.3g} GiB (less than that is Ray's to give)",
         )
 
 
@@ -95,14 +169,22 @@ def check_tracking_reachable(nodes: list[dict[str, Any]]) -> None:
         )
 
 
-def _check_delta(cfg: SweepConfig) -> None:
-    """``privacy.delta`` against the training-set size, before anything is written (the data is
-    loaded again, with the feature cache, by the plan)."""
-    from trainers.budget import check_delta
+def _check_plan(cfg: SweepConfig) -> None:
+    """What the data decides, before anything is written or started (the data is loaded again,
+    with the feature cache, by the plan): the data itself (labels, splits, file types),
+    ``privacy.delta`` against the training-set size, and the private trials' steps against the
+    accountant's supported range."""
+    from noise_search.accountants import check_steps_supported
+    from orchestrator.sweep.plan import _private_training
+    from trainers.budget import check_delta, make_step_plan
     from trainers.engine import load_settings_dataset
 
     n_train = len(load_settings_dataset(cfg.data, cfg.model.task).train)
     check_delta(cfg.privacy.delta, n_train, allow=cfg.privacy.allow_large_delta, warn=False)
+    if cfg.tuning is None:
+        training = _private_training(cfg, n_train)
+        plan = make_step_plan(n_train, training["batch_size"], epochs=training["epochs"], steps=training["steps"])
+        check_steps_supported(cfg.privacy.accountant, plan.steps, "privacy.accountant")
 
 
 def _check_storage(cfg: SweepConfig, run_dir: str, resume: bool, address: str | None) -> dict[str, Any] | None:
@@ -122,12 +204,6 @@ def _check_storage(cfg: SweepConfig, run_dir: str, resume: bool, address: str | 
         check_tune_state(run_dir)
     if "://" not in run_dir:
         check_output_dir(run_dir, "storage_path")
-    local_machine = "://" not in run_dir and not address and not os.environ.get("RAY_ADDRESS")
-    if not resume and local_machine and cfg.resources.workers > (os.cpu_count() or 1):
-        raise ParameterError(
-            "resources.workers",
-            f"{cfg.resources.workers} workers per trial, but this machine has {os.cpu_count()} CPUs",
-        )
     return manifest
 
 
@@ -166,18 +242,22 @@ def run_sweep(
     """Run (or resume) a sweep; returns the ``lmo-dp sweep --json`` object."""
     _quiet_libraries()
     run_dir = f"{cfg.storage_uri().rstrip('/')}/{cfg.experiment}"
+    check_local_resources(cfg, address)
     manifest = _check_storage(cfg, run_dir, resume, address)
     if manifest is None:
-        _check_delta(cfg)
+        _check_plan(cfg)
     check_tracking(tracking_uri())
     if address:
         check_address(address)
+    if cfg.tuning is not None:
+        print(f"sweep {cfg.experiment!r}: {runs_statement(cfg, draw_cells(cfg))}", file=sys.stderr, flush=True)
     session = connect(address)
     try:
         import ray
 
-        check_resources(cfg, ray.cluster_resources())
-        check_tracking_reachable([n for n in ray.nodes() if n.get("Alive")])
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        check_resources(cfg, [n.get("Resources", {}) for n in alive])  # before planning: never a Tune hang
+        check_tracking_reachable(alive)
         return _Run(cfg, run_dir, manifest, resume, trial_fn).execute()
     finally:
         session.close()

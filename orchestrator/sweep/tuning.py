@@ -99,6 +99,24 @@ def draw_runs(cfg: SweepConfig, index: int, mechanism: str) -> tuple[TuningRun, 
     return tuple(runs)
 
 
+def runs_statement(cfg: SweepConfig, cells: list[TunedCell]) -> str:
+    """The line a tuned sweep prints before it starts: the law of K, its mean and 99.9% quantile
+    (exact), the cap, and the runs drawn."""
+    from noise_search.tuning import TuningDistribution
+
+    tuning = cfg.tuning
+    assert tuning is not None
+    dist = TuningDistribution.from_mean(tuning.mean, tuning.shape_value)
+    q = dist.quantile(limit=tuning.max_runs)
+    drawn = [len(c.runs) for c in cells]
+    total, cells_text = sum(drawn), f"{len(drawn)} cell{'s' if len(drawn) != 1 else ''}"
+    return (
+        f"tuning: K runs per (target, mechanism), {dist.name} with mean {dist.mean:.4g}, 99.9% quantile "
+        f"{q if q is not None else 'above ' + str(tuning.max_runs)} (tuning.max_runs {tuning.max_runs:,}); "
+        f"drawn: {total:,} run{'s' if total != 1 else ''} in {cells_text}, at most {max(drawn, default=0):,} in one"
+    )
+
+
 def draw_cells(cfg: SweepConfig) -> list[TunedCell]:
     """Every cell with its drawn runs (no noise yet)."""
     return [TunedCell(m, e, draw_runs(cfg, i, m)) for i, (m, e) in enumerate(cell_keys(cfg))]
@@ -194,6 +212,9 @@ def tuning_summary(cfg: SweepConfig, cells: list[TunedCell]) -> dict[str, Any]:
         "mean": tuning.mean,
         "shape": tuning.shape if isinstance(tuning.shape, str) else float(tuning.shape),
         "distribution": dist.name,
+        "runs_expected": dist.mean,
+        "runs_quantile_999": dist.quantile(limit=tuning.max_runs),
+        "max_runs": tuning.max_runs,
         "noise": tuning.noise,
         "seed": tuning.seed,
         "cells": [{k: v for k, v in c.to_dict().items() if k != "runs"} | {"runs": len(c.runs)} for c in cells],

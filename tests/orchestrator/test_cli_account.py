@@ -299,8 +299,16 @@ def test_account_with_tuning_reports_the_selected_runs_epsilon(capsys, mech, sha
     assert r.code == 0, r.err
     data = r.json()
     assert set(data) == ACCOUNT_KEYS | {"epsilon_per_run", "tuning"}
+    # the 99.9% quantile of the number of runs, against scipy's own quantile of the same law
+    from scipy import stats
+
+    from noise_search.tuning import TuningDistribution
+
+    law = TuningDistribution.from_mean(10, float(shape))
+    q999 = {"poisson": lambda: stats.poisson.ppf(0.999, 10), "geometric": lambda: stats.geom.ppf(0.999, 0.1),
+            "logarithmic": lambda: stats.logser.ppf(0.999, 1 - law.gamma)}[distribution]()  # fmt: skip
     assert data["tuning"] == {"mean": 10.0, "shape": "inf" if shape == "inf" else float(shape),
-                              "distribution": distribution}  # fmt: skip
+                              "distribution": distribution, "runs_quantile_999": int(q999)}  # fmt: skip
     one = run_cli(capsys, "account", *mech, *TUNED, "--json").json()
     assert data["epsilon_per_run"] == one["epsilon"] < data["epsilon"]
     mechanism = {"gaussian": Gaussian(1.0), "laplace": Laplace(0.5)}.get(
@@ -335,6 +343,7 @@ def test_calibrate_with_tuning_meets_the_target_for_the_selected_run(capsys):
         (["--tuning-mean", "5", "--tuning-shape", "-1"], "--tuning-shape: must be > -1"),
         (["--tuning-mean", "5", "--tuning-shape", "-3"], "--tuning-shape: must be > -1"),
         (["--tuning-mean", "5", "--tuning-shape", "nan"], "--tuning-shape: must be a number"),
+        (["--tuning-mean", "3", "--tuning-shape", "-0.999"], "--tuning-shape: must be > -0.9984 with mean 3"),
         (["--tuning-mean", "5"], "--tuning-shape: required with --tuning-mean"),
         (["--tuning-shape", "1"], "--tuning-mean: required with --tuning-shape"),
         (["--tuning-mean", "5", "--tuning-shape", "1", "--accountant", "pld"], "--accountant: 'pld' does not support"),

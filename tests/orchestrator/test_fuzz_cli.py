@@ -12,7 +12,12 @@ so an example is never accidentally valid:
 * ``lmo-dp train --config`` and ``lmo-dp sweep --config`` YAML: wrong types (strings, lists,
   mappings, booleans where numbers go; ``.inf`` / ``.nan``), out-of-range and huge values, null
   where a value is required, unknown keys at every level, sections that are not mappings,
-  contradicting keys, a top level that is not a mapping, bytes that are not UTF-8, broken YAML.
+  contradicting keys, a top level that is not a mapping, bytes that are not UTF-8, broken YAML,
+  a key given twice (at any depth), YAML 1.1 forms written plainly where a number or boolean
+  goes (``1:30``, ``1_000``, ``yes``, ``on``, dates: text under YAML 1.2), numbers and booleans
+  written as text, experiment and run names that act as paths (``..``, ``/``, control
+  characters, NUL, over 200 characters);
+* special files where a file is read: a FIFO or a device as ``--config`` or ``--params``.
 
 The contract checked for each example: exit code 2, nothing on stdout, exactly one line on
 stderr, ``lmo-dp <cmd>: error: <field or flag>: <message>`` naming the mutated field as the
@@ -88,6 +93,7 @@ class Case:
     field: str
     files: tuple[tuple[str, bytes], ...] = ()
     detail: str | None = None
+    fifos: tuple[str, ...] = ()  #: named pipes to create (no writer: reading one would wait for ever)
 
 
 # --- running one case ----------------------------------------------------------------------------
@@ -101,14 +107,16 @@ def _guard(target: str) -> Callable[..., Any]:
 
 
 @contextmanager
-def sandbox(files: tuple[tuple[str, bytes], ...]) -> Iterator[Path]:
-    """A fresh, empty working directory holding only ``files``, with MLflow pointed inside it and
-    every expensive entry point guarded."""
+def sandbox(files: tuple[tuple[str, bytes], ...], fifos: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A fresh, empty working directory holding only ``files`` (and the named pipes ``fifos``), with
+    MLflow pointed inside it and every expensive entry point guarded."""
     cwd, uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         root = Path(tmp).resolve()
         for name, data in files:
             (root / name).write_bytes(data)
+        for name in fifos:
+            os.mkfifo(root / name)
         for target in GUARDED:
             stack.enter_context(mock.patch(target, _guard(target)))
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
@@ -130,7 +138,7 @@ def _tree(root: Path) -> list[str]:
 def assert_refused(capsys: pytest.CaptureFixture[str], command: str, case: Case) -> None:
     """``lmo-dp <command> <case.argv>`` keeps the bad-input contract (module docstring)."""
     capsys.readouterr()
-    with sandbox(case.files) as root, warnings.catch_warnings(record=True) as caught:
+    with sandbox(case.files, case.fifos) as root, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rc = main([command, *case.argv])
         written = _tree(root)
@@ -145,7 +153,7 @@ def assert_refused(capsys: pytest.CaptureFixture[str], command: str, case: Case)
     named = err[len(prefix) :].removeprefix("argument ")
     assert re.match(re.escape(case.field) + r"[:.]", named), f"expected {case.field!r} first: {shown}"
     assert case.detail is None or case.detail in named, f"expected {case.detail!r}: {shown}"
-    assert written == sorted(n for n, _ in case.files), f"wrote {written}: {shown}"
+    assert written == sorted([*(n for n, _ in case.files), *case.fifos]), f"wrote {written}: {shown}"
     hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning)  # Python hides these by default
     shown_warnings = [str(w.message) for w in caught if not issubclass(w.category, hidden)]
     assert not shown_warnings, f"warnings {shown_warnings}: {shown}"
@@ -209,12 +217,17 @@ def bad_number_text(spec: Num) -> st.SearchStrategy[str]:
     return candidates.filter(lambda s: not spec.accepts_text(s))
 
 
+#: text a number field refuses, whatever it spells (YAML 1.1 would read the last four as numbers)
+NUMBERS_AS_TEXT = ("8", "0.5", "1e-5", "1", "1:30", "1_000", "0b101", "2001-12-14")
+
+
 def bad_yaml_number(spec: Num) -> st.SearchStrategy[Any]:
     """A YAML value ``spec`` refuses: wrong type, not finite, out of range or huge, null."""
     wrong = [True, False, [], [1], {"x": 1}, math.inf, -math.inf, math.nan]
     return st.one_of(
         st.sampled_from(wrong if spec.nullable else [*wrong, None]),
         words(),
+        st.sampled_from(NUMBERS_AS_TEXT),
         st.integers(min_value=-(10**40), max_value=10**40).filter(lambda v: not spec.accepts(v)),
         st.floats(allow_nan=False, allow_infinity=False).filter(lambda v: not spec.accepts(v)),
     )
@@ -225,14 +238,15 @@ def bad_choice(options: tuple[str, ...], nullable: bool = False) -> st.SearchStr
     return st.one_of(words(options), st.sampled_from(other if nullable else [*other, None]))
 
 
-#: strings pydantic reads as booleans
+#: strings pydantic (lax) reads as booleans, and YAML 1.1 reads unquoted: text to a boolean field
 BOOL_WORDS = ("0", "off", "f", "false", "n", "no", "1", "on", "t", "true", "y", "yes")
 
 
 def bad_flag() -> st.SearchStrategy[Any]:
     return st.one_of(
-        words(BOOL_WORDS),
-        st.integers(min_value=-(10**6), max_value=10**6).filter(lambda v: v not in (0, 1)),
+        words(),
+        st.sampled_from(BOOL_WORDS),
+        st.integers(min_value=-(10**6), max_value=10**6),
         st.sampled_from([2.5, -1.0, [], [True], {"x": 1}, None]),
     )
 
@@ -240,6 +254,15 @@ def bad_flag() -> st.SearchStrategy[Any]:
 def bad_text(nullable: bool = False) -> st.SearchStrategy[Any]:
     other = [5, 1.5, True, False, [], ["a"], {"x": 1}]
     return st.sampled_from(other if nullable else [*other, None])
+
+
+#: experiment and run names that would act as paths or break a line (noise_search.names)
+BAD_NAMES = ("", ".", "..", "a/b", "../up", "a\\b", "a:b", " lead", "trail ", "x?", 'q"', "a\nb", "a\rb", "a\tb",
+             "a\x00b", "a\x1bb", "a\x7fb", "a\u2028b", "x" * 201, "y" * 300)  # fmt: skip
+
+
+def bad_name(nullable: bool = False) -> st.SearchStrategy[Any]:
+    return st.one_of(bad_text(nullable), st.sampled_from(BAD_NAMES))
 
 
 def bad_list(
@@ -276,7 +299,7 @@ ACCOUNTING_RANGES: dict[str, tuple[Num, dict[str, str | None]]] = {
     "--delta": (PROBABILITY, {}),
 }
 MECHANISM_RANGES: dict[str, tuple[Num, dict[str, str | None]]] = {
-    "--sigma": (Num(0, 1e6, lo_open=True), {}),
+    "--sigma": (Num(1e-3, 1e6), {}),
     "--u": (Num(0, 1e3, lo_open=True), LAPLACE),
 }
 FLAG_RANGES: dict[str, dict[str, tuple[Num, dict[str, str | None]]]] = {
@@ -401,6 +424,11 @@ def bad_params_json() -> st.SearchStrategy[tuple[bytes, str | None]]:
     )
 
 
+def params_twice(key: str) -> bytes:
+    """The LMO parameters as JSON with ``key`` given a second time."""
+    return json.dumps(LMO_PARAMS)[:-1].encode() + f', "{key}": 1.0}}'.encode()
+
+
 def params_cases(command: str) -> st.SearchStrategy[Case]:
     files = bad_params_json().map(
         lambda bk: flag_case(command, LMO_FILE, "--params", (("lmo.json", bk[0]),), detail=bk[1])
@@ -408,7 +436,10 @@ def params_cases(command: str) -> st.SearchStrategy[Case]:
     paths = st.sampled_from(["missing.json", ".", "a-file/lmo.json"]).map(
         lambda p: flag_case(command, {**LMO_FILE, "--params": p}, "--params", (("a-file", b"x"),))
     )
-    return st.one_of(files, paths)
+    dup = st.sampled_from(sorted(LMO_PARAMS)).map(
+        lambda k: flag_case(command, LMO_FILE, "--params", (("lmo.json", params_twice(k)),), detail=k)
+    )
+    return st.one_of(files, paths, dup, special_file_cases(command))
 
 
 def flag_cases(command: str) -> st.SearchStrategy[Case]:
@@ -491,15 +522,15 @@ MODEL_DATA_FIELDS: dict[str, st.SearchStrategy[Any]] = {
 TRIAL_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     **TRAINING_FIELDS,
     **MODEL_DATA_FIELDS,
-    "name": bad_text(nullable=True),
-    "experiment": st.one_of(bad_text(), st.just("")),
+    "name": bad_name(nullable=True),
+    "experiment": bad_name(),
     "privacy.mechanism": bad_choice(("gaussian", "laplace", "lmo", "none")),
     "privacy.epsilon": bad_yaml_number(POSITIVE),
     "privacy.delta": bad_yaml_number(PROBABILITY),
     "privacy.clip": bad_yaml_number(Num(0, lo_open=True, nullable=True)),
     "privacy.accountant": bad_choice(("rdp", "prv", "pld")),
     "privacy.params": st.sampled_from([[1], "sigma", 5, True, [{"sigma": 1.0}]]),
-    "privacy.params.sigma": st.one_of(bad_yaml_number(Num(0, 1e6, lo_open=True)), st.sampled_from(["1.0", "1e-5"])),
+    "privacy.params.sigma": st.one_of(bad_yaml_number(Num(1e-3, 1e6)), st.sampled_from(["1.0", "1e-5"])),
     "privacy.search_result": st.one_of(bad_text(nullable=True), st.sampled_from(["no-such-result.json", "."])),
     "privacy.calibrate": bad_flag(),
     "privacy.on_budget": bad_choice(("refuse", "stop")),
@@ -509,7 +540,7 @@ TRIAL_FIELDS: dict[str, st.SearchStrategy[Any]] = {
 SWEEP_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     **TRAINING_FIELDS,
     **MODEL_DATA_FIELDS,
-    "experiment": st.one_of(bad_text(), st.sampled_from(["", "a/b", " lead", "trail ", "a:b", "x?", 'q"'])),
+    "experiment": bad_name(),
     "privacy.epsilons": bad_list(POSITIVE, st.floats(min_value=0.01, max_value=100.0)),
     "privacy.delta": bad_yaml_number(PROBABILITY),
     "privacy.clip": bad_yaml_number(Num(0, lo_open=True, nullable=True)),
@@ -537,6 +568,7 @@ SWEEP_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "audit.confidence": bad_yaml_number(PROBABILITY),
     "tuning.mean": bad_yaml_number(Num(1, 1e6, lo_open=True)),
     "tuning.shape": bad_yaml_number(Num(-1, lo_open=True)),
+    "tuning.max_runs": bad_yaml_number(Num(1, 1e6, integer=True)),
     "tuning.seed": bad_yaml_number(Num(0, 2**31 - 1, integer=True)),
     "tuning.noise": bad_choice(("selected", "per_run")),
     "tuning.space.epochs": bad_list(Num(1, 1000, integer=True), st.integers(1, 1000), nullable=True),
@@ -545,7 +577,7 @@ SWEEP_FIELDS: dict[str, st.SearchStrategy[Any]] = {
 #: a field that needs a sibling to be reached: path -> what else to set
 NEEDS: dict[str, dict[str, Any]] = {
     "audit.confidence": {"audit.canaries": 16},
-    **{f"tuning.{k}": {"tuning.mean": 3} for k in ("shape", "seed", "noise", "space.epochs", "space.clip")},
+    **{f"tuning.{k}": {"tuning.mean": 3} for k in ("shape", "seed", "noise", "space.epochs", "space.clip", "max_runs")},
 }
 
 #: section path -> its model, for unknown keys and sections that are not mappings
@@ -605,6 +637,10 @@ SWEEP_CONFLICTS: list[tuple[dict[str, Any], str]] = [
     ({"tuning.mean": 3, "tuning.space.learning_rate": {"low": 0.5, "high": 0.1}}, "tuning.space.learning_rate.high"),
     ({"tuning.mean": 3, "tuning.overrides.none": {}}, "tuning.overrides.none"),
     ({"tuning.mean": 3, "audit.canaries": 16}, "tuning"),
+    ({"tuning.mean": 500}, "tuning.mean"),  # K's 99.9% quantile above the default tuning.max_runs
+    ({"tuning.mean": 3, "tuning.shape": -0.999}, "tuning.shape"),  # no computable law that close to -1
+    ({"tuning.mean": 30, "tuning.max_runs": 100}, "tuning.mean"),
+    ({"resources.cpus_per_trial": 1024}, "resources.cpus_per_trial"),  # more than this machine has
 ]
 
 
@@ -678,6 +714,96 @@ def file_cases(command: str) -> st.SearchStrategy[Case]:
     return bodies.map(lambda body: raw_case(command, body))
 
 
+def emit_yaml(doc: dict[str, Any], raw: dict[str, str], indent: str = "", prefix: str = "") -> str:
+    """``doc`` as block YAML with scalars in JSON form; ``raw`` maps a path to text added as a
+    plain line after that key's line (its value written as it is: a duplicate or a YAML 1.1 form)."""
+    out = []
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.append(f"{indent}{key}:\n{emit_yaml(value, raw, indent + '  ', path + '.')}")
+        elif path not in raw or raw[path].startswith(f"{key}: "):
+            out.append(f"{indent}{key}: {json.dumps(value)}\n")
+        if path in raw:
+            out.append(f"{indent}{raw[path]}\n")
+    return "".join(out)
+
+
+def _with(base: dict[str, Any], settings_: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(base)
+    for path, value in settings_.items():
+        _set(doc, path, value)
+    return doc
+
+
+#: valid (path, value) pairs per command, all set in the documents these cases start from
+VALID_FIELDS: dict[str, dict[str, Any]] = {
+    "train": {"privacy.mechanism": "gaussian", "privacy.epsilon": 8.0, "privacy.delta": 1e-5,
+              "privacy.calibrate": False, "training.epochs": 1, "training.seed": 0, "training.learning_rate": 0.1,
+              "model.max_length": 32, "model.features.normalize": True, "data.max_train_examples": 100,
+              "name": "run-a", "experiment": "exp-a"},
+    "sweep": {"privacy.epsilons": [1.0], "privacy.delta": 1e-5, "seeds": [0], "max_retries": 1,
+              "non_private": False, "search.seed": 0, "resources.cpus_per_trial": 1, "training.epochs": 1,
+              "model.max_length": 32, "data.max_eval_examples": 50, "experiment": "exp-a"},
+}  # fmt: skip
+#: plain YAML 1.1 forms (a number or boolean there, text under YAML 1.2): per kind of field
+YAML11_NUMBERS = ("1:30", "1_000", "0b101", "2001-12-14", "yes", "on", "off", "y")
+YAML11_BOOLS = ("yes", "no", "on", "off", "y", "n", "Yes", "ON", "1", "0")
+BOOL_FIELDS = ("privacy.calibrate", "model.features.normalize", "non_private")
+
+
+def duplicate_key_cases(command: str) -> st.SearchStrategy[Case]:
+    """A key given twice (a leaf or a whole section, at any depth): refused naming its path."""
+    fields = VALID_FIELDS[command]
+    base = _with(TRIAL_BASE if command == "train" else SWEEP_BASE, fields)
+    base.setdefault("model", {})["trainable"] = "head"  # model.features applies to a head
+    sections = sorted({p.rsplit(".", 1)[0] for p in fields if "." in p})
+
+    def leaf(path: str) -> Case:
+        key = path.rsplit(".", 1)[-1]
+        return raw_case(command, emit_yaml(base, {path: f"{key}: {json.dumps(fields[path])}"}).encode(), path)
+
+    def section(path: str) -> Case:
+        key = path.rsplit(".", 1)[-1]
+        node = base
+        for part in path.split("."):
+            node = node[part]
+        return raw_case(command, emit_yaml(base, {path: f"{key}: {json.dumps(node)}"}).encode(), path)
+
+    return st.one_of(st.sampled_from(sorted(fields)).map(leaf), st.sampled_from(sections).map(section))
+
+
+def yaml11_cases(command: str) -> st.SearchStrategy[Case]:
+    """A YAML 1.1 number or boolean written plainly in a number or boolean field: text under YAML 1.2."""
+    fields = VALID_FIELDS[command]
+    base = _with(TRIAL_BASE if command == "train" else SWEEP_BASE, fields)
+    base.setdefault("model", {})["trainable"] = "head"
+
+    def case(path: str, form: str) -> Case:
+        key = path.rsplit(".", 1)[-1]
+        value = f"[{form}]" if isinstance(fields[path], list) else form
+        return raw_case(command, emit_yaml(base, {path: f"{key}: {value}"}).encode(), path)
+
+    numbers = sorted(p for p, v in fields.items() if p not in BOOL_FIELDS and not isinstance(v, str))
+    bools = sorted(p for p in fields if p in BOOL_FIELDS)
+    return st.one_of(
+        st.tuples(st.sampled_from(numbers), st.sampled_from(YAML11_NUMBERS)).map(lambda pf: case(*pf)),
+        st.tuples(st.sampled_from(bools), st.sampled_from(YAML11_BOOLS)).map(lambda pf: case(*pf)),
+    )
+
+
+def special_file_cases(command: str) -> st.SearchStrategy[Case]:
+    """A FIFO (no writer) or a device where the config or parameter file goes."""
+
+    def case(target: str) -> Case:
+        fifos = ("pipe.yaml",) if target == "pipe.yaml" else ()
+        if command in ("train", "sweep"):
+            return Case(("--config", target), "--config", fifos=fifos)
+        return Case(_argv(command, {**LMO_FILE, "--params": target}), "--params", fifos=fifos)
+
+    return st.sampled_from(["pipe.yaml", "/dev/zero", "/dev/null", "/dev/stdin"]).map(case)
+
+
 def config_cases(command: str) -> st.SearchStrategy[Case]:
     fields = TRIAL_FIELDS if command == "train" else SWEEP_FIELDS
     conflicts = TRIAL_CONFLICTS if command == "train" else SWEEP_CONFLICTS
@@ -690,6 +816,9 @@ def config_cases(command: str) -> st.SearchStrategy[Case]:
         unknown_key_cases(command),
         not_mapping_cases(command),
         file_cases(command),
+        duplicate_key_cases(command),
+        yaml11_cases(command),
+        special_file_cases(command),
     )
 
 
@@ -712,6 +841,7 @@ DEEP = b"[" * 1000 + b"]" * 1000
         "account", LMO_FILE, "--params", (("lmo.json", json.dumps({**LMO_PARAMS, "a1": 1e308}).encode()),), detail="a1"
     )
 )
+@example(case=flag_case("account", LMO_FILE, "--params", (("lmo.json", params_twice("a1")),), detail="a1"))
 def test_account_refuses_bad_flags(capsys: pytest.CaptureFixture[str], case: Case) -> None:
     assert_refused(capsys, "account", case)
 
@@ -749,6 +879,9 @@ def test_audit_refuses_bad_flags(capsys: pytest.CaptureFixture[str], case: Case)
 @example(case=raw_case("train", b"- privacy\n"))
 @example(case=raw_case("train", b"privacy: {mechanism: gaussian, epsilon: 8.0}\ntraining: {seed: " + HUGE_INT + b"}\n"))
 @example(case=raw_case("train", DEEP))
+@example(case=raw_case("train", b"privacy: {mechanism: gaussian, epsilon: 1.0, epsilon: 500.0}\n", "privacy.epsilon"))
+@example(case=raw_case("train", b"privacy: {mechanism: gaussian, epsilon: 1:30}\n", "privacy.epsilon"))
+@example(case=Case(("--config", "pipe.yaml"), "--config", fifos=("pipe.yaml",)))
 def test_train_refuses_bad_config(capsys: pytest.CaptureFixture[str], case: Case) -> None:
     assert_refused(capsys, "train", case)
 
@@ -762,6 +895,8 @@ def test_train_refuses_bad_config(capsys: pytest.CaptureFixture[str], case: Case
 @example(case=yaml_case("sweep", {"grid.foo": {}}, "grid.foo"))
 @example(case=yaml_case("sweep", {"training.threads": 10**9}, "training.threads"))
 @example(case=raw_case("sweep", b""))
+@example(case=raw_case("sweep", b"privacy: {epsilons: [1.0]}\nnon_private: yes\n", "non_private"))
+@example(case=yaml_case("sweep", {"experiment": ".."}, "experiment"))
 def test_sweep_refuses_bad_config(capsys: pytest.CaptureFixture[str], case: Case) -> None:
     assert_refused(capsys, "sweep", case)
 
