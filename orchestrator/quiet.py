@@ -47,23 +47,28 @@ def quiet_libraries(*, debug: bool = False) -> None:
 
 
 def _matplotlib_cache() -> None:
-    """Matplotlib warns (and rebuilds its font cache every run) when its config folder cannot be
-    written; give it a lasting one under the temporary folder instead."""
+    """Matplotlib warns (and rebuilds its font cache on every run) when its config folder
+    (``MPLCONFIGDIR``, else ``~/.config/matplotlib``) cannot be written; give it a lasting one under
+    the temporary folder instead, and keep its remaining warnings off stderr."""
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
-    if os.environ.get("MPLCONFIGDIR"):
-        return
-    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "matplotlib"
-    probe = home
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if probe.is_dir() and os.access(probe, os.W_OK):
+    wanted = os.environ.get("MPLCONFIGDIR") or str(
+        Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "matplotlib"
+    )
+    if _writable_folder(Path(wanted)):
         return
     fallback = Path(tempfile.gettempdir()) / f"lmodp-matplotlib-{os.getuid()}"
+    if _writable_folder(fallback):
+        os.environ["MPLCONFIGDIR"] = str(fallback)
+
+
+def _writable_folder(path: Path) -> bool:
+    """Whether ``path`` is (or can be made) a folder this process can create files in."""
     try:
-        fallback.mkdir(mode=0o700, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            return True
     except OSError:
-        return
-    os.environ["MPLCONFIGDIR"] = str(fallback)
+        return False
 
 
 def quiet_sweep_driver() -> None:

@@ -55,7 +55,7 @@ from orchestrator.ray_session import check_address, connect
 from orchestrator.selection import select, with_selection_bound, with_tuning
 from orchestrator.sweep import lock
 from orchestrator.sweep.early_stopping import early_stopping_summary, selection_cells
-from orchestrator.sweep.health import sweep_problem
+from orchestrator.sweep.health import client_retry_window, server_problem, sweep_problem
 from orchestrator.sweep.outcomes import TrialOutcome, selection_rows, trial_entry
 from orchestrator.sweep.plan import SharedPlan, plan_sweep
 from orchestrator.sweep.resume import earlier_checkpoints, finished_trials
@@ -273,7 +273,10 @@ class _Run:
         on its own (the cause may be a full disk or a lost server); the others still happen.
         Returns None when every run is closed, else why not (one line)."""
         problem = None
-        if self.parent_run_id is not None:
+        if self.parent_run_id is not None and server_problem(self.uri) is not None:
+            # each call below would wait out the client's retries (minutes) before failing
+            problem = "the tracking server does not answer"
+        if self.parent_run_id is not None and problem is None:
             try:
                 self.tracker.fail_open_children(self.cfg.experiment, self.parent_run_id)
             except Exception as exc:
@@ -282,7 +285,7 @@ class _Run:
                 self.tracker.end_run(self.parent_run_id, run_status)
             except Exception as exc:
                 problem = problem or _short(exc)
-            self.parent_run_id = None
+        self.parent_run_id = None
         if self.live_manifest is not None:
             # informative only: --resume reads what is finished from MLflow, not this status
             with contextlib.suppress(Exception):
@@ -416,8 +419,9 @@ class _Run:
         return results, time.perf_counter() - started
 
     def _problem(self) -> str | None:
-        """A reason the whole sweep cannot go on (asked when a trial fails)."""
-        return sweep_problem(self.run_dir, self.uri)
+        """A reason the whole sweep cannot go on (asked when a trial fails; a tracking server gets
+        as long to come back as MLflow's client gives one request)."""
+        return sweep_problem(self.run_dir, self.uri, patience=client_retry_window())
 
     def _tuner(self, specs: list[TrialSpec], ctx: dict[str, Any], progress: Any) -> Any:
         from ray import tune

@@ -74,6 +74,15 @@ def run_trial(config: dict[str, Any], trial_fn: TrialFn | None = None) -> None:
         tune.report(refused.outcome.report())
 
 
+def _open_tracker(uri: str) -> Tracker:
+    """The trial's tracker; a tracking server that does not answer (restarting, say) gets as long
+    to come back as MLflow's client gives one request, instead of failing the trial at once."""
+    from orchestrator.sweep.health import client_retry_window, server_problem
+
+    server_problem(uri, patience=client_retry_window())
+    return Tracker(uri)
+
+
 class _TrialRefused(Exception):
     def __init__(self, outcome: TrialOutcome) -> None:
         super().__init__(outcome.error)
@@ -89,7 +98,7 @@ def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
     spec, ctx = TrialSpec.from_dict(config["spec"]), config["ctx"]
     trial_id = tune.get_context().get_trial_id()
     sweep = SweepConfig.from_dict(ctx["sweep"])
-    tracker = Tracker(ctx["tracking_uri"])
+    tracker = _open_tracker(ctx["tracking_uri"])
     run_id, finished = claim_run(tracker, ctx, spec, trial_id)
     if finished is not None:
         tune.report(TrialOutcome.from_run(finished).report())
