@@ -1,7 +1,8 @@
 """Progress bars for long work: on a terminal only, never in CI logs or redirected output.
 
 One rule for the whole project (:func:`show_progress`): stderr is a terminal and ``CI`` is not
-set. Bars (:func:`progress_bar`) are tqdm bars on stderr that vanish when done.
+set. Bars (:func:`progress_bar`) are tqdm bars on stderr that vanish when done. Without a
+terminal, libraries draw none either (:func:`quiet_progress_bars`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ every trial's retries. The same check names the cause when the sweep itself fail
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -54,9 +55,11 @@ def client_retry_window() -> float:
     backoffs (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7, and ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``,
     default 2: about 4 minutes; urllib3 waits nothing after the first failure and caps a wait at
     120 s)."""
-    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_MAX_RETRIES
-
-    retries, factor = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()
+    try:  # read as MLflow reads them (integers), without importing MLflow
+        retries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7"))
+        factor = int(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2"))
+    except ValueError:
+        retries, factor = 7, 2
     return float(sum(0 if k <= 1 else min(120, factor * 2 ** (k - 1)) for k in range(1, retries + 1)))
 
 

@@ -376,7 +376,10 @@ class _ObjectLock:
                 # the store did not answer this time; the next heartbeat tries again
 
     def probe(self) -> Holder | None:
-        found, _ = self._read()
+        try:
+            found, _ = self._read()
+        except Exception:  # unreachable or no credentials: acquire() says so when the sweep starts
+            return None
         return found if found is not None and not found.stale() else None
 
     def release(self, remove_empty: bool) -> None:

@@ -4,7 +4,9 @@
 earlier attempt, or reporting a finished one instead of training again), resolves the trial
 config against the recipe, logs its params, trains -- in this process, or under Ray Train's
 ``TorchTrainer`` when ``resources.workers > 1`` -- and reports a
-:class:`~orchestrator.sweep.outcomes.TrialOutcome` to Tune.
+:class:`~orchestrator.sweep.outcomes.TrialOutcome` to Tune. A trial refused by bad input (a plan
+over its budget, say) is not retried: its run ends FAILED, tagged ``lmodp.status = refused`` and
+``lmodp.error``, so a resumed sweep does not count it as done.
 
 With ``training.checkpoint_every: N`` a single-process trial saves a checkpoint with its
 privacy state (:mod:`trainers.checkpoint`) every N steps and when training ends, and hands
@@ -13,7 +15,8 @@ each one to Tune (``tune.report(..., checkpoint=...)``, an intermediate result w
 (``max_retries``) from its latest checkpoint: the new attempt restores the steps, the
 accountant's composed steps and the generators, logs the whole step history to a fresh child
 run (tagged ``lmodp.resumed_from_step``) and ends with the steps and epsilon of an
-uninterrupted trial.
+uninterrupted trial. In a resumed sweep (a fresh Tune run) a trial without a Tune checkpoint of
+its own starts from the newest one an earlier Tune run left for its key, when that can be read.
 """
 
 from __future__ import annotations
