@@ -36,7 +36,6 @@ failed for good ends FAILED with the rest of its results and the CLI exits
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import sys
@@ -65,8 +64,6 @@ from orchestrator.sweep.trial import RUN_DIR_TAG, SWEEP_TAG, TrialFn, run_trial
 from orchestrator.sweep.tuning import TunedCell, calibrate_cells, draw_cells, tuning_summary
 from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import KIND_TAG, Tracker, check_tracking, run_url, tracking_configured, tracking_uri
-
-log = logging.getLogger(__name__)
 
 #: ``lmo-dp sweep`` exits with this code when the sweep ran to the end but trials failed.
 EXIT_TRIALS_FAILED = 3
@@ -168,11 +165,9 @@ def stdout_to_stderr() -> Iterator[None]:
 
 
 def _quiet_libraries() -> None:
-    """Tune's console tables and MLflow's download bars would clutter the driver's output; lmo-dp
-    prints its own line per trial (:func:`orchestrator.quiet.quiet_sweep_driver`)."""
+    """Tune's console tables and MLflow's download bars would clutter the driver's output."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    quiet_sweep_driver()
 
 
 def run_sweep(
@@ -191,6 +186,7 @@ def run_sweep(
     check_tracking(tracking_uri())
     if address:
         check_address(address)
+    quiet_sweep_driver()  # from here lmo-dp prints one line per trial, not Tune's or MLflow's logs
     held = lock.acquire(run_dir)  # exit 2 naming the sweep that holds it
     started = False
     try:
