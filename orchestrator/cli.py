@@ -113,13 +113,18 @@ def emit(args: argparse.Namespace, result: dict[str, Any], render) -> None:
     sys.stdout.flush()
 
 
-def _quiet_libraries() -> None:
-    """No INFO chatter from libraries on stderr (MLflow's database set-up, alembic)."""
+def _quiet_libraries(debug: bool = False) -> None:
+    """No INFO chatter from libraries on stderr (MLflow's database set-up, alembic), no bars
+    without a terminal, no MLflow "View run" lines; ``debug``: library logs during a sweep too
+    (:mod:`orchestrator.quiet`)."""
     import os
+
+    from orchestrator.quiet import quiet_libraries
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_libraries(debug=debug)
 
 
 def _debugging(argv: Sequence[str]) -> bool:
@@ -130,10 +135,10 @@ def _debugging(argv: Sequence[str]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debugging(argv)
+    _quiet_libraries(debug)
+    parser = build_parser()
     named = next((a for a in argv if not a.startswith("-")), None)
     command = f"lmo-dp {named}" if named in COMMANDS else "lmo-dp"
     args = None

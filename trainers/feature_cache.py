@@ -7,8 +7,13 @@ exact texts, ``max_length``, the layer and pooling, the dtype and this module's 
 version -- so any change to an input gives a new key (the old entry is simply not used).
 
 Layout: ``<root>/<key[:2]>/<key>/`` holding one ``.npy`` file per array and ``meta.json``
-(the key material, array shapes and dtypes). ``meta.json`` is written last, inside a private
-temporary folder that is then renamed into place: a reader sees a whole entry or none.
+(the key material, array shapes, dtypes and each file's SHA-256). ``meta.json`` is written last,
+inside a private temporary folder that is then renamed into place: a reader sees a whole entry
+or none.
+
+Every hit is checked against the stored checksums (about 0.2 s per 100 MB): an entry whose files
+changed on disk -- rows reordered at the same size, a bit flipped, a file cut short or missing --
+is rebuilt, with one warning line naming it, instead of training on wrong features.
 Builders of the same key on one machine take an exclusive ``flock`` so only one computes it;
 the others wait and read its result. Where locks do not hold (some network file systems), two
 builders may both compute it and the first rename wins; the other discards its copy.
@@ -24,6 +29,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -38,7 +44,9 @@ import numpy as np
 from noise_search.errors import LmoDpError
 from trainers import cache
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+#: 2: every array file's SHA-256 in ``meta.json`` (entries of format 1 are not used)
+FORMAT_VERSION = 2
 ENV_VAR = "LMODP_FEATURE_CACHE"
 META = "meta.json"
 
@@ -93,6 +101,15 @@ def digest_folder(folder: str | os.PathLike[str]) -> str:
     return out
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def cache_key(material: dict[str, Any]) -> str:
     """The entry key: SHA-256 of the canonical JSON of ``material`` plus the format version."""
     blob = json.dumps({"format": FORMAT_VERSION, **material}, sort_keys=True, separators=(",", ":"))
@@ -108,6 +125,18 @@ class CacheEntry:
     meta: dict[str, Any]
     #: whether this call computed it (False: read from the store)
     built: bool = False
+
+    def damage(self) -> str | None:
+        """Why the entry's files are not what was stored (None: every file matches its SHA-256)."""
+        for name, spec in self.meta.get("arrays", {}).items():
+            path = self.path / f"{name}.npy"
+            try:
+                digest = file_sha256(path)
+            except OSError as exc:
+                return f"{path.name} cannot be read ({exc.strerror or exc})"
+            if digest != spec.get("sha256"):
+                return f"{path.name} does not match its stored checksum"
+        return None
 
     def array(self, name: str) -> np.ndarray:
         """Array ``name`` read into memory (float32/int arrays as stored)."""
@@ -141,10 +170,23 @@ class FeatureStore:
             ) from exc
         return CacheEntry(key, path, meta)
 
+    def _usable(self, key: str) -> tuple[CacheEntry | None, str | None]:
+        """(the entry for ``key`` when it is whole and matches its checksums, why not when it
+        exists but is damaged)."""
+        try:
+            entry = self.lookup(key)
+        except FeatureCacheError as exc:
+            return None, str(exc.__cause__ or exc)
+        if entry is None:
+            return None, None
+        damage = entry.damage()
+        return (entry, None) if damage is None else (None, damage)
+
     def get_or_build(self, material: dict[str, Any], build: Callable[[], dict[str, np.ndarray]]) -> CacheEntry:
-        """The entry for ``material``; on a miss ``build()`` computes its arrays and they are stored."""
+        """The entry for ``material``; on a miss ``build()`` computes its arrays and they are stored.
+        A damaged entry (:meth:`CacheEntry.damage`) is rebuilt, with one warning line naming it."""
         key = cache_key(material)
-        found = self.lookup(key)
+        found, _ = self._usable(key)
         if found is not None:
             return found
         final = self.entry_dir(key)
@@ -153,9 +195,12 @@ class FeatureStore:
         except OSError as exc:
             raise FeatureCacheError(f"feature cache: cannot create {final.parent}: {exc.strerror or exc}") from exc
         with self._lock(key):
-            found = self.lookup(key)  # another process built it while we waited
+            found, damage = self._usable(key)  # another process built (or rebuilt) it while we waited
             if found is not None:
                 return found
+            if damage is not None:
+                log.warning("feature cache: entry %s is damaged (%s); rebuilding it", final, damage)
+                self._discard(final)
             arrays = build()
             self._write(final, key, material, arrays)
         entry = self.lookup(key)
@@ -177,6 +222,17 @@ class FeatureStore:
                 with contextlib.suppress(OSError):
                     fcntl.flock(f, fcntl.LOCK_UN)
 
+    def _discard(self, final: Path) -> None:
+        """Move a damaged entry out of the way (a rename: readers see it whole or gone), then delete it."""
+        aside = final.parent / f".damaged-{final.name[:12]}-{os.getpid()}-{time.time_ns()}"
+        try:
+            final.rename(aside)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise FeatureCacheError(f"feature cache: cannot replace the damaged entry {final}: {exc}") from exc
+        shutil.rmtree(aside, ignore_errors=True)
+
     def _write(self, final: Path, key: str, material: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=final.parent))
         try:
@@ -187,7 +243,11 @@ class FeatureStore:
                     np.save(f, arr, allow_pickle=False)
                     f.flush()
                     os.fsync(f.fileno())
-                shapes[name] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+                shapes[name] = {
+                    "shape": list(arr.shape),
+                    "dtype": str(arr.dtype),
+                    "sha256": file_sha256(tmp / f"{name}.npy"),
+                }
             meta = {"key": key, "material": material, "arrays": shapes, "created": time.time()}
             with (tmp / META).open("w") as f:
                 json.dump(meta, f, indent=1, sort_keys=True)

@@ -1,7 +1,10 @@
 """``lmo-dp report --experiment NAME --out DIR [--run-id ID] [--json]``.
 
 A sweep that did not finish, or has failed trials, is reported with a warning on stderr and on
-the page (``warnings`` in ``--json``); one that did not finish and has no trial runs exits 1.
+the page (``warnings`` in ``--json``); one that did not finish and has no trial runs exits 1. A
+sweep whose driver is gone but whose runs still show RUNNING (it could not close them: the
+tracking store was full or did not answer) has them closed FAILED first, with a warning line
+(:func:`orchestrator.sweep.resume.close_abandoned_runs`).
 """
 
 from __future__ import annotations
@@ -26,12 +29,22 @@ def run(args: argparse.Namespace) -> dict:
     from noise_search.names import check_name
     from orchestrator.checks import check_output_dir
     from orchestrator.report import find_parent_run, write_report
+    from orchestrator.sweep.resume import close_abandoned_runs
     from orchestrator.tracking import Tracker
 
     check_name("--experiment", args.experiment)  # the rule every experiment name follows
     check_output_dir(args.out, "--out")
     tracker = Tracker(create=False)
     parent = find_parent_run(tracker, args.experiment, args.run_id)
+    closed = close_abandoned_runs(tracker, args.experiment, parent)
+    if closed:
+        print(
+            f"lmo-dp report: warning: the sweep's driver is gone but {closed} of its runs still showed RUNNING "
+            f"(parent run {parent.info.run_id}); they are closed now (FAILED): rerun lmo-dp sweep with --resume "
+            "to finish it",
+            file=sys.stderr,
+        )
+        parent = tracker.get_run(parent.info.run_id)
     index, warnings = write_report(tracker, args.experiment, args.out, parent_run_id=parent.info.run_id)
     for warning in warnings:
         print(f"lmo-dp report: warning: {warning}", file=sys.stderr)

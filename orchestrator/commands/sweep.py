@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted or failed sweep from its storage path (finished trials are not rerun)",
+        help="continue an interrupted or failed sweep from its storage path (trials that MLflow holds as "
+        "finished are not rerun)",
     )
     add_json_flag(p)
     p.set_defaults(handler=run, render=render)

@@ -7,7 +7,11 @@
   (target, mechanism) draws and the noise that makes the selected run meet the target;
 * :mod:`~orchestrator.sweep.trial` -- one trial, as a Tune trainable with its MLflow child run;
 * :mod:`~orchestrator.sweep.outcomes` -- :class:`TrialOutcome`, one shape from trainer to report;
-* :mod:`~orchestrator.sweep.storage` -- the run folder and the manifest;
+* :mod:`~orchestrator.sweep.storage` -- the run folder and the manifest (atomic state files);
+* :mod:`~orchestrator.sweep.lock` -- one sweep at a time per run folder;
+* :mod:`~orchestrator.sweep.resume` -- finished trials read back from MLflow by key, an earlier
+  attempt's checkpoint, the runs of a driver that is gone closed;
+* :mod:`~orchestrator.sweep.health` -- a full disk or a lost tracking server ends the sweep in one line;
 * :mod:`~orchestrator.sweep.pipeline` -- :func:`run_sweep`, the whole pipeline.
 """
 

@@ -12,21 +12,30 @@ the Ray address and resources, tracking for multi-node clusters), then:
    never stops the others; a target the search found no LMO parameters for is ``infeasible``;
 4. **Report** -- :mod:`orchestrator.report`, written locally and logged to the parent run.
 
-``resume=True`` restores the Tune run from its storage path and reopens the same parent run;
-a trial finds its finished work by its own key (target, mechanism, seed, hyperparameters) under
-the parent run, never by Tune's trial id, so nothing is trained twice. Saved Tune state that
-cannot be read is refused before anything starts.
+One sweep at a time: the driver holds the run folder's lock (:mod:`~orchestrator.sweep.lock`)
+from before Ray starts to the end; a second sweep into the same experiment and storage is refused
+(exit 2) naming the holder.
+
+``resume=True`` reopens the same parent run and rebuilds what is finished from MLflow -- every
+FINISHED child run, by its trial key (target, mechanism, seed, hyperparameters) -- whatever Tune's
+own files say (:mod:`~orchestrator.sweep.resume`); only the other trials go to a fresh Tune run,
+so nothing finished is trained twice. A trial also looks for its key under the parent run before
+it trains (:func:`~orchestrator.sweep.trial.claim_run`).
 
 Failures: whatever stops the sweep after its parent run exists (a full disk, a lost tracking
 server, Ray) ends the parent and every open child run FAILED (KILLED on Ctrl-C) and marks the
-manifest ``failed``, then raises :class:`SweepError` (exit 1). A sweep whose trials failed for
-good ends FAILED with the rest of its results and the CLI exits :data:`EXIT_TRIALS_FAILED`.
+manifest ``failed``, then raises :class:`SweepError` (exit 1) whose one line says what is true
+afterwards: the runs ended FAILED, or -- when the tracking store cannot be written (a full disk,
+a server that is gone) -- that they could not be closed and the next ``--resume`` or ``lmo-dp
+report`` closes them. A failing trial whose cause is the whole sweep's (:mod:`~orchestrator.sweep.health`:
+a full disk, a tracking server that does not answer) ends the sweep at once. A sweep whose trials
+failed for good ends FAILED with the rest of its results and the CLI exits
+:data:`EXIT_TRIALS_FAILED`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import sys
@@ -38,21 +47,23 @@ from typing import Any
 from noise_search.errors import InputError, LmoDpError, ParameterError, one_line
 from noise_search.search_result import SearchResult
 from orchestrator.checks import check_output_dir
-from orchestrator.progress import show_progress, trial_progress_callback
+from orchestrator.progress import trial_progress_callback
 from orchestrator.provenance import CONFIG_HASH_TAG, config_sha256
+from orchestrator.quiet import quiet_sweep_driver
 from orchestrator.ray_session import check_address, connect
 from orchestrator.selection import select, with_selection_bound, with_tuning
+from orchestrator.sweep import lock
 from orchestrator.sweep.early_stopping import early_stopping_summary, selection_cells
+from orchestrator.sweep.health import client_retry_window, server_problem, sweep_problem
 from orchestrator.sweep.outcomes import TrialOutcome, selection_rows, trial_entry
 from orchestrator.sweep.plan import SharedPlan, plan_sweep
+from orchestrator.sweep.resume import earlier_checkpoints, finished_trials
 from orchestrator.sweep.specs import TrialSpec, trial_specs
-from orchestrator.sweep.storage import MANIFEST, check_tune_state, read_manifest, run_dir_exists, write_manifest
-from orchestrator.sweep.trial import SWEEP_TAG, TrialFn, run_trial
+from orchestrator.sweep.storage import MANIFEST, read_manifest, run_dir_exists, write_manifest
+from orchestrator.sweep.trial import RUN_DIR_TAG, SWEEP_TAG, TrialFn, run_trial
 from orchestrator.sweep.tuning import TunedCell, calibrate_cells, draw_cells, runs_statement, tuning_summary
 from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import KIND_TAG, Tracker, check_tracking, run_url, tracking_configured, tracking_uri
-
-log = logging.getLogger(__name__)
 
 #: ``lmo-dp sweep`` exits with this code when the sweep ran to the end but trials failed.
 EXIT_TRIALS_FAILED = 3
@@ -62,6 +73,10 @@ FAILED_STATUSES = ("error", "refused")
 
 class SweepError(LmoDpError):
     """The sweep could not run (Ray, storage or tracking failed)."""
+
+
+class _SweepStopped(LmoDpError):
+    """A failing trial showed that the whole sweep cannot go on (a full disk, a lost server)."""
 
 
 # --- checks before anything starts --------------------------------------------------------------
@@ -189,6 +204,7 @@ def _check_plan(cfg: SweepConfig) -> None:
 
 def _check_storage(cfg: SweepConfig, run_dir: str, resume: bool, address: str | None) -> dict[str, Any] | None:
     """The manifest of the sweep at ``run_dir`` (None: a new sweep), after the resume rules."""
+    lock.check_free(run_dir)  # a sweep running into it: refused naming it, not "already exists"
     manifest = read_manifest(run_dir)
     if resume and manifest is None:
         raise InputError(f"--resume: no sweep {cfg.experiment!r} to resume at {run_dir}")
@@ -200,8 +216,6 @@ def _check_storage(cfg: SweepConfig, run_dir: str, resume: bool, address: str | 
         )
     if resume and manifest and manifest.get("config") != cfg.to_dict():
         raise InputError(f"--config: differs from the config of the sweep being resumed ({run_dir}/{MANIFEST})")
-    if resume and manifest is not None and manifest.get("trials_started"):
-        check_tune_state(run_dir)
     if "://" not in run_dir:
         check_output_dir(run_dir, "storage_path")
     return manifest
@@ -251,16 +265,24 @@ def run_sweep(
         check_address(address)
     if cfg.tuning is not None:
         print(f"sweep {cfg.experiment!r}: {runs_statement(cfg, draw_cells(cfg))}", file=sys.stderr, flush=True)
-    session = connect(address)
+    quiet_sweep_driver()  # from here lmo-dp prints one line per trial, not Tune's or MLflow's logs
+    held = lock.acquire(run_dir)  # exit 2 naming the sweep that holds it
+    started = False
     try:
-        import ray
+        manifest = _check_storage(cfg, run_dir, resume, address)  # again: a sweep may have ended meanwhile
+        session = connect(address)
+        try:
+            import ray
 
-        alive = [n for n in ray.nodes() if n.get("Alive")]
-        check_resources(cfg, [n.get("Resources", {}) for n in alive])  # before planning: never a Tune hang
-        check_tracking_reachable(alive)
-        return _Run(cfg, run_dir, manifest, resume, trial_fn).execute()
+            alive = [n for n in ray.nodes() if n.get("Alive")]
+            check_resources(cfg, [n.get("Resources", {}) for n in alive])  # before planning: never a Tune hang
+            check_tracking_reachable(alive)
+            started = True
+            return _Run(cfg, run_dir, manifest, resume, trial_fn).execute()
+        finally:
+            session.close()
     finally:
-        session.close()
+        held.release(remove_empty=not started)
 
 
 class _Run:
@@ -279,7 +301,8 @@ class _Run:
         self.timings: dict[str, float] = {}
 
     def execute(self) -> dict[str, Any]:
-        """The sweep; on any failure its runs end FAILED (KILLED on Ctrl-C), never RUNNING."""
+        """The sweep; on any failure its runs end FAILED (KILLED on Ctrl-C), never RUNNING -- or,
+        when the tracking store cannot be written, the error line says they could not be closed."""
         self.parent_run_id: str | None = None
         self.live_manifest: dict[str, Any] | None = None
         try:
@@ -288,40 +311,62 @@ class _Run:
             self._abandon("KILLED", "interrupted")
             raise
         except BaseException as exc:
-            self._abandon("FAILED", "failed")
             if isinstance(exc, InputError) and self.parent_run_id is None:
                 raise
-            if isinstance(exc, LmoDpError):
-                raise SweepError(f"sweep {self.cfg.experiment!r} failed: {one_line(exc)}{self._resume_hint()}") from exc
+            parent = self.parent_run_id
+            problem = self._abandon("FAILED", "failed")
+            cause = self._cause(exc)
             raise SweepError(
-                f"sweep {self.cfg.experiment!r} failed: {type(exc).__name__}: {one_line(exc)}{self._resume_hint()}"
+                f"sweep {self.cfg.experiment!r} failed: {cause}{self._end_state(parent, problem)}"
             ) from exc
 
-    def _resume_hint(self) -> str:
-        if self.parent_run_id is None:
+    def _cause(self, exc: BaseException) -> str:
+        """The failure in a few words: the whole sweep's problem (a full disk, a tracking server
+        that does not answer) when there is one, else the exception."""
+        if isinstance(exc, _SweepStopped):
+            return str(exc)
+        text = one_line(exc) if isinstance(exc, LmoDpError) else f"{type(exc).__name__}: {one_line(exc)}"
+        text = text if len(text) <= 300 else text[:297] + "..."
+        problem = sweep_problem(self.run_dir, self.uri)
+        return text if problem is None else f"{problem} ({text})"
+
+    @staticmethod
+    def _end_state(parent: str | None, problem: str | None) -> str:
+        """What is true of the sweep's runs now -- said only after it is."""
+        if parent is None:
             return ""
+        if problem is None:
+            return (
+                f"; parent run {parent} ended FAILED; finished trials are kept: fix the cause and rerun with --resume"
+            )
         return (
-            f" (parent run {self.parent_run_id} ended FAILED; finished trials are kept: "
-            "fix the cause and rerun with --resume)"
+            f"; parent run {parent} and its open trial runs could not be closed ({problem}): they show "
+            "RUNNING until 'lmo-dp sweep --resume' or 'lmo-dp report' closes them; finished trials are kept"
         )
 
-    def _abandon(self, run_status: str, manifest_status: str) -> None:
+    def _abandon(self, run_status: str, manifest_status: str) -> str | None:
         """Best effort: every run of this sweep closed, the manifest marked. Each part may fail
-        on its own (the cause may be a full disk or a lost server); the others still happen."""
-        if self.parent_run_id is not None:
+        on its own (the cause may be a full disk or a lost server); the others still happen.
+        Returns None when every run is closed, else why not (one line)."""
+        problem = None
+        if self.parent_run_id is not None and server_problem(self.uri) is not None:
+            # each call below would wait out the client's retries (minutes) before failing
+            problem = "the tracking server does not answer"
+        if self.parent_run_id is not None and problem is None:
             try:
                 self.tracker.fail_open_children(self.cfg.experiment, self.parent_run_id)
             except Exception as exc:
-                log.warning("could not close the trial runs of sweep %s: %s", self.cfg.experiment, one_line(exc))
+                problem = _short(exc)
             try:
                 self.tracker.end_run(self.parent_run_id, run_status)
             except Exception as exc:
-                log.warning("could not end parent run %s: %s", self.parent_run_id, one_line(exc))
+                problem = problem or _short(exc)
+        self.parent_run_id = None
         if self.live_manifest is not None:
-            try:
+            # informative only: --resume reads what is finished from MLflow, not this status
+            with contextlib.suppress(Exception):
                 write_manifest(self.run_dir, {**self.live_manifest, "status": manifest_status})
-            except Exception as exc:
-                log.warning("could not mark the sweep's manifest %s: %s", manifest_status, one_line(exc))
+        return problem
 
     def _execute(self) -> dict[str, Any]:
         manifest = self._open()
@@ -333,6 +378,7 @@ class _Run:
             "tracking_uri": self.uri,
             "sweep": self.cfg.to_dict(),
             "train_storage": f"{self.run_dir}/ray-train",
+            "run_dir": self.run_dir,
             "n_train": manifest["plan"]["n_train"],
         }
         stopping = None
@@ -340,11 +386,7 @@ class _Run:
             plan = manifest["plan"]
             stopping = selection_cells(self.cfg, specs, plan["sample_rate"], plan["steps"])
         results, trials_seconds = self._fit(specs, ctx, manifest)
-        trials = [
-            trial_entry(TrialSpec.from_dict(res.config["spec"]), TrialOutcome.from_report(res.metrics, res.error),
-                        (res.metrics or {}).get("trial_id"))
-            for res in results
-        ]  # fmt: skip
+        trials = [trial_entry(spec, outcome, trial_id) for spec, outcome, trial_id in results]
         trials += [trial_entry(s, TrialOutcome("infeasible")) for s in infeasible]
         trials.sort(key=_entry_order)
         return self._finish(manifest, trials, trials_seconds, stopping)
@@ -359,7 +401,10 @@ class _Run:
             tracker.reopen_run(manifest["parent_run_id"])
             manifest["status"] = "running"
             self.live_manifest = manifest
-            write_manifest(self.run_dir, manifest)
+            # informative only (a resume reads what is finished from MLflow): a full storage disk
+            # does not stop the trials, whose results go to MLflow; the report then fails, naming it
+            with contextlib.suppress(OSError):
+                write_manifest(self.run_dir, manifest)
             return manifest
         t = time.perf_counter()
         plan = plan_sweep(cfg)
@@ -370,8 +415,11 @@ class _Run:
         parent_run_id = tracker.start_run(
             cfg.experiment,
             run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={KIND_TAG: "sweep", SWEEP_TAG: cfg.experiment, CONFIG_HASH_TAG: config_sha256(cfg.to_dict())},
-        )
+            tags={
+                KIND_TAG: "sweep", SWEEP_TAG: cfg.experiment, CONFIG_HASH_TAG: config_sha256(cfg.to_dict()),
+                RUN_DIR_TAG: self.run_dir,
+            },
+        )  # fmt: skip
         self.parent_run_id = parent_run_id
         manifest = {
             "experiment": cfg.experiment,
@@ -396,32 +444,62 @@ class _Run:
             _log_tuning(tracker, parent_run_id, cfg, manifest["tuning"])
         return manifest
 
-    def _fit(self, specs: list[TrialSpec], ctx: dict[str, Any], manifest: dict[str, Any]) -> tuple[list[Any], float]:
+    def _fit(
+        self, specs: list[TrialSpec], ctx: dict[str, Any], manifest: dict[str, Any]
+    ) -> tuple[list[tuple[TrialSpec, TrialOutcome, str | None]], float]:
+        """Every trial of ``specs``: (spec, outcome, Tune trial id), and the seconds it took.
+
+        Trials that a FINISHED MLflow run under the parent already holds (a resumed sweep) are
+        reported from that run; the others go to a fresh Tune run.
+        """
         if not specs:
             return [], 0.0
-        if not manifest.get("trials_started"):
-            manifest["trials_started"] = True  # from now on --resume needs Tune's saved state
-            write_manifest(self.run_dir, manifest)
-        tuner = self._tuner(specs, ctx)
-        started = time.perf_counter()
-        grid = tuner.fit()
-        results = list(grid)
-        reported = {r.config["spec"]["key"] for r in results if r.metrics or r.error is not None}
-        if any(s.key not in reported for s in specs):
-            # Tune's SIGINT handler stops the run, saves its state and returns: a trial that neither
-            # reported nor failed never ran, so the sweep was interrupted
+        done = finished_trials(self.tracker, self.cfg.experiment, manifest["parent_run_id"], specs)
+        results = [(d.spec, d.outcome, d.trial_id) for d in done]
+        finished_keys = {d.spec.key for d in done}
+        todo = [s for s in specs if s.key not in finished_keys]
+        if done:
             print(
-                f"sweep {self.cfg.experiment!r} interrupted: finished trials are kept; rerun with --resume",
+                f"sweep {self.cfg.experiment!r}: {len(done)} of {len(specs)} trials already finished "
+                f"(found in MLflow), {len(todo)} to run",
                 file=sys.stderr,
+                flush=True,
             )
-            raise KeyboardInterrupt
-        if self.cfg.early_stopping is not None:
-            close_stopped_runs(self.tracker, results)
+        started = time.perf_counter()
+        if todo:
+            if self.resume:  # trials cut short may restart from an earlier attempt's checkpoint
+                ctx = {**ctx, "checkpoints": earlier_checkpoints(self.run_dir, {s.key for s in todo})}
+            progress = trial_progress_callback(len(todo), self.cfg.max_retries, self._problem)
+            grid = self._tuner(todo, ctx, progress).fit()
+            if progress.stop_reason is not None:
+                raise _SweepStopped(progress.stop_reason)
+            tuned = list(grid)
+            reported = {r.config["spec"]["key"] for r in tuned if r.metrics or r.error is not None}
+            if any(s.key not in reported for s in todo):
+                # Tune's SIGINT handler stops the run, saves its state and returns: a trial that neither
+                # reported nor failed never ran, so the sweep was interrupted
+                print(
+                    f"sweep {self.cfg.experiment!r} interrupted: finished trials are kept; rerun with --resume",
+                    file=sys.stderr,
+                )
+                raise KeyboardInterrupt
+            if self.cfg.early_stopping is not None:
+                close_stopped_runs(self.tracker, tuned)
+            results += [
+                (TrialSpec.from_dict(r.config["spec"]), TrialOutcome.from_report(r.metrics, r.error),
+                 (r.metrics or {}).get("trial_id"))
+                for r in tuned
+            ]  # fmt: skip
         # a trial whose worker died for good never closed its run
         self.tracker.fail_open_children(self.cfg.experiment, manifest["parent_run_id"])
         return results, time.perf_counter() - started
 
-    def _tuner(self, specs: list[TrialSpec], ctx: dict[str, Any]) -> Any:
+    def _problem(self) -> str | None:
+        """A reason the whole sweep cannot go on (asked when a trial fails; a tracking server gets
+        as long to come back as MLflow's client gives one request)."""
+        return sweep_problem(self.run_dir, self.uri, patience=client_retry_window())
+
+    def _tuner(self, specs: list[TrialSpec], ctx: dict[str, Any], progress: Any) -> Any:
         from ray import tune
 
         cfg, r = self.cfg, self.cfg.resources
@@ -434,13 +512,8 @@ class _Run:
         fn = tune.with_parameters(run_trial, trial_fn=self.trial_fn) if self.trial_fn is not None else run_trial
         trainable = tune.with_resources(fn, resources)
         space = {"spec": tune.grid_search([s.to_dict() for s in specs]), "ctx": ctx}
-        if self.resume and self.manifest is not None and self.manifest.get("trials_started"):
-            try:
-                return tune.Tuner.restore(
-                    self.run_dir, trainable=trainable, resume_unfinished=True, restart_errored=True, param_space=space
-                )
-            except Exception as exc:
-                raise SweepError(f"--resume: cannot restore the Tune run at {self.run_dir}: {one_line(exc)}") from exc
+        # always a fresh Tune run, also on --resume: what is finished comes from MLflow, so Tune's
+        # saved state (which a full disk or a killed driver can cut short) is never needed
         return tune.Tuner(
             trainable,
             param_space=space,
@@ -459,7 +532,8 @@ class _Run:
                 failure_config=tune.FailureConfig(max_failures=cfg.max_retries),
                 # a trial's latest checkpoint is all a retry needs (training.checkpoint_every)
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[trial_progress_callback(len(specs))] if show_progress() else [],
+                callbacks=[progress],
+                stop=progress.stopper(),
                 verbose=0,
             ),
         )
@@ -526,6 +600,19 @@ class _Run:
             "trials_seconds": trials_seconds,
             **self.timings,
         }
+
+
+def _short(exc: BaseException, limit: int = 150) -> str:
+    """An error in at most ``limit`` characters: a database's own message rather than its SQL."""
+    seen: BaseException | None = exc
+    while seen is not None:  # SQLAlchemy keeps the database's error as .orig
+        orig = getattr(seen, "orig", None)
+        if isinstance(orig, BaseException):
+            exc = orig
+            break
+        seen = seen.__cause__ or seen.__context__
+    text = one_line(exc).split(" [SQL:", 1)[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _scheduler(cfg: SweepConfig) -> Any:

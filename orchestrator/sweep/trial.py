@@ -4,7 +4,9 @@
 earlier attempt, or reporting a finished one instead of training again), resolves the trial
 config against the recipe, logs its params, trains -- in this process, or under Ray Train's
 ``TorchTrainer`` when ``resources.workers > 1`` -- and reports a
-:class:`~orchestrator.sweep.outcomes.TrialOutcome` to Tune.
+:class:`~orchestrator.sweep.outcomes.TrialOutcome` to Tune. A trial refused by bad input (a plan
+over its budget, say) is not retried: its run ends FAILED, tagged ``lmodp.status = refused`` and
+``lmodp.error``, so a resumed sweep does not count it as done.
 
 With ``training.checkpoint_every: N`` a single-process trial saves a checkpoint with its
 privacy state (:mod:`trainers.checkpoint`) every N steps and when training ends, and hands
@@ -13,7 +15,8 @@ each one to Tune (``tune.report(..., checkpoint=...)``, an intermediate result w
 (``max_retries``) from its latest checkpoint: the new attempt restores the steps, the
 accountant's composed steps and the generators, logs the whole step history to a fresh child
 run (tagged ``lmodp.resumed_from_step``) and ends with the steps and epsilon of an
-uninterrupted trial.
+uninterrupted trial. In a resumed sweep (a fresh Tune run) a trial without a Tune checkpoint of
+its own starts from the newest one an earlier Tune run left for its key, when that can be read.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, TRIAL_KEY_TAG, TRIAL_TAG, Tracker
 
 SWEEP_TAG = "lmodp.sweep"
+#: tag of a sweep's parent run: its run folder (where its lock is; ``lmo-dp report`` asks it)
+RUN_DIR_TAG = "lmodp.run_dir"
 
 #: ``trial_fn(trial_config, on_step) -> TrainResult``; the default runs the real trainer.
 TrialFn = Callable[..., Any]
@@ -72,6 +77,15 @@ def run_trial(config: dict[str, Any], trial_fn: TrialFn | None = None) -> None:
         tune.report(refused.outcome.report())
 
 
+def _open_tracker(uri: str) -> Tracker:
+    """The trial's tracker; a tracking server that does not answer (restarting, say) gets as long
+    to come back as MLflow's client gives one request, instead of failing the trial at once."""
+    from orchestrator.sweep.health import client_retry_window, server_problem
+
+    server_problem(uri, patience=client_retry_window())
+    return Tracker(uri)
+
+
 class _TrialRefused(Exception):
     def __init__(self, outcome: TrialOutcome) -> None:
         super().__init__(outcome.error)
@@ -87,7 +101,7 @@ def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
     spec, ctx = TrialSpec.from_dict(config["spec"]), config["ctx"]
     trial_id = tune.get_context().get_trial_id()
     sweep = SweepConfig.from_dict(ctx["sweep"])
-    tracker = Tracker(ctx["tracking_uri"])
+    tracker = _open_tracker(ctx["tracking_uri"])
     run_id, finished = claim_run(tracker, ctx, spec, trial_id)
     if finished is not None:
         tune.report(TrialOutcome.from_run(finished).report())
@@ -112,19 +126,21 @@ def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
             outcome = _run_data_parallel(sweep, trial_cfg, ctx, run_id)
         else:
             rungs = None if sweep.early_stopping is None else asha_rungs(sweep, trial_cfg, tracker, run_id)
-            outcome = _run_local(trial_cfg, tracker, run_id, trial_fn, rungs)
+            earlier = (ctx.get("run_dir"), (ctx.get("checkpoints") or {}).get(spec.key))
+            outcome = _run_local(trial_cfg, tracker, run_id, trial_fn, rungs, earlier)
         if outcome.status == "stopped":
             # Tune stopped this trial at a rung: the rung's report is its last result; the run ends
             # FINISHED, tagged stopped
             tracker.set_tags(run_id, {"lmodp.status": "stopped"})
+        elif outcome.status != "finished":
+            tracker.set_tags(run_id, {"lmodp.status": outcome.status, "lmodp.error": outcome.error or ""})
+            # a refused trial is over, but FINISHED would let a resume report it as done: the run
+            # context ends it FAILED, run_trial reports the outcome to Tune (no retry)
+            raise _TrialRefused(outcome)
     if outcome.status == "stopped":
         # the exit Tune's session expects from a stopped trial: returning normally would make
         # its wrapper report once more and wait for a step that never comes
         raise SystemExit(0)
-        if outcome.status != "finished":
-            tracker.set_tags(run_id, {"lmodp.status": outcome.status, "lmodp.error": outcome.error or ""})
-            # a refused trial is over, but FINISHED would let a resume report it as done
-            raise _TrialRefused(outcome)
     tune.report(outcome.report())
 
 
@@ -186,11 +202,16 @@ CHECKPOINT_STEPS = "checkpoint_steps"
 
 
 def _run_local(
-    trial_cfg: Any, tracker: Tracker, run_id: str, trial_fn: TrialFn | None, rungs: Any = None
+    trial_cfg: Any,
+    tracker: Tracker,
+    run_id: str,
+    trial_fn: TrialFn | None,
+    rungs: Any = None,
+    earlier: tuple[str | None, str | None] = (None, None),
 ) -> TrialOutcome:
     from orchestrator.trial_tracking import train_and_log
 
-    with tune_checkpoints(trial_cfg) as checkpoints:
+    with tune_checkpoints(trial_cfg, *earlier) as checkpoints:
         try:
             result, _ = train_and_log(
                 tracker, run_id, trial_cfg, train_fn=trial_fn, checkpoints=checkpoints, rungs=rungs
@@ -201,10 +222,12 @@ def _run_local(
 
 
 @contextlib.contextmanager
-def tune_checkpoints(trial_cfg: Any) -> Iterator[Any]:
+def tune_checkpoints(trial_cfg: Any, run_dir: str | None = None, earlier: str | None = None) -> Iterator[Any]:
     """The trial's :class:`~trainers.checkpoint.Checkpointing` under Tune (None without
     ``training.checkpoint_every``): a scratch folder filled from Tune's latest checkpoint of this
-    trial, if any, whose every save is reported to Tune. The folder is removed afterwards."""
+    trial, if any -- else, on a resumed sweep, from ``earlier``, the newest checkpoint folder (relative
+    to ``run_dir``) an earlier Tune run left for this trial's key, when it can be read -- whose every
+    save is reported to Tune. The folder is removed afterwards."""
     every = trial_cfg.training.checkpoint_every
     if every is None:
         yield None
@@ -222,10 +245,35 @@ def tune_checkpoints(trial_cfg: Any) -> Iterator[Any]:
         )
 
     with tempfile.TemporaryDirectory(prefix="lmodp-trial-checkpoint-") as scratch:
+        checkpointing = Checkpointing(Path(scratch), every=every, on_save=report, field="training.checkpoint_every")
         latest = tune.get_checkpoint()
         if latest is not None:
             latest.to_directory(scratch)
-        yield Checkpointing(Path(scratch), every=every, on_save=report, field="training.checkpoint_every")
+        elif run_dir and earlier:
+            _restore_earlier(checkpointing, run_dir, earlier)
+        yield checkpointing
+
+
+def _restore_earlier(checkpointing: Any, run_dir: str, earlier: str) -> None:
+    """Fill ``checkpointing``'s folder from checkpoint folder ``earlier`` under ``run_dir``; one that
+    cannot be copied or read (cut short by a full disk, say) is dropped: the trial starts over."""
+    import logging
+
+    from ray import tune
+
+    from orchestrator.sweep.storage import _fs_and_path
+
+    try:
+        fs, base = _fs_and_path(run_dir)
+        tune.Checkpoint(f"{base.rstrip('/')}/{earlier}", filesystem=fs).to_directory(str(checkpointing.directory))
+        checkpointing.load()
+    except Exception as exc:
+        logging.getLogger(__name__).warning(
+            "checkpoint %s/%s of an earlier attempt cannot be used (%s); the trial starts over",
+            run_dir, earlier, one_line(exc),
+        )  # fmt: skip
+        with contextlib.suppress(OSError):
+            checkpointing.path.unlink()
 
 
 def _train_worker(config: dict[str, Any]) -> None:

@@ -360,14 +360,33 @@ def _sweep_cli(capsys, monkeypatch, cfg_path: Path, *extra: str, trial_fn=None):
     return run_cli(capsys, "sweep", "--config", cfg_path, "--json", *extra)
 
 
-@pytest.mark.slow
-def test_lost_workers_a_full_disk_and_resumes_leave_nothing_running_and_nothing_twice(capsys, tmp_path, monkeypatch):
-    """A trial whose worker dies for good: exit 3, its run FAILED. A full disk while the report is
-    written: exit 1, one line, everything FAILED, manifest ``failed``. Resumes after each: only the
-    unfinished work runs again, found by trial key. Unreadable Tune state: the resume is refused."""
-    import errno
+def failing_trial_fn(kill_key: str, refuse_key: str):
+    """Train for real, but the worker running ``kill_key`` dies (SIGKILL) on every attempt, and
+    ``refuse_key`` is refused by the trainer's own budget check at plan time (its target lowered
+    below what its noise gives: exit-2 kind of error, not retried)."""
 
-    import orchestrator.report as report_mod
+    def trial(trial_cfg, on_step=None, **kwargs):
+        from trainers.engine import train
+
+        if trial_cfg.name == kill_key:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if trial_cfg.name == refuse_key:
+            privacy = trial_cfg.privacy.model_copy(update={"epsilon": 0.5})
+            trial_cfg = trial_cfg.model_copy(update={"privacy": privacy})
+        return train(trial_cfg, on_step=on_step, **kwargs)
+
+    return trial
+
+
+@pytest.mark.slow
+def test_lost_workers_refused_trials_and_cut_tune_state_leave_nothing_running_and_nothing_twice(
+    capsys, tmp_path, monkeypatch
+):
+    """A trial whose worker dies for good: its run FAILED (error), one stderr line per retry and no
+    traceback. A trial refused at plan time: its run FAILED, tagged refused with the reason, not
+    retried. Exit 3. Then Tune's saved state is cut short (as by a full disk) and the sweep resumed:
+    the finished trials are rebuilt from MLflow by key and not trained again, the refused and the
+    lost one are not counted as done and are trained now."""
     from orchestrator.sweep.storage import read_manifest
     from orchestrator.tracking import TRIAL_KEY_TAG
 
@@ -378,10 +397,10 @@ def test_lost_workers_a_full_disk_and_resumes_leave_nothing_running_and_nothing_
         experiment="t-faults",
         model={"task": "classification", "trainable": "head", "max_length": 32},
         training={"epochs": 2, "batch_size": 20, "learning_rate": 0.1, "eval_batch_size": 64},
+        seeds=[0, 1],
         max_retries=1,
     )
     run_dir = tmp_path / "store" / "t-faults"
-    tracker = Tracker()
 
     def runs() -> dict[str, list]:
         out: dict[str, list] = {}
@@ -389,59 +408,50 @@ def test_lost_workers_a_full_disk_and_resumes_leave_nothing_running_and_nothing_
             out.setdefault(r.data.tags[TRIAL_KEY_TAG], []).append(r)
         return out
 
-    first = _sweep_cli(capsys, monkeypatch, cfg_path, trial_fn=killing_trial_fn("eps=8_laplace_seed=0"))
+    first = _sweep_cli(
+        capsys, monkeypatch, cfg_path, trial_fn=failing_trial_fn("eps=8_laplace_seed=0", "eps=8_gaussian_seed=1")
+    )
     assert first.code == 3, first.err[-2000:]
+    tracker = Tracker()  # only now: creating the store logs MLflow's own lines into the captured stderr
     result = first.json()
     parent_id = result["parent_run_id"]
-    assert result["trials_failed"] == 1
+    assert result["trials_failed"] == 2
     assert {t["key"]: t["status"] for t in result["trials"]} == {
         "eps=8_gaussian_seed=0": "finished",
+        "eps=8_gaussian_seed=1": "refused",
         "eps=8_laplace_seed=0": "error",
+        "eps=8_laplace_seed=1": "finished",
     }
     after_first = runs()
-    assert after_first["eps=8_laplace_seed=0"][0].info.status == "FAILED"  # its worker never closed it
+    lost, refused = after_first["eps=8_laplace_seed=0"], after_first["eps=8_gaussian_seed=1"]
+    assert [r.info.status for r in lost] == ["FAILED"]  # its worker never closed it; the driver did
+    assert [r.info.status for r in refused] == ["FAILED"]  # not FINISHED: a resume must not count it done
+    assert refused[0].data.tags["lmodp.status"] == "refused"
+    assert "privacy.epsilon" in refused[0].data.tags["lmodp.error"]
     assert tracker.get_run(parent_id).info.status == "FAILED"
+    # stderr: a line per trial and one per retry of the lost worker, no Tune or Ray traceback
+    lines = first.err.strip().splitlines()
+    assert [line for line in lines if line.startswith("[retry]")] == [
+        "[retry] eps=8_laplace_seed=0: attempt 1 of 2 failed (its worker process died); retrying"
+    ], first.err
+    assert len([line for line in lines if line.startswith("[") and "/4] " in line]) == 4, first.err
+    assert len(lines) == 5, first.err
+    for noise in ("Traceback", "ActorDiedError", "A worker died", "ERROR"):
+        assert noise not in first.err
 
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    real_plot = report_mod.plot_utility
-    monkeypatch.setattr(report_mod, "plot_utility", full_disk)
-    second = _sweep_cli(capsys, monkeypatch, cfg_path, "--resume")
-    assert second.code == 1 and second.out == ""
-    lines = second.err.strip().splitlines()
-    assert len(lines) == 1 and "No space left on device" in lines[0] and "--resume" in lines[0], second.err
-    assert "Traceback" not in second.err
-    assert tracker.get_run(parent_id).info.status == "FAILED"
-    assert read_manifest(str(run_dir))["status"] == "failed"
-    after_second = runs()
-    assert {k: [r.info.status for r in v] for k, v in after_second.items()} == {
-        "eps=8_gaussian_seed=0": ["FINISHED"],
-        "eps=8_laplace_seed=0": ["FINISHED"],  # retrained now that its worker survives
-    }
-    gaussian_run = after_first["eps=8_gaussian_seed=0"][0].info.run_id
-    assert after_second["eps=8_gaussian_seed=0"][0].info.run_id == gaussian_run  # not trained twice
-
-    monkeypatch.setattr(report_mod, "plot_utility", real_plot)
-    third = _sweep_cli(capsys, monkeypatch, cfg_path, "--resume")
-    assert third.code == 0, third.err[-2000:]
-    assert [t["status"] for t in third.json()["trials"]] == ["finished", "finished"]
-    after_third = runs()
-    assert {k: [r.info.run_id for r in v] for k, v in after_third.items()} == {
-        k: [r.info.run_id for r in v] for k, v in after_second.items()
-    }
-    assert tracker.get_run(parent_id).info.status == "FINISHED"
-    assert read_manifest(str(run_dir))["status"] == "finished"
-
-    # Tune's state cut short (as by a full disk while Tune saved it): refused, not started over
+    # Tune's state cut short (as by a full disk while Tune saved it): the resume does not need it
     newest = sorted(run_dir.glob("experiment_state-*.json"))[-1]
     newest.write_text(newest.read_text()[:100])
-    refused = _sweep_cli(capsys, monkeypatch, cfg_path, "--resume")
-    assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1
-    assert "--resume: the saved Tune state" in refused.err and "cannot be read" in refused.err
-    assert {k: [r.info.run_id for r in v] for k, v in runs().items()} == {
-        k: [r.info.run_id for r in v] for k, v in after_third.items()
-    }
+    second = _sweep_cli(capsys, monkeypatch, cfg_path, "--resume", trial_fn=killing_trial_fn(None))
+    assert second.code == 0, second.err[-2000:]
+    assert [t["status"] for t in second.json()["trials"]] == ["finished"] * 4
+    assert "2 of 4 trials already finished (found in MLflow), 2 to run" in second.err
+    after_second = runs()
+    assert {k: [r.info.status for r in v] for k, v in after_second.items()} == {k: ["FINISHED"] for k in after_first}
+    for key in ("eps=8_gaussian_seed=0", "eps=8_laplace_seed=1"):  # not trained twice
+        assert [r.info.run_id for r in after_second[key]] == [r.info.run_id for r in after_first[key]]
+    assert tracker.get_run(parent_id).info.status == "FINISHED"
+    assert read_manifest(str(run_dir))["status"] == "finished"
 
 
 def killed_once_at_step(marker: Path, step: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import shutil
@@ -50,7 +51,11 @@ def test_miss_builds_once_then_hits(tmp_path: Path) -> None:
     second = store.get_or_build({"kind": "pooled", "x": 1}, build)
     assert first.built and not second.built and len(calls) == 1
     assert np.array_equal(second.array("features"), _arrays(1.5)["features"])
-    assert second.meta["arrays"]["features"] == {"shape": [3, 4], "dtype": "float32"}
+    assert {k: v for k, v in second.meta["arrays"]["features"].items() if k != "sha256"} == {
+        "shape": [3, 4],
+        "dtype": "float32",
+    }
+    assert len(second.meta["arrays"]["features"]["sha256"]) == 64
     other = store.get_or_build({"kind": "pooled", "x": 2}, lambda: _arrays(2.0))
     assert other.built and other.key != first.key and len(calls) == 1
     assert not [p for p in tmp_path.rglob(".*-*") if p.is_dir()], "temporary folders left behind"
@@ -65,6 +70,26 @@ def test_a_damaged_entry_is_reported_not_used(tmp_path: Path) -> None:
     (entry.path / "meta.json").write_text("{")
     with pytest.raises(FeatureCacheError, match="delete that folder"):
         store.lookup(entry.key)
+
+
+def test_a_cache_file_with_its_rows_reordered_is_rebuilt_with_one_warning(tmp_path: Path, caplog) -> None:
+    """Rows of a cached file reordered, its size unchanged: no longer a silent wrong answer."""
+    store = FeatureStore(tmp_path)
+    values = np.arange(12, dtype=np.float32).reshape(4, 3)
+    entry = store.get_or_build({"k": 1}, lambda: {"features": values})
+    path = entry.path / "features.npy"
+    size = path.stat().st_size
+    np.save(path, values[::-1].copy(), allow_pickle=False)
+    assert path.stat().st_size == size and entry.damage() == "features.npy does not match its stored checksum"
+    builds = []
+    with caplog.at_level(logging.WARNING, logger="trainers.feature_cache"):
+        again = store.get_or_build({"k": 1}, lambda: builds.append(1) or {"features": values})
+        hit = store.get_or_build({"k": 1}, lambda: builds.append(1) or {"features": values})
+    assert builds == [1] and again.built and not hit.built
+    assert np.array_equal(hit.array("features"), values)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert str(entry.path) in warning and "features.npy does not match its stored checksum" in warning
+    assert not [p for p in tmp_path.rglob(".damaged-*")], "the damaged entry was not removed"
 
 
 def _builder(root: str, marker: str, value: float, lock: bool, out: mp.Queue) -> None:
@@ -266,6 +291,16 @@ def test_head_trial_is_identical_with_and_without_the_cache(tmp_path: Path, revi
     for a, b in zip(hit.parameter_update, direct.parameter_update, strict=True):
         assert torch.equal(a, b)
     assert hit.metrics == direct.metrics and hit.epsilon == direct.epsilon
+    # the largest cached file (the training features) with its rows reordered, same size: rebuilt,
+    # and the trial is again the one computed without the cache
+    largest = max(cache.rglob("*.npy"), key=lambda p: p.stat().st_size)
+    rows = np.load(largest)
+    np.save(largest, np.roll(rows, 1, axis=0), allow_pickle=False)
+    repaired = train(_head_config(cache, cache=True), dataset=reviews, keep_update=True)
+    assert repaired.cache["builds"] == 1
+    for a, b in zip(repaired.parameter_update, direct.parameter_update, strict=True):
+        assert torch.equal(a, b)
+    assert repaired.metrics == direct.metrics
     assert hit.summary()["recipe"]["name"] == "head/gaussian"
 
 
