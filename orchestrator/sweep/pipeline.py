@@ -42,6 +42,7 @@ from orchestrator.progress import show_progress, trial_progress_callback
 from orchestrator.provenance import CONFIG_HASH_TAG, config_sha256
 from orchestrator.ray_session import check_address, connect
 from orchestrator.selection import select, with_selection_bound, with_tuning
+from orchestrator.sweep import sequential
 from orchestrator.sweep.early_stopping import early_stopping_summary, selection_cells
 from orchestrator.sweep.outcomes import TrialOutcome, selection_rows, trial_entry
 from orchestrator.sweep.plan import SharedPlan, plan_sweep
@@ -265,9 +266,37 @@ class _Run:
                         (res.metrics or {}).get("trial_id"))
             for res in results
         ]  # fmt: skip
+        seeds = None
+        if self.cfg.statistics is not None and self.cfg.statistics.seeds is not None:
+            trials, seeds, looks_seconds = self._add_seeds(search, trials, ctx, manifest)
+            trials_seconds += looks_seconds
         trials += [trial_entry(s, TrialOutcome("infeasible")) for s in infeasible]
         trials.sort(key=_entry_order)
-        return self._finish(manifest, trials, trials_seconds, stopping)
+        return self._finish(manifest, trials, trials_seconds, stopping, seeds)
+
+    def _add_seeds(
+        self, search: SearchResult, trials: list[dict[str, Any]], ctx: dict[str, Any], manifest: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
+        """Seeds until decided (:mod:`~orchestrator.sweep.sequential`): each later look's trials are
+        found finished in MLflow by key, or run as a Tune run of their own under the run folder."""
+        seconds = 0.0
+
+        def fit(specs: list[TrialSpec], look: int) -> list[dict[str, Any]]:
+            nonlocal seconds
+            done = sequential.finished_runs(self.tracker, self.cfg.experiment, manifest["parent_run_id"])
+            entries = [sequential.entry_of_run(s, done[s.key]) for s in specs if s.key in done]
+            todo = [s for s in specs if s.key not in done]
+            results, spent = self._fit(todo, ctx, manifest, name=f"look-{look}-{time.strftime('%Y%m%d-%H%M%S')}")
+            seconds += spent
+            entries += [
+                trial_entry(TrialSpec.from_dict(res.config["spec"]), TrialOutcome.from_report(res.metrics, res.error),
+                            (res.metrics or {}).get("trial_id"))
+                for res in results
+            ]  # fmt: skip
+            return entries
+
+        trials, summary = sequential.run_looks(self.cfg, search, trials, fit, verbose=show_progress())
+        return trials, summary, seconds
 
     # --- stages ---------------------------------------------------------------------------------
     def _open(self) -> dict[str, Any]:
@@ -316,13 +345,17 @@ class _Run:
             _log_tuning(tracker, parent_run_id, cfg, manifest["tuning"])
         return manifest
 
-    def _fit(self, specs: list[TrialSpec], ctx: dict[str, Any], manifest: dict[str, Any]) -> tuple[list[Any], float]:
+    def _fit(
+        self, specs: list[TrialSpec], ctx: dict[str, Any], manifest: dict[str, Any], name: str | None = None
+    ) -> tuple[list[Any], float]:
+        """Tune results of ``specs``; ``name``: a Tune run of its own under the run folder (a later
+        look of seeds until decided), never restored."""
         if not specs:
             return [], 0.0
         if not manifest.get("trials_started"):
             manifest["trials_started"] = True  # from now on --resume needs Tune's saved state
             write_manifest(self.run_dir, manifest)
-        tuner = self._tuner(specs, ctx)
+        tuner = self._tuner(specs, ctx, name)
         started = time.perf_counter()
         grid = tuner.fit()
         results = list(grid)
@@ -341,7 +374,7 @@ class _Run:
         self.tracker.fail_open_children(self.cfg.experiment, manifest["parent_run_id"])
         return results, time.perf_counter() - started
 
-    def _tuner(self, specs: list[TrialSpec], ctx: dict[str, Any]) -> Any:
+    def _tuner(self, specs: list[TrialSpec], ctx: dict[str, Any], name: str | None = None) -> Any:
         from ray import tune
 
         cfg, r = self.cfg, self.cfg.resources
@@ -354,7 +387,7 @@ class _Run:
         fn = tune.with_parameters(run_trial, trial_fn=self.trial_fn) if self.trial_fn is not None else run_trial
         trainable = tune.with_resources(fn, resources)
         space = {"spec": tune.grid_search([s.to_dict() for s in specs]), "ctx": ctx}
-        if self.resume and self.manifest is not None and self.manifest.get("trials_started"):
+        if name is None and self.resume and self.manifest is not None and self.manifest.get("trials_started"):
             try:
                 return tune.Tuner.restore(
                     self.run_dir, trainable=trainable, resume_unfinished=True, restart_errored=True, param_space=space
@@ -374,8 +407,8 @@ class _Run:
                 trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
-                name=cfg.experiment,
-                storage_path=cfg.storage_uri(),
+                name=name or cfg.experiment,
+                storage_path=self.run_dir if name else cfg.storage_uri(),
                 failure_config=tune.FailureConfig(max_failures=cfg.max_retries),
                 # a trial's latest checkpoint is all a retry needs (training.checkpoint_every)
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -390,18 +423,25 @@ class _Run:
         trials: list[dict[str, Any]],
         trials_seconds: float,
         stopping: list[dict[str, Any]] | None = None,
+        seeds: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         from orchestrator.report import write_report
+        from orchestrator.report_statistics import read_verdicts, verdict_metrics
 
         tracker, parent_run_id = self.tracker, manifest["parent_run_id"]
         early = None
         if stopping is not None:
             early = early_stopping_summary(self.cfg, stopping, trials)
             _log_early_stopping(tracker, parent_run_id, early)
+        tracker.log_dict(parent_run_id, sequential.statistics_record(self.cfg, seeds), "statistics.json")
         report, _ = write_report(
             tracker, self.cfg.experiment, self.out_dir / "report", parent_run_id=parent_run_id, live=True
         )
         tracker.log_artifacts(parent_run_id, report.parent, "report")
+        verdicts = read_verdicts(report.parent)
+        tracker.log_metrics(parent_run_id, verdict_metrics(verdicts))
+        for name in ("cells.csv", "comparisons.csv"):
+            tracker.log_artifact(parent_run_id, report.parent / name)
         failed = sum(t["status"] in FAILED_STATUSES for t in trials)
         tracker.log_metrics(
             parent_run_id,
@@ -440,6 +480,9 @@ class _Run:
             "selected": selected,
             **({"tuning": tuning} if tuning is not None else {}),
             **({"early_stopping": early} if early is not None else {}),
+            "cells": verdicts["cells"],
+            "comparisons": verdicts["comparisons"],
+            "statistics": verdicts["statistics"],
             "baselines": {"majority": plan.get("majority")},
             "plan": {k: plan.get(k) for k in ("n_train", "batch_size", "sample_rate", "steps", "training")},
             "seconds": time.perf_counter() - self.started,
@@ -575,6 +618,9 @@ def _log_parent_inputs(
         "experiment": cfg.experiment,
         "epsilons": ",".join(f"{e:g}" for e in cfg.privacy.epsilons),
         "mechanisms": ",".join(cfg.privacy.mechanisms),
+        **({"variants": ",".join(f"{k}={v.mechanism}" for k, v in cfg.variants.items())} if cfg.variants else {}),
+        "data.test_size": plan.dataset.get("test_size"),
+        "data.validation_size": plan.dataset.get("validation_size"),
         "seeds": ",".join(str(s) for s in cfg.seeds),
         "delta": cfg.privacy.delta,
         "clip": cfg.privacy.clip,
