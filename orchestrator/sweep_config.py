@@ -385,12 +385,12 @@ class SweepConfig(ConfigFile):
             if g.clip is not None and self.privacy.clip is not None:
                 raise ParameterError(f"grid.{mech}.clip", "give the clip either here or in privacy.clip, not both")
         self._check_variants()
+        if self.statistics is not None:
+            self._check_statistics(self.statistics)
         if self.tuning is not None:
             self._check_tuning(self.tuning)
         if self.early_stopping is not None:
             self._check_early_stopping()
-        if self.statistics is not None:
-            self._check_statistics(self.statistics)
         return self
 
     def _check_variants(self) -> None:
