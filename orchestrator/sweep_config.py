@@ -437,9 +437,9 @@ class SweepConfig(ConfigFile):
                 f"with statistics.seeds, list exactly min ({seeds.min}) seeds -- the first look -- or leave seeds "
                 f"out (then 0 .. {seeds.min - 1}); got {len(self.seeds)}",
             )
-        for section in ("tuning", "early_stopping"):
+        for section, article in (("tuning", "a"), ("early_stopping", "an")):
             if getattr(self, section) is not None:
-                raise ParameterError("statistics.seeds", f"not with a {section} section")
+                raise ParameterError("statistics.seeds", f"not with {article} {section} section")
 
     def _check_early_stopping(self) -> None:
         if self.tuning is not None:
