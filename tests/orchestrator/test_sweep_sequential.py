@@ -271,9 +271,10 @@ def test_seeds_until_decided_on_head_features_killed_between_looks_and_resumed(c
     m = parent.data.metrics
     assert m["comparison.eps_0.5.gaussian_vs_laplace.verdict"] == 1.0
     assert m["comparison.eps_0.5.laplace_vs_laplace-twin.verdict"] == 0.0
-    assert m["cell.eps_0.5.laplace.seeds"] == 6 and m["cell.eps_0.5.gaussian.test_ci95_lo"] < cells["gaussian"][
-        "test_mean"
-    ]
+    assert (
+        m["cell.eps_0.5.laplace.seeds"] == 6
+        and m["cell.eps_0.5.gaussian.test_ci95_lo"] < cells["gaussian"]["test_mean"]
+    )
     artifacts = {a.path for a in tracker.client.list_artifacts(parent.info.run_id)}
     assert {"cells.csv", "comparisons.csv", "statistics.json"} <= artifacts
 
