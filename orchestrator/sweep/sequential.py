@@ -131,7 +131,9 @@ def replay(cfg: SweepConfig, search: SearchResult, trials: list[dict[str, Any]])
         settled.update((eps, frozenset(pair)) for eps, pair in newly)
         for c in running:
             mine = [(eps, pair) for eps, pair in pairs if eps == c.epsilon and c.mechanism in pair]
-            if all(p in settled for p in mine):
+            if not mine:  # its compared partners cannot run at this target (no noise found)
+                c.stopped = "not_compared"
+            elif all(p in settled for p in mine):
                 c.stopped = "decided"
             elif index == len(looks) - 1:
                 c.stopped = "cap"

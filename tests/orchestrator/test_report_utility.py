@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
 import math
 import re
 from pathlib import Path
@@ -99,6 +100,21 @@ def test_report_page_shows_selection_references_and_recipes(store, tmp_path: Pat
     with (tmp_path / "report" / "trials.csv").open() as f:
         table = list(csv.DictReader(f))
     assert {r["recipe"] for r in table} == {"head/gaussian", "head/l1", "head/none"}
+    # every cell with its interval, every pair with its verdict: on the page and beside it
+    assert "Cells: mean and 95% interval" in page and "Comparisons: paired verdicts" in page
+    verdicts = json.loads((tmp_path / "report" / "verdicts.json").read_text())
+    cells = {(c["mechanism"], c["epsilon_target"]): c for c in verdicts["cells"]}
+    g1 = cells[("gaussian", 1.0)]
+    assert g1["seeds"] == 2 and g1["test_mean"] == pytest.approx(0.72) and g1["learning_rate"] == 0.1
+    lo, hi = g1["test_ci95"]
+    assert lo < 0.71 and hi > 0.73 and g1["interval"] == "t over seeds (test-set size unknown)"
+    assert cells[("none", None)]["stopped"] == "fixed"
+    (pair,) = [c for c in verdicts["comparisons"] if c["epsilon_target"] == 1.0]
+    assert pair["mechanisms"] == ["gaussian", "laplace"] and pair["difference"] == pytest.approx(0.1)
+    # the shift is the same for both under each seed: no variation, so nothing to decide on
+    assert pair["verdict"] == "within_noise" and "do not vary" in pair["note"]
+    with (tmp_path / "report" / "cells.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == len(verdicts["cells"]) == 5
 
 
 def test_the_browse_hint_is_the_server_url_or_a_local_mlflow_ui() -> None:

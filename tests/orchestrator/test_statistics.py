@@ -192,3 +192,26 @@ def test_the_union_bound_over_looks_keeps_identical_arms_undecided(rng) -> None:
         a, b = rng.normal(0.6, 0.03, 5), rng.normal(0.6, 0.03, 5) + rng.choice([0.0, 0.05])
         (c,) = compare(cells(1.0, a=list(a), b=list(b)), Plan(looks=4, adaptive=frozenset("ab")))
         assert (c.verdict != "within_noise") == (4 * c.p_value_unadjusted <= 0.05)
+
+
+def test_a_cell_whose_interval_lies_below_the_majority_class_is_flagged() -> None:
+    from orchestrator.statistics import analyse
+
+    def rows(mech: str, scores: list[float]) -> list[dict]:
+        return [
+            {"mechanism": mech, "epsilon_target": 1.0, "learning_rate": 0.1, "clip": 1.0, "seed": s,
+             "accuracy": a, "val_accuracy": a, "epsilon": 1.0}
+            for s, a in enumerate(scores)
+        ]  # fmt: skip
+
+    # the case: Laplace at 0.427 on 300 test sentences against a majority class of 0.527
+    out = analyse(rows("laplace", [0.427]) + rows("lmo", [0.51]), n_test=300, majority=0.527)
+    flags = {c["mechanism"]: c["below_baseline"] for c in out["cells"]}
+    assert flags == {"laplace": True, "lmo": False}  # lmo's interval reaches above 0.527
+    assert {k: out["statistics"][k] for k in ("method", "confidence", "correction")} == {
+        "method": "paired-t",
+        "confidence": 0.95,
+        "correction": "holm",
+    }
+    (c,) = out["comparisons"]
+    assert c["verdict"] == "within_noise" and c["seeds"] == 1  # one seed decides nothing

