@@ -26,7 +26,7 @@ simulations can check them at scale (tests/orchestrator/test_statistics.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -188,15 +188,11 @@ def _seed_of(row: Mapping[str, Any], index: int) -> int:
     return int(seed) if seed is not None else index
 
 
-def cells_from_rows(rows: list[Mapping[str, Any]], seeds: Iterable[int] | None = None) -> tuple[list[Cell], str, bool]:
+def cells_from_rows(rows: list[Mapping[str, Any]]) -> tuple[list[Cell], str, bool]:
     """``(cells, metric, higher is better)`` from trial rows (those of :func:`orchestrator.selection.select`
-    with a ``seed``), the configuration of each cell chosen on validation over its seeds.
-    ``seeds``: only trials of these seeds count (a look of a sequential sweep)."""
+    with a ``seed``), the configuration of each cell chosen on validation over its seeds."""
     from orchestrator.selection import headline_metric, select_groups
 
-    if seeds is not None:
-        keep = set(seeds)
-        rows = [r for r in rows if r.get("seed") in keep]
     metric, higher = headline_metric(rows)
     cells = []
     for sel, group in select_groups(rows):
@@ -310,13 +306,17 @@ def _pair(eps: float, a: Cell, b: Cell, looks: int, score: str) -> Comparison:
 
 
 def _correct(comparisons: list[Comparison], higher: bool) -> None:
-    """Holm over the testable comparisons (looks-adjusted p-values), their intervals at their step's
-    level, and the verdicts (decided only if the interval excludes 0 and the adjusted p <= alpha)."""
-    testable = [c for c in comparisons if c.p_value_unadjusted is not None]
-    if not testable:
+    """Holm over every comparison with two or more shared seeds (looks-adjusted p-values; one whose
+    differences do not vary counts as p = 1), their intervals at their step's level, and the
+    verdicts (decided only if the interval excludes 0 and the adjusted p <= alpha)."""
+    family = [c for c in comparisons if c.seeds >= 2]
+    if not family:
         return
-    adjusted, levels, rejected = holm([min(1.0, c.looks * c.p_value_unadjusted) for c in testable])  # type: ignore[operator]
-    for c, p_adj, level, reject in zip(testable, adjusted, levels, rejected, strict=True):
+    raw = [1.0 if c.p_value_unadjusted is None else min(1.0, c.looks * c.p_value_unadjusted) for c in family]
+    adjusted, levels, rejected = holm(raw)
+    for c, p_adj, level, reject in zip(family, adjusted, levels, rejected, strict=True):
+        if c.p_value_unadjusted is None:  # no variation: the interval stays the difference itself
+            continue
         alpha = level / c.looks
         lo, hi = t_bounds(np.float64(c.difference), np.float64(c.se), c.seeds, np.float64(alpha))
         c.ci95 = (float(lo), float(hi))
