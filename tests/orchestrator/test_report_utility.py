@@ -178,3 +178,27 @@ def test_experiments_open_as_model_training_in_the_mlflow_ui(tmp_path: Path) -> 
     bare = tracker.client.create_experiment("t-old")  # made before the tag existed
     tracker.start_run("t-old", run_name="y")
     assert tracker.client.get_experiment(bare).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_sweep_summary_states_a_lead_only_where_the_verdict_decides_it() -> None:
+    from orchestrator.commands.sweep import selected_summary
+    from orchestrator.statistics import Cell, Plan, analyse, compare
+
+    rows = [
+        {"mechanism": m, "epsilon_target": 1.0, "learning_rate": 0.1, "clip": 1.0, "seed": s, "accuracy": a,
+         "val_accuracy": a, "epsilon": 1.0}
+        for m, scores in (("gaussian", [0.76, 0.77, 0.75, 0.76]), ("laplace", [0.60, 0.62, 0.61, 0.60]),
+                          ("lmo", [0.61, 0.60, 0.62, 0.59]))
+        for s, a in enumerate(scores)
+    ]  # fmt: skip
+    verdicts = analyse(rows, n_test=1010, majority=0.516, plan=Plan(pairs=(("laplace", "lmo"),)))
+    result = {"selected": [{"metric": "accuracy"}], **verdicts, "baselines": {"majority": {"test_accuracy": 0.516}}}
+    text = "\n".join(selected_summary(result))
+    assert "0.760 [0.731, 0.789]" in text  # each cell as mean [95% interval]
+    assert "gaussian ahead of laplace" in text and "gaussian ahead of lmo" in text
+    assert "laplace vs lmo: within noise (laplace - lmo = " in text
+    assert "lmo ahead" not in text and "laplace ahead" not in text
+    # undecided pairs are never worded as a lead, whatever their sign
+    (c,) = compare([Cell(1.0, "a", {0: 0.7, 1: 0.6}, {}), Cell(1.0, "b", {0: 0.5, 1: 0.55}, {})])
+    assert c.verdict == "within_noise"
+    assert "ahead" not in "\n".join(selected_summary({**result, "comparisons": [c.to_dict()]}))
