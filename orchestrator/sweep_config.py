@@ -28,7 +28,18 @@ Every (learning rate, clip) pair of a mechanism's grid is trained for every targ
 seed; ``learning_rates`` (one list for all mechanisms) is the older spelling of
 ``grid.<mechanism>.learning_rate``. ``non_private: true`` adds the non-private reference on the
 same trainable set (one trial per seed and point of ``grid.none``). The report keeps, per
-target and mechanism, the configuration with the best mean validation score over seeds.
+target and mechanism, the configuration with the best mean validation score over seeds, and
+gives every cell a 95% interval and every pair of mechanisms at a target a paired verdict
+(:mod:`orchestrator.statistics`). Seeds until decided, and variants (another arm of a
+mechanism, compared like a mechanism; docs/statistics.md)::
+
+    statistics:
+      seeds: {min: 3, max: 12}        # 3 seeds per cell; more (5, 8, 12) while a pair is undecided
+      compare: [[laplace, lmo]]       # the pairs that get seeds (default: every pair)
+    variants:
+      laplace-fast: {mechanism: laplace}
+    grid:
+      laplace-fast: {learning_rate: [0.3]}
 Every error names its field (``section.key``) and allowed range (CLI exit 2).
 """
 

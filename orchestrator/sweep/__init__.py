@@ -7,6 +7,8 @@
   (target, mechanism) draws and the noise that makes the selected run meet the target;
 * :mod:`~orchestrator.sweep.trial` -- one trial, as a Tune trainable with its MLflow child run;
 * :mod:`~orchestrator.sweep.outcomes` -- :class:`TrialOutcome`, one shape from trainer to report;
+* :mod:`~orchestrator.sweep.sequential` -- seeds until decided: the looks, replayed from the
+  recorded validation scores;
 * :mod:`~orchestrator.sweep.storage` -- the run folder and the manifest;
 * :mod:`~orchestrator.sweep.pipeline` -- :func:`run_sweep`, the whole pipeline.
 """
