@@ -6,14 +6,17 @@ Everything runs through ``lmo-dp sweep --json`` (a subprocess per tier, local Ra
 MLflow store in a temporary folder), so this is also the product's showcase. Per tier:
 the full train split (8,491 sentences; ``--quick``: 400) trains, the validation split (1,067)
 picks each (epsilon, mechanism)'s learning rate / clip, the test split (1,010) reports the mean
-and min-max over seeds. Each tier also trains the non-private reference on the same trainable
-set and reports the majority-class baseline.
+and 95% interval over seeds, and every pair of mechanisms at a target gets a paired verdict
+(docs/statistics.md). Each tier also trains the non-private reference on the same trainable set
+and reports the majority-class baseline.
 
 * ``head`` -- a classifier on frozen all-MiniLM-L6-v2 features (last layer, mean-pooled,
   normalised, centred on public NYT editorial sentences); epsilon in {0.5, 1, 2, 4, 8} x
-  {gaussian, laplace, lmo} x 3 seeds.
+  {gaussian, laplace, lmo}, seeds until decided: 3, then 5, 8 and 12 for the cells of undecided
+  pairs.
 * ``top`` -- LoRA on the top encoder layer over the cached frozen layers below, plus the head;
-  epsilon in {1, 8} x {gaussian, laplace, lmo} x 2 seeds.
+  epsilon 8 x {gaussian, laplace, lmo} x 3 seeds (a private trial trains about 4 minutes on one
+  core: 12 trials take about 25 minutes).
 
 The LMO row uses the noise search's best parameters in the ``wide`` space (the paper's grid
 has no feasible point at the smaller targets). The feature cache is built first (timed apart);
@@ -46,7 +49,7 @@ TIERS: dict[str, dict[str, Any]] = {
         "title": "Head only: a classifier on cached frozen features",
         "model": {"trainable": "head"},
         "epsilons": [0.5, 1.0, 2.0, 4.0, 8.0],
-        "seeds": [0, 1, 2],
+        "statistics": {"seeds": {"min": 3, "max": 12}},
         "grid": {
             "gaussian": {"learning_rate": [0.03, 0.1]},
             "laplace": {"learning_rate": [0.1, 0.2]},
@@ -57,8 +60,9 @@ TIERS: dict[str, dict[str, Any]] = {
     "top": {
         "title": "Fine-tuning: LoRA on the top encoder layer over the cached frozen layers",
         "model": {"trainable": "lora", "top_layers": 1, "lora": {"rank": 2, "target_modules": ["value"]}},
-        "epsilons": [1.0, 8.0],
-        "seeds": [0, 1],
+        "epsilons": [8.0],
+        "seeds": [0, 1, 2],
+        "statistics": {},
         "grid": {},
     },
 }
@@ -76,7 +80,8 @@ def sweep_config(tier: str, storage: Path, *, quick: bool) -> dict[str, Any]:
         "search": {"objective": "mean-abs", "space": "wide", "strategy": "grid"},
         "grid": spec["grid"],
         "non_private": True,
-        "seeds": spec["seeds"],
+        **({"seeds": spec["seeds"]} if "seeds" in spec else {}),
+        "statistics": spec["statistics"],
         "resources": {"cpus_per_trial": 1},
         "max_concurrent_trials": 2,
         "max_retries": 1,
@@ -85,6 +90,7 @@ def sweep_config(tier: str, storage: Path, *, quick: bool) -> dict[str, Any]:
     if quick:
         cfg["data"].update(QUICK)
         cfg["privacy"]["epsilons"] = [8.0]
+        cfg["statistics"] = {}
         cfg["seeds"] = [0]
         cfg["grid"] = {}
         if tier == "top":
@@ -140,22 +146,38 @@ def run_tier(tier: str, work: Path, *, quick: bool) -> dict[str, Any]:
         "trials": len(result["trials"]),
         "failed": failed,
         "selected": result["selected"],
+        "cells": result["cells"],
+        "comparisons": result["comparisons"],
+        "statistics": result["statistics"],
         "majority": (result.get("baselines") or {}).get("majority") or {},
         "plan": result.get("plan"),
         "search_space": cfg["search"]["space"],
     }
 
 
-def _cell(sel: dict[str, Any] | None) -> str:
-    if sel is None:
+def _cell(cell: dict[str, Any] | None) -> str:
+    """``mean [lo, hi]`` of a cell (its 95% interval), ``*`` when the interval lies below the
+    majority class."""
+    if cell is None:
         return "—"
-    return f"{sel['test_mean']:.3f} [{sel['test_min']:.3f}, {sel['test_max']:.3f}]"
+    ci = cell["test_ci95"]
+    text = f"{cell['test_mean']:.3f}" + ("" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+    return text + ("\\*" if cell["below_baseline"] else "")
 
 
 def _lookup(res: dict[str, Any], mechanism: str, eps: float | None) -> dict[str, Any] | None:
+    """The selected configuration of (mechanism, eps)."""
     for s in res["selected"]:
         if s["mechanism"] == mechanism and s["epsilon_target"] == eps:
             return s
+    return None
+
+
+def _cell_of(res: dict[str, Any], mechanism: str, eps: float | None) -> dict[str, Any] | None:
+    """The cell (mean, 95% interval, seeds) of (mechanism, eps)."""
+    for c in res.get("cells", []):
+        if c["mechanism"] == mechanism and c["epsilon_target"] == eps:
+            return c
     return None
 
 
@@ -164,20 +186,35 @@ def tier_tables(res: dict[str, Any]) -> str:
     epsilons = sorted({s["epsilon_target"] for s in res["selected"] if s["epsilon_target"] is not None})
     ref = _lookup(res, "none", None)
     majority = res["majority"].get("test_accuracy")
+    ref_cell = _cell_of(res, "none", None)
     lines = [
         f"### {res['title']} (`{res['tier']}`)",
         "",
-        "Test accuracy, mean [min, max] over seeds, of the configuration chosen on the validation split:",
+        "Test accuracy of the configuration chosen on the validation split: mean and 95% interval over seeds "
+        "(seed-to-seed and test-set noise; with one seed the test set's Wilson interval; \\* the interval lies "
+        "below the majority class):",
         "",
         "| epsilon | " + " | ".join(MECHANISMS) + " |",
         "|---:|" + "---:|" * len(MECHANISMS),
     ]
     for eps in epsilons:
-        lines.append(f"| {eps:g} | " + " | ".join(_cell(_lookup(res, m, eps)) for m in MECHANISMS) + " |")
-    lines.append(f"| non-private | {_cell(ref)} | | |")
+        lines.append(f"| {eps:g} | " + " | ".join(_cell(_cell_of(res, m, eps)) for m in MECHANISMS) + " |")
+    lines.append(f"| non-private | {_cell(ref_cell)} | | |")
     if majority is not None:
         lines.append(f"| majority class | {majority:.3f} | | |")
-    lines += ["", "Gap to the non-private mean (points; negative = below it):", ""]
+    lines += ["", "Seeds per cell (why it stopped: decided, cap, or a fixed number):", ""]
+    lines += ["| epsilon | " + " | ".join(MECHANISMS) + " |", "|---:|" + "---|" * len(MECHANISMS)]
+    for eps in [*epsilons, None]:
+        cells = []
+        for m in MECHANISMS if eps is not None else ("none",):
+            c = _cell_of(res, m, eps)
+            cells.append("—" if c is None else f"{c['seeds']} ({c['stopped']})")
+        lines.append(f"| {'non-private' if eps is None else f'{eps:g}'} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Gap of the means to the non-private mean (points; negative = below it; a description, not a test):",
+        "",
+    ]
     if ref is not None:
         lines += ["| epsilon | " + " | ".join(MECHANISMS) + " |", "|---:|" + "---:|" * len(MECHANISMS)]
         for eps in epsilons:
@@ -269,27 +306,38 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def lmo_comparison(results: dict[str, dict[str, Any]]) -> str:
-    """Where LMO beats Laplace or Gaussian, by how much, with the seeds' spread."""
-    lines = []
+def decided_comparisons(results: dict[str, dict[str, Any]]) -> str:
+    """Every paired comparison of every tier, decided ones first, ``within_noise`` as such."""
+    rows = []
     for key, res in results.items():
         if key not in TIERS:
             continue
-        for s in res["selected"]:
-            if s["mechanism"] != "lmo":
-                continue
-            for other in ("laplace", "gaussian"):
-                o = _lookup(res, other, s["epsilon_target"])
-                if o is None:
-                    continue
-                diff = 100 * (s["test_mean"] - o["test_mean"])
-                overlap = s["test_min"] <= o["test_max"] and o["test_min"] <= s["test_max"]
-                if diff > 0:
-                    lines.append(
-                        f"- {res['tier']}, epsilon {s['epsilon_target']:g}: LMO {_cell(s)} vs {other} {_cell(o)}: "
-                        f"+{diff:.1f} points; the seeds' ranges {'overlap' if overlap else 'do not overlap'}"
-                    )
-    return "\n".join(lines) or "- LMO is above neither Laplace nor Gaussian at any point."
+        for c in res.get("comparisons", []):
+            rows.append((res["tier"], c))
+    if not rows:
+        return "No comparisons (one mechanism per target)."
+    rows.sort(key=lambda tc: (tc[1]["verdict"] == "within_noise", list(TIERS).index(tc[0]), tc[1]["epsilon_target"]))
+    st = next(iter(r for k, r in results.items() if k in TIERS))["statistics"]
+    lines = [
+        "Paired over the seeds both cells have (test accuracy, a - b in points), Holm over each tier's "
+        f"comparisons ({st['method']}, {st['correction']}); pairs whose seeds were added sequentially are charged "
+        "their planned looks. Each interval is at the level its correction step used, so a verdict names a "
+        "winner only when it excludes 0 (docs/statistics.md).",
+        "",
+        "| tier | epsilon | a | b | seeds | a - b | interval | p (adjusted) | verdict |",
+        "|---|---:|---|---|---:|---:|---|---:|---|",
+    ]
+    for tier, c in rows:
+        a, b = c["mechanisms"]
+        ci = c["ci95"]
+        span = "—" if ci is None else f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+        diff = "—" if c["difference"] is None else f"{100 * c['difference']:+.1f}"
+        p = "—" if c["p_value"] is None else f"{c['p_value']:.2g}"
+        verdict = {"a_better": f"**{a} better**", "b_better": f"**{b} better**"}.get(c["verdict"], "within noise")
+        lines.append(
+            f"| {tier} | {c['epsilon_target']:g} | {a} | {b} | {c['seeds']} | {diff} | {span} | {p} | {verdict} |"
+        )
+    return "\n".join(lines)
 
 
 def recipes_table() -> str:
@@ -351,7 +399,7 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         parts.append(example_table(results["example"]))
     parts.append(recipes_table())
     parts.append("### Targets\n\n" + targets_table(target_rows(results)))
-    parts.append("### Where LMO is ahead\n\n" + lmo_comparison(results))
+    parts.append("### Decided comparisons\n\n" + decided_comparisons(results))
     return "\n\n".join(parts)
 
 

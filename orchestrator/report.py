@@ -32,6 +32,7 @@ from typing import Any
 
 from noise_search.errors import InputError, LmoDpError
 from orchestrator.report_plots import plot_noise, plot_privacy, plot_utility
+from orchestrator.report_statistics import analyse_sweep, cells_html, comparisons_html, write_verdicts
 from orchestrator.selection import Selected, headline_metric, select, with_selection_bound, with_tuning
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, Tracker
 
@@ -65,7 +66,8 @@ def trial_rows(tracker: Tracker, parent: Any) -> list[dict[str, Any]]:
         rows.append(
             {
                 "key": p.get("trial.key", run.info.run_name),
-                "mechanism": p.get("privacy.mechanism"),
+                # the arm: a variant's name (tagged by the sweep), else the mechanism trained
+                "mechanism": tags.get("lmodp.mechanism") or p.get("privacy.mechanism"),
                 "epsilon_target": _float(p.get("privacy.epsilon")),
                 "epsilon": m.get("epsilon_spent"),
                 "epsilon_lower_bound": m.get("epsilon_lower_bound"),
@@ -534,12 +536,14 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     majority = parent.data.metrics.get("baseline.majority_test_accuracy")
+    verdicts = analyse_sweep(rows, parent, _json_artifact(tracker, parent, "statistics.json"))
+    write_verdicts(verdicts, out)
     images: list[tuple[Path, str]] = []
     notes: list[str] = []
     if rows:
-        plot_utility(rows, out / "utility.png", majority)
+        plot_utility(rows, out / "utility.png", majority, verdicts["cells"])
         metric, _ = headline_metric(rows)
-        images.append((out / "utility.png", f"test {metric} vs target epsilon per mechanism"))
+        images.append((out / "utility.png", f"test {metric} vs target epsilon per mechanism, with 95% intervals"))
         plot_privacy(rows, out / "privacy.png")
         images.append((out / "privacy.png", "epsilon spent (and audit lower bound) per trial"))
     search = search_result(tracker, parent)
@@ -570,6 +574,7 @@ def write_report(
                 notes.append(f"{where}: {c['note']}")
     _write_csv(rows, out / "trials.csv")
     index = out / "index.html"
-    selected_html = _selected_html(chosen, majority, tuning, early)
+    selected_html = cells_html(verdicts, majority) + comparisons_html(verdicts)
+    selected_html += _selected_html(chosen, majority, tuning, early)
     index.write_text(_html(experiment, parent, rows, images, notes, selected_html, warnings))
     return index, warnings

@@ -1,9 +1,10 @@
 """The sweep report's plots (PNG, matplotlib's Agg backend): utility, privacy spent, noise.
 
 * :func:`plot_utility` -- test metric vs target epsilon per mechanism for the configuration
-  chosen on validation (mean, min-max over seeds), markers of different mechanisms at the same
-  epsilon set slightly apart (:func:`dodge`), the non-private reference and the majority-class
-  baseline as horizontal lines;
+  chosen on validation (mean and 95% interval, :mod:`orchestrator.statistics`; open markers for
+  cells below the majority-class baseline), markers of different mechanisms at the same epsilon
+  set slightly apart (:func:`dodge`), the non-private reference (mean and its interval as a band)
+  and the majority-class baseline as horizontal lines;
 * :func:`plot_privacy` -- epsilon spent (upper bound) per trial, audit lower bounds;
 * :func:`plot_noise` -- the noise search's objective per family.
 """
@@ -58,33 +59,65 @@ def _plain_log_y(ax) -> None:
     ax.yaxis.set_minor_formatter(fmt)
 
 
-def plot_utility(rows: list[dict[str, Any]], path: Path, majority: float | None = None) -> None:
+def interval_points(cells: list[dict[str, Any]]) -> dict[str, list[tuple[float, float, float, float, bool]]]:
+    """Per private mechanism: ``(epsilon, mean, lo, hi, below baseline)`` from the report's cells
+    (:func:`orchestrator.statistics.analyse`); a cell without an interval spans its mean."""
+    out: dict[str, list[tuple[float, float, float, float, bool]]] = defaultdict(list)
+    for c in cells:
+        if c["epsilon_target"] is not None:
+            lo, hi = c["test_ci95"] or (c["test_mean"], c["test_mean"])
+            out[c["mechanism"]].append((c["epsilon_target"], c["test_mean"], lo, hi, c["below_baseline"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def plot_utility(
+    rows: list[dict[str, Any]], path: Path, majority: float | None = None, cells: list[dict[str, Any]] | None = None
+) -> None:
+    """The utility plot; ``cells`` (the report's, with intervals) give the error bars, else the
+    min-max over seeds of :func:`utility_points`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metric, _ = headline_metric(rows)
-    selected = select(rows)
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
-    points = utility_points(rows)
+    if cells is not None:
+        points = interval_points(cells)
+        spread = "mean, 95% interval"
+    else:
+        points = {m: [(*p[:4], False) for p in pts] for m, pts in utility_points(rows).items()}
+        spread = "mean, min-max over seeds"
     mechs = sorted(points)
+    below_any = False
     for i, mech in enumerate(mechs):
         pts = points[mech]
         xs = [dodge(p[0], i, len(mechs)) for p in pts]
         means = [p[1] for p in pts]
         err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
-        ax.errorbar(xs, means, yerr=err, fmt="o-", capsize=3, color=FAMILY_COLORS.get(mech), label=mech, ms=5)
+        color = FAMILY_COLORS.get(mech)
+        line = ax.errorbar(xs, means, yerr=err, fmt="o-", capsize=3, color=color, label=mech, ms=5)
+        below = [(x, p[1]) for x, p in zip(xs, pts, strict=True) if p[4]]
+        if below:
+            below_any = True
+            ax.scatter(*zip(*below, strict=True), s=40, facecolors="white", edgecolors=line[0].get_color(), zorder=3)
     eps_all = sorted({r["epsilon_target"] for r in rows if r["epsilon_target"]})
-    reference = next((s for s in selected if s.mechanism == "none"), None)
+    reference = next((c for c in cells or [] if c["mechanism"] == "none"), None)
     if reference is not None:
-        ax.axhline(reference.test_mean, color="black", lw=1.2, label=f"non-private ({reference.test_mean:.3f})")
+        lo, hi = reference["test_ci95"] or (reference["test_mean"], reference["test_mean"])
+        mean = reference["test_mean"]
+    else:
+        sel = next((s for s in select(rows) if s.mechanism == "none"), None)
+        mean, lo, hi = (None, None, None) if sel is None else (sel.test_mean, sel.test_min, sel.test_max)
+    if mean is not None:
+        ax.axhline(mean, color="black", lw=1.2, label=f"non-private ({mean:.3f})")
         if eps_all:
-            ax.axhspan(reference.test_min, reference.test_max, color="black", alpha=0.08)
+            ax.axhspan(lo, hi, color="black", alpha=0.08)
     if majority is not None and metric == "accuracy":
-        ax.axhline(majority, color="gray", ls=":", lw=1.2, label=f"majority class ({majority:.3f})")
+        label = f"majority class ({majority:.3f})" + ("; open marker: interval below it" if below_any else "")
+        ax.axhline(majority, color="gray", ls=":", lw=1.2, label=label)
     _epsilon_axis(ax, eps_all)
-    ax.set_ylabel(f"test {metric} (mean, min-max over seeds)")
+    ax.set_ylabel(f"test {metric} ({spread})")
     ax.set_title(f"{metric} vs privacy budget (configuration chosen on validation)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)

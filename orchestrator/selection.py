@@ -69,6 +69,11 @@ def select(rows: list[Mapping[str, Any]]) -> list[Selected]:
     A row needs ``mechanism``, ``epsilon_target``, ``learning_rate``, ``clip`` and the metric
     and ``val_<metric>`` (rows without the test metric are skipped, e.g. failed trials).
     """
+    return [sel for sel, _ in select_groups(rows)]
+
+
+def select_groups(rows: list[Mapping[str, Any]]) -> list[tuple[Selected, list[Mapping[str, Any]]]]:
+    """:func:`select`, each choice with the rows of its chosen configuration (one per seed)."""
     metric, higher = headline_metric(rows)
     sign = 1.0 if higher else -1.0
     configs: dict[tuple[str, float | None], dict[tuple[Any, Any], list[Mapping[str, Any]]]] = defaultdict(
@@ -79,7 +84,7 @@ def select(rows: list[Mapping[str, Any]]) -> list[Selected]:
             continue
         config = (r.get("learning_rate"), r.get("clip"), r.get("tuning_run"))
         configs[(r["mechanism"], r.get("epsilon_target"))][config].append(r)
-    out = []
+    out: list[tuple[Selected, list[Mapping[str, Any]]]] = []
     for (mech, eps), by_config in configs.items():
 
         def score(group: list[Mapping[str, Any]]) -> float:
@@ -90,28 +95,27 @@ def select(rows: list[Mapping[str, Any]]) -> list[Selected]:
         tests = [float(g[metric]) for g in group]
         vals = [float(g[f"val_{metric}"]) for g in group if g.get(f"val_{metric}") is not None]
         spent = [float(g["epsilon"]) for g in group if g.get("epsilon") is not None]
-        out.append(
-            Selected(
-                mechanism=mech,
-                epsilon_target=eps,
-                learning_rate=lr,
-                clip=clip,
-                metric=metric,
-                val_mean=statistics.fmean(vals) if vals else None,
-                test_mean=statistics.fmean(tests),
-                test_min=min(tests),
-                test_max=max(tests),
-                seeds=len(group),
-                configurations=len(by_config),
-                epsilon_max=max(spent) if spent else None,
-                epochs=group[0].get("epochs"),
-                trainable=group[0].get("trainable"),
-                tuning_run=run,
-                key=group[0].get("key") if run is not None else None,
-                mlflow_run_id=group[0].get("mlflow_run_id") if run is not None else None,
-            )
+        chosen = Selected(
+            mechanism=mech,
+            epsilon_target=eps,
+            learning_rate=lr,
+            clip=clip,
+            metric=metric,
+            val_mean=statistics.fmean(vals) if vals else None,
+            test_mean=statistics.fmean(tests),
+            test_min=min(tests),
+            test_max=max(tests),
+            seeds=len(group),
+            configurations=len(by_config),
+            epsilon_max=max(spent) if spent else None,
+            epochs=group[0].get("epochs"),
+            trainable=group[0].get("trainable"),
+            tuning_run=run,
+            key=group[0].get("key") if run is not None else None,
+            mlflow_run_id=group[0].get("mlflow_run_id") if run is not None else None,
         )
-    out.sort(key=lambda s: (s.epsilon_target is None, s.epsilon_target or 0.0, s.mechanism))
+        out.append((chosen, group))
+    out.sort(key=lambda sg: (sg[0].epsilon_target is None, sg[0].epsilon_target or 0.0, sg[0].mechanism))
     return out
 
 

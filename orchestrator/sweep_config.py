@@ -28,7 +28,18 @@ Every (learning rate, clip) pair of a mechanism's grid is trained for every targ
 seed; ``learning_rates`` (one list for all mechanisms) is the older spelling of
 ``grid.<mechanism>.learning_rate``. ``non_private: true`` adds the non-private reference on the
 same trainable set (one trial per seed and point of ``grid.none``). The report keeps, per
-target and mechanism, the configuration with the best mean validation score over seeds.
+target and mechanism, the configuration with the best mean validation score over seeds, and
+gives every cell a 95% interval and every pair of mechanisms at a target a paired verdict
+(:mod:`orchestrator.statistics`). Seeds until decided, and variants (another arm of a
+mechanism, compared like a mechanism; docs/statistics.md)::
+
+    statistics:
+      seeds: {min: 3, max: 12}        # 3 seeds per cell; more (5, 8, 12) while a pair is undecided
+      compare: [[laplace, lmo]]       # the pairs that get seeds (default: every pair)
+    variants:
+      laplace-fast: {mechanism: laplace}
+    grid:
+      laplace-fast: {learning_rate: [0.3]}
 Every error names its field (``section.key``) and allowed range (CLI exit 2).
 """
 
@@ -36,6 +47,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -269,6 +281,48 @@ class SweepEarlyStopping(Section):
         return tuple(out)
 
 
+class StatisticsSeeds(Section):
+    """Seeds until decided (docs/statistics.md): every cell starts with ``min`` seeds; after each look
+    the cells of still-undecided compared pairs get more, up to ``max``."""
+
+    min: int = Field(3, ge=2, le=1000, description="seeds of every cell at the first look, in [2, 1000]")
+    max: int = Field(ge=2, le=1000, description="most seeds a cell may get, in [min, 1000]")
+    growth: float = Field(
+        1.5, gt=1, le=4, description="each look has about growth x the seeds of the one before, in (1, 4]"
+    )
+
+    def looks(self) -> tuple[int, ...]:
+        """The seeds of each planned look: ``min``, then about ``growth`` times more each time, ``max``
+        last (``min 3, max 12``: 3, 5, 8, 12)."""
+        out = [self.min]
+        while out[-1] < self.max:
+            out.append(min(self.max, max(out[-1] + 1, math.ceil(out[-1] * self.growth - 1e-9))))
+        return tuple(out)
+
+
+class SweepStatistics(Section):
+    """How the sweep's comparisons are decided: optional seeds until decided, and the pairs that
+    drive it (default: every pair of private mechanisms and variants)."""
+
+    seeds: StatisticsSeeds | None = Field(
+        None, description="seeds until decided: {min, max, growth}; null = the seeds list"
+    )
+    compare: tuple[tuple[str, str], ...] | None = Field(
+        None, description="pairs [a, b] of privacy.mechanisms or variants whose comparisons get seeds added"
+    )
+
+
+class SweepVariant(Section):
+    """A named arm that trains one of ``privacy.mechanisms`` (the same searched noise) with its own
+    grid (``grid.<variant>``): two settings of one mechanism, compared like two mechanisms."""
+
+    mechanism: str = Field(description="the mechanism this variant trains: one of privacy.mechanisms")
+
+
+#: a variant's name: lower-case letters, digits, - and _ (it is part of MLflow metric names)
+VARIANT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
 class SweepAudit(Section):
     canaries: int = Field(ge=2, description="gradient canaries per trial (>= 2)")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the lower bound, in (0, 1)")
@@ -289,8 +343,11 @@ class SweepConfig(ConfigFile):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     seeds: tuple[int, ...] = Field((0,), description="one trial per seed (>= 0)")
     learning_rates: tuple[float, ...] | None = Field(None, description="optional learning-rate grid (> 0 each)")
-    grid: dict[Literal["gaussian", "laplace", "lmo", "none"], MechanismGrid] = Field(
-        default_factory=dict, description="per-mechanism learning-rate and clip grids"
+    grid: dict[str, MechanismGrid] = Field(
+        default_factory=dict, description="per-mechanism (or variant) learning-rate and clip grids"
+    )
+    variants: dict[str, SweepVariant] = Field(
+        default_factory=dict, description="named arms: another grid of one of privacy.mechanisms"
     )
     non_private: bool = Field(False, description="also train the non-private reference (one trial per seed)")
     resources: Resources = Field(default_factory=Resources)
@@ -300,6 +357,19 @@ class SweepConfig(ConfigFile):
     audit: SweepAudit | None = None
     tuning: SweepTuning | None = None
     early_stopping: SweepEarlyStopping | None = None
+    statistics: SweepStatistics | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_look_seeds(cls, data: Any) -> Any:
+        """With ``statistics.seeds`` and no ``seeds``, the first look's seeds are 0 .. min - 1."""
+        if isinstance(data, dict) and "seeds" not in data:
+            stats = data.get("statistics")
+            seeds = stats.get("seeds") if isinstance(stats, dict) else None
+            low = seeds.get("min", 3) if isinstance(seeds, dict) else None
+            if isinstance(low, int) and not isinstance(low, bool) and 2 <= low <= 1000:
+                return {**data, "seeds": list(range(low))}
+        return data
 
     @field_validator("experiment")
     @classmethod
@@ -339,8 +409,8 @@ class SweepConfig(ConfigFile):
             _grid_values(f"grid.{mech}.clip", g.clip)
             if mech == "none" and g.clip is not None:
                 raise ParameterError("grid.none.clip", "the non-private reference clips nothing")
-            if mech != "none" and mech not in self.privacy.mechanisms:
-                raise ParameterError(f"grid.{mech}", f"{mech} is not in privacy.mechanisms")
+            if mech != "none" and mech not in self.arms():
+                raise ParameterError(f"grid.{mech}", f"{mech} is not in privacy.mechanisms or variants")
             if mech == "none" and not self.non_private:
                 raise ParameterError("grid.none", "needs non_private: true")
             if g.learning_rate is not None and self.learning_rates is not None:
@@ -349,11 +419,62 @@ class SweepConfig(ConfigFile):
                 )
             if g.clip is not None and self.privacy.clip is not None:
                 raise ParameterError(f"grid.{mech}.clip", "give the clip either here or in privacy.clip, not both")
+        self._check_variants()
+        if self.statistics is not None:
+            self._check_statistics(self.statistics)
         if self.tuning is not None:
             self._check_tuning(self.tuning)
         if self.early_stopping is not None:
             self._check_early_stopping()
         return self
+
+    def _check_variants(self) -> None:
+        for name, variant in self.variants.items():
+            if not VARIANT_NAME.fullmatch(name) or name in (*SWEEP_MECHANISMS, "none"):
+                raise ParameterError(
+                    f"variants.{name}",
+                    "a variant's name is 1-32 lower-case letters, digits, - or _ (starting with a letter), "
+                    "and not a mechanism's name or none",
+                )
+            if variant.mechanism not in self.privacy.mechanisms:
+                raise ParameterError(
+                    f"variants.{name}.mechanism",
+                    f"must be one of privacy.mechanisms ({', '.join(self.privacy.mechanisms)}), "
+                    f"got {variant.mechanism!r}",
+                )
+        if self.variants and self.tuning is not None:
+            raise ParameterError("variants", "not with a tuning section (its runs are drawn per mechanism)")
+        if self.variants and self.early_stopping is not None:
+            raise ParameterError("variants", "not with an early_stopping section")
+
+    def _check_statistics(self, st: SweepStatistics) -> None:
+        arms = self.arms()
+        for i, pair in enumerate(st.compare or ()):
+            for name in pair:
+                if name not in arms:
+                    raise ParameterError(
+                        f"statistics.compare.{i}",
+                        f"{name!r} is not in privacy.mechanisms or variants ({', '.join(arms)})",
+                    )
+            if pair[0] == pair[1]:
+                raise ParameterError(f"statistics.compare.{i}", f"compares {pair[0]} with itself")
+        pairs = [frozenset(p) for p in st.compare or ()]
+        if len(set(pairs)) != len(pairs):
+            raise ParameterError("statistics.compare", "lists a pair twice")
+        seeds = st.seeds
+        if seeds is None:
+            return
+        if seeds.max < seeds.min:
+            raise ParameterError("statistics.seeds.max", f"must be >= min ({seeds.min}), got {seeds.max}")
+        if len(self.seeds) != seeds.min:
+            raise ParameterError(
+                "seeds",
+                f"with statistics.seeds, list exactly min ({seeds.min}) seeds -- the first look -- or leave seeds "
+                f"out (then 0 .. {seeds.min - 1}); got {len(self.seeds)}",
+            )
+        for section, article in (("tuning", "a"), ("early_stopping", "an")):
+            if getattr(self, section) is not None:
+                raise ParameterError("statistics.seeds", f"not with {article} {section} section")
 
     def _check_early_stopping(self) -> None:
         if self.tuning is not None:
@@ -429,13 +550,43 @@ class SweepConfig(ConfigFile):
             return g.clip
         return (self.privacy.clip,)
 
+    def arms(self) -> tuple[str, ...]:
+        """The private arms of the grid: ``privacy.mechanisms``, then the variants."""
+        return (*self.privacy.mechanisms, *self.variants)
+
+    def base_mechanism(self, arm: str) -> str:
+        """The mechanism an arm trains (a variant's ``mechanism``; else the arm itself)."""
+        variant = self.variants.get(arm)
+        return arm if variant is None else variant.mechanism
+
     def grid_mechanisms(self) -> tuple[str, ...]:
-        """The private mechanisms, then ``none`` when the non-private reference is on."""
-        return (*self.privacy.mechanisms, *(("none",) if self.non_private else ()))
+        """The private arms (mechanisms and variants), then ``none`` when the non-private reference is on."""
+        return (*self.arms(), *(("none",) if self.non_private else ()))
+
+    def compared_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The pairs whose comparisons drive seeds until decided: ``statistics.compare``, else every
+        pair of private arms."""
+        st = self.statistics
+        if st is not None and st.compare is not None:
+            return st.compare
+        arms = self.arms()
+        return tuple((a, b) for i, a in enumerate(arms) for b in arms[i + 1 :])
+
+    def seed_sequence(self) -> tuple[int, ...]:
+        """Every seed a cell may get, in order: ``seeds``, then (seeds until decided) the next
+        integers above them up to ``statistics.seeds.max`` in all."""
+        st = self.statistics
+        if st is None or st.seeds is None:
+            return self.seeds
+        out, nxt = list(self.seeds), max(self.seeds) + 1
+        while len(out) < st.seeds.max:
+            out.append(nxt)
+            nxt += 1
+        return tuple(out)
 
     def trial_count(self) -> int:
         """Trials of the whole grid (before infeasible targets are dropped); with a tuning section,
-        the number of runs drawn."""
+        the number of runs drawn; with seeds until decided, those of the first look."""
         if self.tuning is not None:
             from orchestrator.sweep.tuning import draw_cells
 
@@ -488,7 +639,9 @@ class SweepConfig(ConfigFile):
         trainable: str | None = None,
     ) -> TrialConfig:
         """The trial config of one grid point, with its noise parameters given explicitly
-        (``mechanism`` ``none``: the non-private reference, no epsilon or noise)."""
+        (``mechanism`` ``none``: the non-private reference, no epsilon or noise; a variant trains
+        its mechanism)."""
+        mechanism = self.base_mechanism(mechanism)
         if mechanism == "none":
             privacy: dict[str, Any] = {"mechanism": "none", "delta": self.privacy.delta}
         else:

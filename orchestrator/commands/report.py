@@ -1,5 +1,10 @@
 """``lmo-dp report --experiment NAME --out DIR [--run-id ID] [--json]``.
 
+``--json`` adds the sweep's ``cells`` (mean test score and 95% interval per target and
+mechanism), ``comparisons`` (paired verdicts) and ``statistics`` (how they were computed), the
+same objects as ``lmo-dp sweep --json`` (docs/statistics.md); they are also in the output folder
+as ``verdicts.json``, ``cells.csv`` and ``comparisons.csv``.
+
 A sweep that did not finish, or has failed trials, is reported with a warning on stderr and on
 the page (``warnings`` in ``--json``); one that did not finish and has no trial runs exits 1. A
 sweep whose driver is gone but whose runs still show RUNNING (it could not close them: the
@@ -22,13 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", help="the sweep's parent run (default: the newest sweep run)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
     add_json_flag(p)
-    p.set_defaults(handler=run, render=lambda r: f"report: {r['report']}")
+    p.set_defaults(handler=run, render=render)
 
 
 def run(args: argparse.Namespace) -> dict:
     from noise_search.names import check_name
     from orchestrator.checks import check_output_dir
     from orchestrator.report import find_parent_run, write_report
+    from orchestrator.report_statistics import read_verdicts
     from orchestrator.sweep.resume import close_abandoned_runs
     from orchestrator.tracking import Tracker
 
@@ -50,9 +56,19 @@ def run(args: argparse.Namespace) -> dict:
         print(f"lmo-dp report: warning: {warning}", file=sys.stderr)
     if not args.no_log:
         tracker.log_artifacts(parent.info.run_id, index.parent, "report")
+    verdicts = read_verdicts(index.parent)
     return {
         "experiment": args.experiment,
         "parent_run_id": parent.info.run_id,
         "report": str(index),
         "warnings": warnings,
+        "cells": verdicts["cells"],
+        "comparisons": verdicts["comparisons"],
+        "statistics": verdicts["statistics"],
     }
+
+
+def render(r: dict) -> str:
+    from orchestrator.commands.sweep import comparison_lines
+
+    return "\n".join([*comparison_lines(r), f"report: {r['report']}"])

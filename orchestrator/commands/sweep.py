@@ -77,33 +77,69 @@ def browse_hint(uri: str) -> str:
 
 
 def selected_summary(r: dict) -> list[str]:
-    """Test metric per target and mechanism for the configuration chosen on validation."""
+    """Test metric per target and mechanism for the configuration chosen on validation, with its
+    95% interval, then the paired comparisons: a lead is stated only where the verdict decides it."""
     selected = r.get("selected") or []
     if not selected:
         return []
     metric = selected[0]["metric"]
     if r.get("tuning"):
         return tuned_summary(r, selected, metric)
-    mechs = sorted({s["mechanism"] for s in selected if s["epsilon_target"] is not None})
-    lines = [f"test {metric} (mean [min, max] over seeds; configuration chosen on validation):"]
-    lines.append("  " + f"{'epsilon':>9}" + "".join(f"{m:>24}" for m in mechs))
+    cells = r.get("cells") or []
+    mechs = sorted({c["mechanism"] for c in cells if c["epsilon_target"] is not None})
+    majority = ((r.get("baselines") or {}).get("majority") or {}).get("test_accuracy")
+    lines = [f"test {metric} (mean and 95% interval over seeds; configuration chosen on validation):"]
+    lines.append("  " + f"{'epsilon':>9}" + "".join(f"{m:>25}" for m in mechs))
 
-    def cell(s: dict | None) -> str:
-        return "-" if s is None else f"{s['test_mean']:.3f} [{s['test_min']:.3f}, {s['test_max']:.3f}]"
+    def cell(c: dict | None) -> str:
+        if c is None:
+            return "-"
+        ci = c["test_ci95"]
+        text = f"{c['test_mean']:.3f}" + ("" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+        return text + ("*" if c["below_baseline"] else "")
 
-    for eps in sorted({s["epsilon_target"] for s in selected if s["epsilon_target"] is not None}):
-        row = {s["mechanism"]: s for s in selected if s["epsilon_target"] == eps}
-        lines.append("  " + f"{eps:>9g}" + "".join(f"{cell(row.get(m)):>24}" for m in mechs))
-    ref = next((s for s in selected if s["epsilon_target"] is None), None)
+    for eps in sorted({c["epsilon_target"] for c in cells if c["epsilon_target"] is not None}):
+        row = {c["mechanism"]: c for c in cells if c["epsilon_target"] == eps}
+        lines.append("  " + f"{eps:>9g}" + "".join(f"{cell(row.get(m)):>25}" for m in mechs))
+    ref = next((c for c in cells if c["epsilon_target"] is None), None)
     if ref is not None:
         lines.append(f"  non-private: {cell(ref)}")
-    majority = ((r.get("baselines") or {}).get("majority") or {}).get("test_accuracy")
     if majority is not None and metric == "accuracy":
-        lines.append(f"  majority class: {majority:.3f}")
+        flagged = any(c["below_baseline"] for c in cells)
+        lines.append(f"  majority class: {majority:.3f}" + ("  (* the interval lies below it)" if flagged else ""))
+    lines += comparison_lines(r)
     lines.append(
         "  (picking the best configuration on private validation data is not covered by the per-trial epsilon; "
         "a tuning section accounts for it: docs/privacy.md section 7)"
     )
+    return lines
+
+
+def comparison_lines(r: dict) -> list[str]:
+    """The paired verdicts, decided ones first; how many seeds each cell got and why."""
+    from orchestrator.statistics import verdict_text
+
+    comparisons = r.get("comparisons") or []
+    st = r.get("statistics") or {}
+    lines = []
+    if comparisons:
+        looks = f", {st['looks']} planned looks" if st.get("looks", 1) > 1 else ""
+        lines.append(
+            f"comparisons (paired over shared seeds, Holm over {len(comparisons)}{looks}; "
+            "a lead is stated only where decided):"
+        )
+        unit, suffix = (100.0, " points") if st.get("metric") == "accuracy" else (1.0, "")
+        ordered = sorted(comparisons, key=lambda c: c["verdict"] == "within_noise")
+        for c in ordered:
+            lines.append(f"  epsilon {c['epsilon_target']:g}: {verdict_text(c, unit, suffix)}")
+    seeds = st.get("seeds")
+    if seeds:
+        got = ", ".join(
+            f"{c['mechanism']}@{c['epsilon_target']:g} {c['seeds']} ({c['stopped']})"
+            for c in r.get("cells") or []
+            if c["epsilon_target"] is not None
+        )
+        lines.append(f"seeds until decided (looks at {', '.join(str(n) for n in seeds['looks'])} seeds): {got}")
     return lines
 
 

@@ -7,6 +7,8 @@
   (target, mechanism) draws and the noise that makes the selected run meet the target;
 * :mod:`~orchestrator.sweep.trial` -- one trial, as a Tune trainable with its MLflow child run;
 * :mod:`~orchestrator.sweep.outcomes` -- :class:`TrialOutcome`, one shape from trainer to report;
+* :mod:`~orchestrator.sweep.sequential` -- seeds until decided: the looks, replayed from the
+  recorded validation scores;
 * :mod:`~orchestrator.sweep.storage` -- the run folder and the manifest (atomic state files);
 * :mod:`~orchestrator.sweep.lock` -- one sweep at a time per run folder;
 * :mod:`~orchestrator.sweep.resume` -- finished trials read back from MLflow by key, an earlier

@@ -147,6 +147,7 @@ def selection_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "mlflow_run_id": t.get("mlflow_run_id"),
             "mechanism": t["mechanism"],
             "epsilon_target": t["epsilon_target"],
+            "seed": t.get("seed"),
             "learning_rate": t["learning_rate"],
             "clip": t.get("clip"),
             "epochs": t.get("epochs"),

@@ -52,7 +52,7 @@ from orchestrator.provenance import CONFIG_HASH_TAG, config_sha256
 from orchestrator.quiet import quiet_sweep_driver
 from orchestrator.ray_session import check_address, connect
 from orchestrator.selection import select, with_selection_bound, with_tuning
-from orchestrator.sweep import lock
+from orchestrator.sweep import lock, sequential
 from orchestrator.sweep.early_stopping import early_stopping_summary, selection_cells
 from orchestrator.sweep.health import client_retry_window, server_problem, sweep_problem
 from orchestrator.sweep.outcomes import TrialOutcome, selection_rows, trial_entry
@@ -387,9 +387,29 @@ class _Run:
             stopping = selection_cells(self.cfg, specs, plan["sample_rate"], plan["steps"])
         results, trials_seconds = self._fit(specs, ctx, manifest)
         trials = [trial_entry(spec, outcome, trial_id) for spec, outcome, trial_id in results]
+        seeds = None
+        if self.cfg.statistics is not None and self.cfg.statistics.seeds is not None:
+            trials, seeds, looks_seconds = self._add_seeds(search, trials, ctx, manifest)
+            trials_seconds += looks_seconds
         trials += [trial_entry(s, TrialOutcome("infeasible")) for s in infeasible]
         trials.sort(key=_entry_order)
-        return self._finish(manifest, trials, trials_seconds, stopping)
+        return self._finish(manifest, trials, trials_seconds, stopping, seeds)
+
+    def _add_seeds(
+        self, search: SearchResult, trials: list[dict[str, Any]], ctx: dict[str, Any], manifest: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
+        """Seeds until decided (:mod:`~orchestrator.sweep.sequential`): each later look's trials are
+        found finished in MLflow by key, or run as a Tune run of their own under the run folder."""
+        seconds = 0.0
+
+        def fit(specs: list[TrialSpec], look: int) -> list[dict[str, Any]]:
+            nonlocal seconds
+            results, spent = self._fit(specs, ctx, manifest, name=f"look-{look}-{time.strftime('%Y%m%d-%H%M%S')}")
+            seconds += spent
+            return [trial_entry(spec, outcome, trial_id) for spec, outcome, trial_id in results]
+
+        trials, summary = sequential.run_looks(self.cfg, search, trials, fit, verbose=True)
+        return trials, summary, seconds
 
     # --- stages ---------------------------------------------------------------------------------
     def _open(self) -> dict[str, Any]:
@@ -445,12 +465,13 @@ class _Run:
         return manifest
 
     def _fit(
-        self, specs: list[TrialSpec], ctx: dict[str, Any], manifest: dict[str, Any]
+        self, specs: list[TrialSpec], ctx: dict[str, Any], manifest: dict[str, Any], name: str | None = None
     ) -> tuple[list[tuple[TrialSpec, TrialOutcome, str | None]], float]:
         """Every trial of ``specs``: (spec, outcome, Tune trial id), and the seconds it took.
 
         Trials that a FINISHED MLflow run under the parent already holds (a resumed sweep) are
-        reported from that run; the others go to a fresh Tune run.
+        reported from that run; the others go to a fresh Tune run (``name``: one of its own under the
+        run folder, for a later look of seeds until decided).
         """
         if not specs:
             return [], 0.0
@@ -470,7 +491,7 @@ class _Run:
             if self.resume:  # trials cut short may restart from an earlier attempt's checkpoint
                 ctx = {**ctx, "checkpoints": earlier_checkpoints(self.run_dir, {s.key for s in todo})}
             progress = trial_progress_callback(len(todo), self.cfg.max_retries, self._problem)
-            grid = self._tuner(todo, ctx, progress).fit()
+            grid = self._tuner(todo, ctx, progress, name).fit()
             if progress.stop_reason is not None:
                 raise _SweepStopped(progress.stop_reason)
             tuned = list(grid)
@@ -499,7 +520,7 @@ class _Run:
         as long to come back as MLflow's client gives one request)."""
         return sweep_problem(self.run_dir, self.uri, patience=client_retry_window())
 
-    def _tuner(self, specs: list[TrialSpec], ctx: dict[str, Any], progress: Any) -> Any:
+    def _tuner(self, specs: list[TrialSpec], ctx: dict[str, Any], progress: Any, name: str | None = None) -> Any:
         from ray import tune
 
         cfg, r = self.cfg, self.cfg.resources
@@ -527,8 +548,8 @@ class _Run:
                 trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
-                name=cfg.experiment,
-                storage_path=cfg.storage_uri(),
+                name=name or cfg.experiment,
+                storage_path=self.run_dir if name else cfg.storage_uri(),
                 failure_config=tune.FailureConfig(max_failures=cfg.max_retries),
                 # a trial's latest checkpoint is all a retry needs (training.checkpoint_every)
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -544,18 +565,25 @@ class _Run:
         trials: list[dict[str, Any]],
         trials_seconds: float,
         stopping: list[dict[str, Any]] | None = None,
+        seeds: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         from orchestrator.report import write_report
+        from orchestrator.report_statistics import read_verdicts, verdict_metrics
 
         tracker, parent_run_id = self.tracker, manifest["parent_run_id"]
         early = None
         if stopping is not None:
             early = early_stopping_summary(self.cfg, stopping, trials)
             _log_early_stopping(tracker, parent_run_id, early)
+        tracker.log_dict(parent_run_id, sequential.statistics_record(self.cfg, seeds), "statistics.json")
         report, _ = write_report(
             tracker, self.cfg.experiment, self.out_dir / "report", parent_run_id=parent_run_id, live=True
         )
         tracker.log_artifacts(parent_run_id, report.parent, "report")
+        verdicts = read_verdicts(report.parent)
+        tracker.log_metrics(parent_run_id, verdict_metrics(verdicts))
+        for name in ("cells.csv", "comparisons.csv"):
+            tracker.log_artifact(parent_run_id, report.parent / name)
         failed = sum(t["status"] in FAILED_STATUSES for t in trials)
         tracker.log_metrics(
             parent_run_id,
@@ -594,6 +622,9 @@ class _Run:
             "selected": selected,
             **({"tuning": tuning} if tuning is not None else {}),
             **({"early_stopping": early} if early is not None else {}),
+            "cells": verdicts["cells"],
+            "comparisons": verdicts["comparisons"],
+            "statistics": verdicts["statistics"],
             "baselines": {"majority": plan.get("majority")},
             "plan": {k: plan.get(k) for k in ("n_train", "batch_size", "sample_rate", "steps", "training")},
             "seconds": time.perf_counter() - self.started,
@@ -742,6 +773,9 @@ def _log_parent_inputs(
         "experiment": cfg.experiment,
         "epsilons": ",".join(f"{e:g}" for e in cfg.privacy.epsilons),
         "mechanisms": ",".join(cfg.privacy.mechanisms),
+        **({"variants": ",".join(f"{k}={v.mechanism}" for k, v in cfg.variants.items())} if cfg.variants else {}),
+        "data.test_size": plan.dataset.get("test_size"),
+        "data.validation_size": plan.dataset.get("validation_size"),
         "seeds": ",".join(str(s) for s in cfg.seeds),
         "delta": cfg.privacy.delta,
         "clip": cfg.privacy.clip,

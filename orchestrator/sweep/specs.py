@@ -9,6 +9,7 @@ the trial across attempts and resumes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ class TrialSpec:
     """One grid point of a sweep."""
 
     key: str
-    mechanism: str  #: gaussian, laplace, lmo or none (the non-private reference)
+    mechanism: str  #: the arm: a mechanism, a variant of one, or none (the non-private reference)
     epsilon: float | None  #: target epsilon; None for the reference
     seed: int
     learning_rate: float | None  #: None: the sweep's value or the recipe's
@@ -86,24 +87,37 @@ def trial_specs(
         if tuning is None:
             raise ValueError("a tuned sweep needs its calibrated cells")
         return tuned_specs(tuning)
+    specs, infeasible = [], []
+    for mech, eps, params in grid_points(cfg, search):
+        for spec in cell_specs(cfg, mech, eps, params, cfg.seeds):
+            (specs if params is not None or mech == "none" else infeasible).append(spec)
+    return specs, infeasible
+
+
+def grid_points(cfg: SweepConfig, search: SearchResult) -> list[tuple[str, float | None, dict[str, Any] | None]]:
+    """``(arm, target, noise parameters)`` of every cell of the grid: each private arm (mechanism or
+    variant, with its mechanism's searched noise) at each target, then the reference."""
     points: list[tuple[str, float | None, dict[str, Any] | None]] = [
-        (mech, eps, noise_params(mech, search.row(eps)))
+        (arm, eps, noise_params(cfg.base_mechanism(arm), search.row(eps)))
         for eps in cfg.privacy.epsilons
-        for mech in cfg.privacy.mechanisms
+        for arm in cfg.arms()
     ]
     if cfg.non_private:
         points.append(("none", None, None))
-    specs, infeasible = [], []
-    for mech, eps, params in points:
-        lrs, clips = cfg.learning_rate_grid(mech), cfg.clip_grid(mech)
-        for seed in cfg.seeds:
-            for lr in lrs:
-                for clip in clips:
-                    spec = TrialSpec(
-                        trial_key(mech, eps, seed, lr, len(lrs), clip, len(clips)), mech, eps, seed, lr, clip, params
-                    )
-                    (specs if params is not None or mech == "none" else infeasible).append(spec)
-    return specs, infeasible
+    return points
+
+
+def cell_specs(
+    cfg: SweepConfig, mech: str, eps: float | None, params: dict[str, Any] | None, seeds: Iterable[int]
+) -> list[TrialSpec]:
+    """The trials of one cell for ``seeds``: every (learning rate, clip) of its grid per seed."""
+    lrs, clips = cfg.learning_rate_grid(mech), cfg.clip_grid(mech)
+    return [
+        TrialSpec(trial_key(mech, eps, seed, lr, len(lrs), clip, len(clips)), mech, eps, seed, lr, clip, params)
+        for seed in seeds
+        for lr in lrs
+        for clip in clips
+    ]
 
 
 def tuned_specs(cells: list[dict[str, Any]]) -> tuple[list[TrialSpec], list[TrialSpec]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CELL = re.compile(r"^(\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\]$")
+CELL = re.compile(r"^(\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\](?:\\\*)?$")  # \* below the majority class
 
 
 def _table(text: str, heading: str) -> list[list[str]]:
@@ -57,11 +57,15 @@ def test_quick_benchmark_runs_and_its_tables_parse(tmp_path: Path) -> None:
             m = CELL.match(cell)
             assert m, cell
             mean, lo, hi = (float(x) for x in m.groups())
-            assert 0.0 <= lo <= mean <= hi <= 1.0
+            assert 0.0 <= lo < mean < hi <= 1.0  # one seed: the test set's Wilson interval
         reference = next(r for r in rows if r[0] == "non-private")
         assert CELL.match(reference[1]), reference
         majority = next(r for r in rows if r[0] == "majority class")
         assert 0.5 <= float(majority[1]) < 1.0
+    verdicts = _table(out, "### Decided comparisons")
+    assert verdicts[0] == ["tier", "epsilon", "a", "b", "seeds", "a - b", "interval", "p (adjusted)", "verdict"]
+    # one seed per cell: nothing can be decided, and every pair at the target is listed
+    assert len(verdicts) == 1 + 3 and all(r[-1] == "within noise" and r[4] == "1" for r in verdicts[1:])
     targets = _table(out, "### Targets")
     assert targets[0] == ["target", "measured", "met"] and len(targets) > 3
     assert all(r[2] in ("yes", "**no**") for r in targets[1:])
@@ -82,7 +86,12 @@ def test_both_tiers_quick_sweep_configs_validate(tmp_path: Path) -> None:
         for quick in (True, False):
             cfg = SweepConfig.from_dict(bench.sweep_config(tier, tmp_path / tier, quick=quick))
             assert cfg.model.trainable == bench.TIERS[tier]["model"]["trainable"] and cfg.non_private
-            assert (cfg.privacy.epsilons == (8.0,)) == quick
+            assert cfg.statistics is not None
+            if quick:
+                assert cfg.privacy.epsilons == (8.0,) and cfg.seeds == (0,) and cfg.statistics.seeds is None
+            else:
+                assert len(cfg.seeds) >= 3  # every cell gets at least 3 seeds; the head tier adds more
+                assert (cfg.statistics.seeds is not None) == (tier == "head")
 
 
 def test_the_published_recipe_table_matches_the_code() -> None:

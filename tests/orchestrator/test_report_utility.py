@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
 import math
 import re
 from pathlib import Path
@@ -99,6 +100,21 @@ def test_report_page_shows_selection_references_and_recipes(store, tmp_path: Pat
     with (tmp_path / "report" / "trials.csv").open() as f:
         table = list(csv.DictReader(f))
     assert {r["recipe"] for r in table} == {"head/gaussian", "head/l1", "head/none"}
+    # every cell with its interval, every pair with its verdict: on the page and beside it
+    assert "Cells: mean and 95% interval" in page and "Comparisons: paired verdicts" in page
+    verdicts = json.loads((tmp_path / "report" / "verdicts.json").read_text())
+    cells = {(c["mechanism"], c["epsilon_target"]): c for c in verdicts["cells"]}
+    g1 = cells[("gaussian", 1.0)]
+    assert g1["seeds"] == 2 and g1["test_mean"] == pytest.approx(0.72) and g1["learning_rate"] == 0.1
+    lo, hi = g1["test_ci95"]
+    assert lo < 0.71 and hi > 0.73 and g1["interval"] == "t over seeds (test-set size unknown)"
+    assert cells[("none", None)]["stopped"] == "fixed"
+    (pair,) = [c for c in verdicts["comparisons"] if c["epsilon_target"] == 1.0]
+    assert pair["mechanisms"] == ["gaussian", "laplace"] and pair["difference"] == pytest.approx(0.1)
+    # the shift is the same for both under each seed: no variation, so nothing to decide on
+    assert pair["verdict"] == "within_noise" and "do not vary" in pair["note"]
+    with (tmp_path / "report" / "cells.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == len(verdicts["cells"]) == 5
 
 
 def test_the_browse_hint_is_the_server_url_or_a_local_mlflow_ui() -> None:
@@ -162,3 +178,27 @@ def test_experiments_open_as_model_training_in_the_mlflow_ui(tmp_path: Path) -> 
     bare = tracker.client.create_experiment("t-old")  # made before the tag existed
     tracker.start_run("t-old", run_name="y")
     assert tracker.client.get_experiment(bare).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_sweep_summary_states_a_lead_only_where_the_verdict_decides_it() -> None:
+    from orchestrator.commands.sweep import selected_summary
+    from orchestrator.statistics import Cell, Plan, analyse, compare
+
+    rows = [
+        {"mechanism": m, "epsilon_target": 1.0, "learning_rate": 0.1, "clip": 1.0, "seed": s, "accuracy": a,
+         "val_accuracy": a, "epsilon": 1.0}
+        for m, scores in (("gaussian", [0.76, 0.77, 0.75, 0.76]), ("laplace", [0.60, 0.62, 0.61, 0.60]),
+                          ("lmo", [0.61, 0.60, 0.62, 0.59]))
+        for s, a in enumerate(scores)
+    ]  # fmt: skip
+    verdicts = analyse(rows, n_test=1010, majority=0.516, plan=Plan(pairs=(("laplace", "lmo"),)))
+    result = {"selected": [{"metric": "accuracy"}], **verdicts, "baselines": {"majority": {"test_accuracy": 0.516}}}
+    text = "\n".join(selected_summary(result))
+    assert "0.760 [0.731, 0.789]" in text  # each cell as mean [95% interval]
+    assert "gaussian ahead of laplace" in text and "gaussian ahead of lmo" in text
+    assert "laplace vs lmo: within noise (laplace - lmo = " in text
+    assert "lmo ahead" not in text and "laplace ahead" not in text
+    # undecided pairs are never worded as a lead, whatever their sign
+    (c,) = compare([Cell(1.0, "a", {0: 0.7, 1: 0.6}, {}), Cell(1.0, "b", {0: 0.5, 1: 0.55}, {})])
+    assert c.verdict == "within_noise"
+    assert "ahead" not in "\n".join(selected_summary({**result, "comparisons": [c.to_dict()]}))

@@ -173,10 +173,14 @@ def test_example_sweeps_and_the_demo_default_validate() -> None:
     smoke = SweepConfig.from_yaml(root / "examples" / "sweep-smoke.yaml")  # the docs' set-up check: one trial
     assert smoke.trial_count() == 1 and smoke.data == SweepConfig.from_yaml(root / "examples" / "sweep-tiny.yaml").data
     seeds = SweepConfig.from_yaml(root / "examples" / "sweep-laplace-vs-lmo.yaml")  # utility.md's seed check
-    assert seeds.trial_count() == 2 * 8 and seeds.privacy.mechanisms == ("laplace", "lmo")
+    assert seeds.trial_count() == 2 * 3 and seeds.privacy.mechanisms == ("laplace", "lmo")
+    assert seeds.statistics.seeds.looks() == (3, 5, 8, 12)
     demo = SweepConfig.from_dict(yaml.safe_load(default_config_text()))
     assert demo == SweepConfig.from_yaml(root / "examples" / "sweep-demo.yaml")
-    assert demo.trial_count() == 3 * 3 + 1 and demo.data.max_train_examples is None
+    assert demo.trial_count() == 3 * (3 * 3 + 1) and demo.data.max_train_examples is None
+    # the configs that teach set seeds and statistics: at least 3 seeds per cell, Laplace vs LMO compared
+    for cfg in (demo, seeds, SweepConfig.from_yaml(root / "examples" / "sweep-tiny.yaml")):
+        assert len(cfg.seeds) >= 3 and cfg.statistics is not None and ("laplace", "lmo") in cfg.compared_pairs()
 
 
 def test_lmo_accountant_reaches_the_lmo_trials_only(tmp_path) -> None:

@@ -50,6 +50,7 @@ def test_entries_report_the_resolved_hyperparameters_and_only_finished_trials_ar
             "mlflow_run_id": None,
             "mechanism": "laplace",
             "epsilon_target": 8.0,
+            "seed": SPEC.seed,
             "learning_rate": 0.2,
             "clip": None,
             "epochs": None,

@@ -102,6 +102,7 @@ def _auth_sweep(tmp_path: Path) -> Path:
     cfg.update(experiment="auth-sweep", non_private=True, seeds=[0], max_concurrent_trials=2)
     cfg["privacy"].update(epsilons=[8.0], mechanisms=["gaussian"])
     cfg.pop("grid", None)
+    cfg.pop("statistics", None)  # one mechanism, one seed: nothing to compare
     cfg["storage_path"] = str(tmp_path / "tune")  # both loopback nodes share this disk
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
