@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from noise_search.accountants import _cached_curve, _cached_hidden_curve, compute_epsilon
+from noise_search.accountants import compute_epsilon
+from noise_search.accountants.rdp import _cached_curve, _cached_hidden_curve
 from noise_search.calibration import calibrate
 from noise_search.hidden_rdp import hidden_log_moments
 from noise_search.mechanisms import LMO, Gaussian, Laplace

@@ -200,9 +200,9 @@ def run_on_ray(space: PaperSpace, workers: int, repeats: int) -> tuple[np.ndarra
 
 def _clear_caches() -> None:
     """Forget accountant curves cached in this process, so a repeat does the full work again."""
-    from noise_search import accountants
+    from noise_search.accountants import rdp
 
-    accountants._cached_curve.cache_clear()
+    rdp._cached_curve.cache_clear()
 
 
 def sst2_search(workers: int, repeats: int) -> tuple[dict, Timing]:

@@ -26,17 +26,17 @@ from noise_search.errors import (
 from noise_search.events import LmoDpEvent, dp_sgd_event, mechanism_event
 from noise_search.mechanisms import (
     LMO,
-    MECHANISMS,
     Gaussian,
     Laplace,
     Mechanism,
+    mechanism_class,
     mechanism_from_dict,
+    mechanism_names,
 )
 
 __all__ = [
     "ACCOUNTANTS",
     "LMO",
-    "MECHANISMS",
     "Accountant",
     "Calibration",
     "CalibrationError",
@@ -58,7 +58,9 @@ __all__ = [
     "compute_epsilon",
     "dp_sgd_event",
     "get_accountant",
+    "mechanism_class",
     "mechanism_event",
     "mechanism_from_dict",
+    "mechanism_names",
     "solve_monotone",
 ]

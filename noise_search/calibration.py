@@ -8,8 +8,11 @@ so the returned parameter fed back to the accountant satisfies the target by con
 
 :func:`calibrate_parameter` applies it to any parameter -> privacy-event factory (the whole
 run's event, see :mod:`noise_search.events`) under any accountant; :func:`calibrate` is the
-family shorthand: Gaussian ``sigma`` (epsilon decreases with sigma), Laplace ``u0`` and an LMO
-scaling factor (epsilon increases with them).
+shorthand for a mechanism: its declared scalar noise parameter
+(:attr:`~noise_search.mechanisms.Mechanism.noise_parameter`: Gaussian ``sigma``, epsilon
+decreasing with it; Laplace ``u0``, epsilon increasing), or the one-parameter family through a
+given mechanism (:meth:`~noise_search.mechanisms.Mechanism.noise_family`: an LMO's scaling
+factor of ``u``).
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from dataclasses import dataclass
 
 from scipy.optimize import brentq
 
-from noise_search.accountants import ACCOUNTANTS, Accountant, PrivacySpent, check_accounting_inputs, get_accountant
-from noise_search.errors import CalibrationError, UnsupportedError, check_range
+from noise_search.accountants import Accountant, PrivacySpent, accountants_for, check_accounting_inputs, get_accountant
+from noise_search.errors import CalibrationError, InputError, UnsupportedError, check_range
 from noise_search.events import DpEvent, dp_sgd_event, tuned_event
-from noise_search.mechanisms import LMO, MIN_SIGMA, Gaussian, Laplace, Mechanism
+from noise_search.mechanisms import Mechanism, NoiseParameter, mechanism_class, mechanism_names
 
 
 @dataclass(frozen=True)
@@ -151,35 +154,46 @@ def calibrate_parameter(
     return x, spent
 
 
-#: Per family: the mechanism of a parameter, whether epsilon increases with it, and its range.
-_FAMILIES: dict[str, tuple[Callable[[float], Mechanism], bool, float, float]] = {
-    "gaussian": (Gaussian, False, MIN_SIGMA, 1e5),
-    "laplace": (Laplace, True, 1e-6, 1e3),
-}
+def noise_family(
+    what: str | type[Mechanism] | Mechanism,
+) -> tuple[Callable[[float], Mechanism], NoiseParameter, float]:
+    """What :func:`calibrate` moves: ``(parameter value -> mechanism, the parameter, where the
+    search starts)``. A name or class: its declared scalar noise parameter, from 1; a mechanism:
+    the family through it (:meth:`~noise_search.mechanisms.Mechanism.noise_family`)."""
+    if isinstance(what, Mechanism):
+        return what.noise_family()
+    try:
+        cls = mechanism_class(what) if isinstance(what, str) else what
+    except InputError:
+        cls = None
+    p = None if cls is None or not isinstance(cls, type) else cls.noise_parameter
+    if cls is None or p is None:
+        scalar = [n for n in mechanism_names() if mechanism_class(n).noise_parameter is not None]
+        raise UnsupportedError(
+            f"mechanism: calibration supports {', '.join(scalar)} (one scalar noise parameter) or a base mechanism "
+            f"to rescale, got {what!r}"
+        )
+    return (lambda value: cls.from_params({p.name: value})), p, 1.0
 
 
 def least_noise_limit(mechanism: Mechanism) -> float | None:
-    """The parameter value of least noise :func:`calibrate` searches for ``mechanism``'s family
-    (Gaussian: its smallest sigma, Laplace: its largest u0); None for other mechanisms."""
-    entry = _FAMILIES.get(mechanism.name)
-    if entry is None:
-        return None
-    _, increasing, lower, upper = entry
-    return upper if increasing else lower
+    """The value of least noise :func:`calibrate` searches for ``mechanism``'s scalar noise
+    parameter (Gaussian: its smallest sigma, Laplace: its largest u0); None without one."""
+    p = type(mechanism).noise_parameter
+    return None if p is None else p.least_noise
 
 
 def at_least_noise_limit(mechanism: Mechanism) -> bool:
-    """Whether a calibrated Gaussian or Laplace sits at :func:`least_noise_limit` (to 1e-9): the
-    target epsilon was not binding there, and the spend is below it."""
-    limit = least_noise_limit(mechanism)
-    if limit is None:
+    """Whether a calibrated mechanism's scalar noise parameter sits at :func:`least_noise_limit`
+    (to 1e-9): the target epsilon was not binding there, and the spend is below it."""
+    limit, value = least_noise_limit(mechanism), mechanism.noise_value()
+    if limit is None or value is None:
         return False
-    value = mechanism.sigma if isinstance(mechanism, Gaussian) else mechanism.u0
     return abs(value - limit) <= 1e-9 * limit
 
 
 def calibrate(
-    family: str | LMO,
+    family: str | type[Mechanism] | Mechanism,
     *,
     epsilon: float,
     delta: float,
@@ -189,27 +203,21 @@ def calibrate(
     rel_tol: float = 1e-4,
     tuning: tuple[float, float] | None = None,
 ) -> Calibration:
-    """Calibrate ``gaussian`` (sigma), ``laplace`` (u0) or an LMO (scale of ``u``) to ``epsilon``
-    for ``steps`` Poisson-sampled releases at ``sample_rate``.
+    """Calibrate a mechanism to ``epsilon`` for ``steps`` Poisson-sampled releases at ``sample_rate``.
 
-    Passing an :class:`LMO` calibrates ``base.scaled(c)`` over the factor ``c``. ``tuning``
-    ``(mean, shape)``: each run's noise is set so that the best of a random number of runs
+    ``family``: a mechanism's name or class (its scalar noise parameter: Gaussian ``sigma``,
+    Laplace ``u0``), or a mechanism to rescale along :meth:`~noise_search.mechanisms.Mechanism.noise_family`
+    (an LMO: ``base.scaled(c)`` over the factor ``c``). ``tuning`` ``(mean, shape)``: each run's
+    noise is set so that the best of a random number of runs
     (:func:`~noise_search.events.tuned_event`) meets ``epsilon``.
     """
     target = check_range("epsilon", epsilon, gt=0.0)
     q, t, d = check_accounting_inputs(sample_rate, steps, delta)
     acc = get_accountant(accountant)
-    if isinstance(family, LMO):
-        base = family
-        if not acc.supports(base):
-            able = " or ".join(n for n in ACCOUNTANTS if get_accountant(n).supports(base))
-            raise UnsupportedError(f"accountant: '{acc.name}' does not support the lmo mechanism (use {able})")
-        make: Callable[[float], Mechanism] = base.scaled
-        increasing, lower, upper = True, 1e-8, 1e8
-    elif family in _FAMILIES:
-        make, increasing, lower, upper = _FAMILIES[family]
-    else:
-        raise UnsupportedError(f"mechanism: calibration supports gaussian, laplace or an LMO base, got {family!r}")
+    if isinstance(family, Mechanism) and not acc.supports(family):
+        able = " or ".join(accountants_for(family))
+        raise UnsupportedError(f"accountant: '{acc.name}' does not support the {family.name} mechanism (use {able})")
+    make, parameter, start = noise_family(family)
 
     def event_of(v: float) -> DpEvent:
         run = dp_sgd_event(make(v), q, t)
@@ -221,11 +229,11 @@ def calibrate(
         event_of,
         epsilon=target,
         delta=d,
-        increasing=increasing,
+        increasing=parameter.increasing,
         accountant=acc,
-        start=1.0,
-        lower=lower,
-        upper=upper,
+        start=start,
+        lower=parameter.lower,
+        upper=parameter.upper,
         rel_tol=rel_tol,
     )
     return Calibration(make(x), spent, target)

@@ -2,7 +2,9 @@
 
 lmo-dp describes releases with dp-accounting's event classes (``GaussianDpEvent``,
 ``LaplaceDpEvent``, ``PoissonSampledDpEvent``, ``SelfComposedDpEvent``, ``ComposedDpEvent``)
-plus one of its own, :class:`LmoDpEvent` (Laplace noise whose inverse scale ``u`` is random).
+plus its own: :class:`MechanismDpEvent` (a release bounded from the mechanism's own Renyi-DP
+curve) and its subclass :class:`LmoDpEvent` (Laplace noise whose inverse scale ``u`` is random).
+A mechanism's release is :meth:`~noise_search.mechanisms.Mechanism.event`.
 Every event is for sensitivity 1 in the mechanism's own norm; the noise is scaled by the
 clipping bound ``C``, so the bound holds for any ``C``. Accountants
 (:mod:`noise_search.accountants`) interpret events; nothing here computes an epsilon.
@@ -39,7 +41,14 @@ from dp_accounting import (
 from dp_accounting.dp_event import RepeatAndSelectDpEvent
 
 from noise_search.errors import UnsupportedError, check_int, check_range
-from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
+from noise_search.mechanisms import (
+    Gaussian,
+    InverseScaleLaplaceDpEvent,
+    Laplace,
+    LmoDpEvent,
+    Mechanism,
+    MechanismDpEvent,
+)
 
 __all__ = [
     "ComposedDpEvent",
@@ -48,6 +57,7 @@ __all__ = [
     "InverseScaleLaplaceDpEvent",
     "LaplaceDpEvent",
     "LmoDpEvent",
+    "MechanismDpEvent",
     "PoissonSampledDpEvent",
     "RandomChoiceDpEvent",
     "RepeatAndSelectDpEvent",
@@ -58,23 +68,6 @@ __all__ = [
     "mechanism_event",
     "tuned_event",
 ]
-
-
-@attr.define(frozen=True)
-class LmoDpEvent(dp_accounting.DpEvent):
-    """One release of LMO noise (:class:`~noise_search.mechanisms.LMO`) on a query of L1
-    sensitivity 1: per coordinate ``Laplace(0, 1/u)`` with ``u`` drawn from the mixture."""
-
-    lmo: LMO
-
-
-@attr.define(frozen=True)
-class InverseScaleLaplaceDpEvent(dp_accounting.LaplaceDpEvent):
-    """dp-accounting's Laplace event (``noise_multiplier`` = the scale ``1/u0``) that also keeps
-    the inverse scale ``u0`` itself, so accounting the event accounts exactly the mechanism
-    sampled (``1/(1/u0)`` can differ from ``u0`` in the last bit)."""
-
-    u0: float | None = None
 
 
 @attr.define(frozen=True)
@@ -109,14 +102,10 @@ def has_selection(event: DpEvent) -> bool:
 
 
 def mechanism_event(mechanism: Mechanism) -> DpEvent:
-    """The event of one unsampled release of ``mechanism`` (sensitivity 1)."""
-    if isinstance(mechanism, Gaussian):
-        return GaussianDpEvent(mechanism.sigma)
-    if isinstance(mechanism, Laplace):
-        return InverseScaleLaplaceDpEvent(1.0 / mechanism.u0, u0=mechanism.u0)  # dp-accounting takes the scale
-    if isinstance(mechanism, LMO):
-        return LmoDpEvent(mechanism)
-    raise UnsupportedError(f"mechanism: no privacy event for {mechanism!r}")
+    """The event of one unsampled release of ``mechanism`` (sensitivity 1): its own :meth:`~Mechanism.event`."""
+    if not isinstance(mechanism, Mechanism):
+        raise UnsupportedError(f"mechanism: no privacy event for {mechanism!r}")
+    return mechanism.event()
 
 
 def dp_sgd_event(mechanism: Mechanism, sample_rate: float, steps: int) -> DpEvent:
@@ -156,12 +145,13 @@ def _walk(event: DpEvent, count: int, out: Counter[Leaf]) -> None:
 
 
 def _release(event: DpEvent) -> Mechanism:
-    """The mechanism of a single-release event."""
+    """The mechanism of a single-release event (dp-accounting's Gaussian and Laplace events read as
+    the built-in mechanisms they describe)."""
+    if isinstance(event, MechanismDpEvent):
+        return event.mechanism
     if isinstance(event, GaussianDpEvent):
         return Gaussian(event.noise_multiplier)
     if isinstance(event, LaplaceDpEvent):
         u0 = getattr(event, "u0", None)
         return Laplace(u0 if u0 is not None else 1.0 / event.noise_multiplier)
-    if isinstance(event, LmoDpEvent):
-        return event.lmo
     raise UnsupportedError(f"accountant: cannot account the event {event!r}")

@@ -17,7 +17,7 @@ File schema (one JSON object; the ``--json`` output of ``lmo-dp search`` plus ``
                     "U_a": .., "U_b": .., "components": [...], "variant": "per_coordinate"},
          "source": "grid" | "optimize" (+ "+hidden-u" when rescaled), "mean_u": ..,
          "lmo_accountant": "rdp-hidden-u", "lmo_rdp": {"params": .., "epsilon": .., ...}  (rescaled only),
-         "laplace": {"u": U0, "epsilon": .., "order": .., "objective": ..},
+         "laplace": {"u0": U0, "u": U0, "epsilon": .., "order": .., "objective": ..},
          "gaussian": {"sigma": S, "epsilon": .., "order": .., "objective": .., "accountant": "rdp"},
          "dominated_by": [...], "note": "..."},
         ...
@@ -25,8 +25,8 @@ File schema (one JSON object; the ``--json`` output of ``lmo-dp search`` plus ``
       "evaluated": N, "seconds": S
     }
 
-The Laplace entry's key ``u`` is the inverse scale ``u0`` (the file's name for it, kept for
-compatibility; everywhere else it is ``u0``). An infeasible target has ``"feasible": false``
+The Laplace entry holds its inverse scale as ``u0`` and, for tools written before that name,
+as ``u`` beside it (deprecated; a file with only ``u`` is still read). An infeasible target has ``"feasible": false``
 and ``"params": null`` (the Laplace and Gaussian entries are still present). A baseline that
 could not be calibrated has its parameter ``null`` and an ``error``. The parameters were
 searched for the ``settings``' sample rate and steps; a trainer must still account its own plan.
@@ -40,19 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from noise_search.errors import InputError
-from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism
+from noise_search.mechanisms import LMO, Gaussian, Laplace, Mechanism, mechanism_class
 from noise_search.user_files import load_json_file
-
-#: the file's key for each baseline family's parameter
-_PARAM_KEY = {"laplace": "u", "gaussian": "sigma"}
 
 
 @dataclass(frozen=True)
 class BaselineEntry:
-    """A calibrated Laplace or Gaussian for one target, or why there is none (``error``)."""
+    """A calibrated baseline (Laplace or Gaussian) for one target, or why there is none (``error``)."""
 
-    family: str  #: ``laplace`` or ``gaussian``
-    mechanism: Laplace | Gaussian | None
+    family: str  #: the mechanism's name
+    mechanism: Mechanism | None
     epsilon: float | None = None
     order: float | None = None
     objective: float | None = None
@@ -61,19 +58,22 @@ class BaselineEntry:
 
     @property
     def value(self) -> float | None:
-        """``u0`` (Laplace) or ``sigma`` (Gaussian)."""
-        if isinstance(self.mechanism, Laplace):
-            return self.mechanism.u0
-        if isinstance(self.mechanism, Gaussian):
-            return self.mechanism.sigma
-        return None
+        """The value of the mechanism's scalar noise parameter (``u0``, ``sigma``)."""
+        return None if self.mechanism is None else self.mechanism.noise_value()
+
+    def _parameter_keys(self) -> tuple[str, ...]:
+        """The file's keys of the noise parameter: its name, then its deprecated aliases."""
+        p = mechanism_class(self.family).noise_parameter
+        assert p is not None, f"{self.family} has no scalar noise parameter"
+        param = mechanism_class(self.family).parameter(p.name)
+        return (param.name, *param.aliases)
 
     def to_dict(self) -> dict[str, Any]:
-        key = _PARAM_KEY[self.family]
+        keys = dict.fromkeys(self._parameter_keys(), self.value)
         if self.mechanism is None:
-            return {key: None, "accountant": self.accountant, "error": self.error}
+            return {**keys, "accountant": self.accountant, "error": self.error}
         return {
-            key: self.value,
+            **keys,
             "epsilon": self.epsilon,
             "order": self.order,
             "objective": self.objective,
@@ -84,8 +84,9 @@ class BaselineEntry:
     def from_dict(cls, family: str, data: Any, source: str) -> BaselineEntry:
         if not isinstance(data, dict):
             raise InputError(f"{source}: the {family} entry is not an object")
-        value = data.get(_PARAM_KEY[family])
-        mech = None if value is None else (Laplace(value) if family == "laplace" else Gaussian(value))
+        keys = cls(family, None)._parameter_keys()
+        value = next((data[k] for k in keys if data.get(k) is not None), None)
+        mech = None if value is None else mechanism_class(family).from_params({keys[0]: value}, source=source)
         return cls(
             family,
             mech,
@@ -126,7 +127,7 @@ class TightOutlook:
             raise InputError(f"{source}: 'tight_outlook' is not an object")
         return cls(
             data.get("lmo_epsilon_lower_bound"),
-            BaselineEntry.from_dict("laplace", data.get("laplace_at_lower_bound") or {}, source),
+            BaselineEntry.from_dict(Laplace.name, data.get("laplace_at_lower_bound") or {}, source),
             data.get("lmo_could_win"),
             data.get("error"),
         )
@@ -148,10 +149,8 @@ class LmoEntry:
         return cls(pick.mechanism, pick.spent.epsilon, pick.spent.order, pick.objective, pick.spent.accountant)
 
     def to_dict(self) -> dict[str, Any]:
-        params = self.mechanism.to_dict()
-        params.pop("mechanism", None)
         return {
-            "params": params,
+            "params": self.mechanism.params(),
             "epsilon": self.epsilon,
             "order": self.order,
             "objective": self.objective,
@@ -198,31 +197,35 @@ class SearchRow:
         return self.lmo is not None
 
     def baseline(self, family: str) -> BaselineEntry:
-        return self.laplace if family == "laplace" else self.gaussian
+        return self.laplace if family == self.laplace.family else self.gaussian
+
+    def mechanisms(self) -> dict[str, Mechanism | None]:
+        """The row's noise by mechanism name: the searched LMO and the calibrated baselines
+        (None where there is none)."""
+        return {LMO.name: self.lmo, self.laplace.family: self.laplace.mechanism,
+                self.gaussian.family: self.gaussian.mechanism}  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"epsilon_target": self.epsilon_target, "feasible": self.feasible}
         if self.lmo is None:
             out.update({"epsilon": None, "order": None, "objective": None, "params": None, "source": None})
         else:
-            params = self.lmo.to_dict()
-            params.pop("mechanism", None)
             out.update(
                 {
                     "epsilon": self.epsilon,
                     "order": self.order,
                     "objective": self.objective,
-                    "params": params,
+                    "params": self.lmo.params(),
                     "source": self.source,
                     "mean_u": self.lmo.mean_u(),
                 }
             )
         if self.laplace_rdp is not None:
             out["laplace_rdp"] = self.laplace_rdp.to_dict()
-        out["laplace"] = self.laplace.to_dict()
+        out[self.laplace.family] = self.laplace.to_dict()
         if self.gaussian_rdp is not None:
             out["gaussian_rdp"] = self.gaussian_rdp.to_dict()
-        out["gaussian"] = self.gaussian.to_dict()
+        out[self.gaussian.family] = self.gaussian.to_dict()
         if self.lmo is not None and self.lmo_accountant != "rdp":
             out["lmo_accountant"] = self.lmo_accountant
         if self.lmo_rdp is not None:
@@ -243,7 +246,7 @@ class SearchRow:
         lmo = LMO.from_dict(params, source=f"{source} params") if feasible and params else None
         known = {
             "epsilon_target", "feasible", "epsilon", "order", "objective", "params", "source", "mean_u",
-            "laplace", "gaussian", "gaussian_rdp", "laplace_rdp", "dominated_by", "note", "tight_outlook",
+            Laplace.name, Gaussian.name, "gaussian_rdp", "laplace_rdp", "dominated_by", "note", "tight_outlook",
             "lmo_accountant", "lmo_rdp",
         }  # fmt: skip
         return cls(
@@ -253,14 +256,14 @@ class SearchRow:
             order=data.get("order") if lmo else None,
             objective=data.get("objective") if lmo else None,
             source=data.get("source") if lmo else None,
-            laplace=BaselineEntry.from_dict("laplace", data.get("laplace") or {}, source),
-            gaussian=BaselineEntry.from_dict("gaussian", data.get("gaussian") or {}, source),
+            laplace=BaselineEntry.from_dict(Laplace.name, data.get(Laplace.name) or {}, source),
+            gaussian=BaselineEntry.from_dict(Gaussian.name, data.get(Gaussian.name) or {}, source),
             gaussian_rdp=None
             if data.get("gaussian_rdp") is None
-            else BaselineEntry.from_dict("gaussian", data["gaussian_rdp"], source),
+            else BaselineEntry.from_dict(Gaussian.name, data["gaussian_rdp"], source),
             laplace_rdp=None
             if data.get("laplace_rdp") is None
-            else BaselineEntry.from_dict("laplace", data["laplace_rdp"], source),
+            else BaselineEntry.from_dict(Laplace.name, data["laplace_rdp"], source),
             dominated_by=tuple(data.get("dominated_by") or ()),
             note=data.get("note"),
             outlook=None
@@ -304,21 +307,25 @@ class SearchResult:
         have = ", ".join(f"{t:g}" for t in self.targets())
         raise InputError(f"epsilon: {self.source} has no result for target {epsilon_target:g} (has: {have})")
 
+    def covers(self, family: str) -> bool:
+        """Whether the search computes noise for the mechanism named ``family`` (the LMO and its
+        baselines); other mechanisms are calibrated where they are used."""
+        return bool(self.rows) and family in self.rows[0].mechanisms()
+
     def mechanism(self, family: str, epsilon_target: float) -> Mechanism | None:
         """The searched LMO, or the calibrated Laplace / Gaussian, for ``epsilon_target``;
         None where the search found none (an infeasible LMO target, a failed calibration)."""
         row = self.row(epsilon_target)
-        if family == "lmo":
-            return row.lmo
-        if family in ("laplace", "gaussian"):
-            return row.baseline(family).mechanism
-        raise InputError(f"mechanism: must be one of gaussian, laplace, lmo, got {family!r}")
+        found = row.mechanisms()
+        if family not in found:
+            raise InputError(f"mechanism: must be one of {', '.join(found)}, got {family!r}")
+        return found[family]
 
     def require(self, family: str, epsilon_target: float) -> Mechanism:
         """:meth:`mechanism`, or :class:`InputError` saying there is none."""
         mech = self.mechanism(family, epsilon_target)
         if mech is None:
-            what = "LMO parameters meeting" if family == "lmo" else f"calibrated {family} noise for"
+            what = "LMO parameters meeting" if family == LMO.name else f"calibrated {family} noise for"
             raise InputError(f"epsilon: {self.source} found no {what} target {epsilon_target:g} (infeasible)")
         return mech
 

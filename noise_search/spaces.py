@@ -95,9 +95,7 @@ def lmo_from_row(p: MixtureArrays, i: int) -> LMO:
 
 def lmo_params(mech: LMO) -> dict[str, Any]:
     """The LMO's parameters as the plain dict the result file stores (no ``mechanism`` key)."""
-    d = mech.to_dict()
-    d.pop("mechanism", None)
-    return d
+    return mech.params()
 
 
 def _check_block(start: int, stop: int, size: int) -> None:

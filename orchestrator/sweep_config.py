@@ -45,287 +45,53 @@ Every error names its field (``section.key``) and allowed range (CLI exit 2).
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
 from noise_search.errors import ParameterError
+from noise_search.mechanisms import mechanism_names
 from noise_search.names import check_name
-from trainers.config import ConfigFile, TrialConfig, check_sections
-from trainers.settings import (
-    DataSettings,
-    FeatureSettings,
-    LoraSettings,
-    ModelSettings,
-    Section,
-    TrainingSettings,
+from orchestrator.sweep_sections import (
+    MAX_RUNG_EPOCHS,
+    VARIANT_NAME,
+    MechanismGrid,
+    Resources,
+    StatisticsSeeds,
+    SweepAudit,
+    SweepEarlyStopping,
+    SweepPrivacy,
+    SweepSearch,
+    SweepStatistics,
+    SweepTuning,
+    SweepVariant,
+    TuningRange,
+    TuningSpace,
+    check_runs_cap,
+    check_tuning_space,
+    grid_values,
 )
+from trainers.config import ConfigFile, TrialConfig, check_sections
+from trainers.settings import NON_PRIVATE, DataSettings, FeatureSettings, LoraSettings, ModelSettings, TrainingSettings
 
-SWEEP_MECHANISMS: tuple[str, ...] = ("gaussian", "laplace", "lmo")
-
-
-class SweepPrivacy(Section):
-    epsilons: tuple[float, ...] = Field(description="target epsilons (> 0), one trial group per value")
-    delta: float = Field(1e-5, gt=0, lt=1, description="target delta in (0, 1)")
-    mechanisms: tuple[Literal["gaussian", "laplace", "lmo"], ...] = Field(
-        SWEEP_MECHANISMS, description="noise families to compare"
-    )
-    clip: float | None = Field(
-        None, gt=0, description="clipping bound C > 0 (L2 for gaussian, L1 for laplace/lmo); null = the recipe's"
-    )
-    accountant: Literal["rdp", "prv", "pld"] = Field(
-        "rdp", description="accountant for gaussian (rdp|prv|pld) and laplace (rdp|pld); lmo: lmo_accountant"
-    )
-    lmo_accountant: Literal["rdp", "rdp-hidden-u"] = Field(
-        "rdp",
-        description="accountant for lmo: rdp, or rdp-hidden-u (u hidden; the search rescales each target's LMO "
-        "to spend the target under it, about 5 s per candidate, three per target)",
-    )
-    allow_large_delta: bool = Field(False, description="accept delta >= 1/N (N training examples)")
-
-    @field_validator("epsilons")
-    @classmethod
-    def _epsilons(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if not v:
-            raise ParameterError("privacy.epsilons", "must list at least one target epsilon > 0")
-        for e in v:
-            if not e > 0:
-                raise ParameterError("privacy.epsilons", f"every target must be > 0, got {e!r}")
-        if len(set(v)) != len(v):
-            raise ParameterError("privacy.epsilons", f"targets must be distinct, got {list(v)}")
-        return tuple(float(e) for e in v)
-
-    @field_validator("mechanisms")
-    @classmethod
-    def _mechanisms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v:
-            raise ParameterError("privacy.mechanisms", f"must list at least one of {', '.join(SWEEP_MECHANISMS)}")
-        if len(set(v)) != len(v):
-            raise ParameterError("privacy.mechanisms", f"mechanisms must be distinct, got {list(v)}")
-        return v
-
-    @model_validator(mode="after")
-    def _accountant(self) -> SweepPrivacy:
-        if self.accountant == "prv" and "laplace" in self.mechanisms:
-            raise ParameterError("privacy.accountant", "prv supports gaussian only; use rdp or pld with laplace")
-        return self
-
-
-class SweepSearch(Section):
-    objective: Literal["mean-abs", "variance", "usefulness"] = "mean-abs"
-    gamma: float | None = Field(None, gt=0, description="usefulness threshold gamma > 0 (objective usefulness)")
-    space: Literal["paper", "wide"] = "paper"
-    strategy: Literal["grid", "optimize"] = "grid"
-    seed: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _gamma(self) -> SweepSearch:
-        if self.objective == "usefulness" and self.gamma is None:
-            raise ParameterError("search.gamma", "required (> 0) for objective usefulness")
-        return self
-
-
-class Resources(Section):
-    cpus_per_trial: int = Field(1, ge=1, le=1024, description="CPUs per trial (per worker when workers > 1)")
-    gpus_per_trial: float = Field(0.0, ge=0, le=64, description="GPUs per trial (per worker when workers > 1)")
-    workers: int = Field(1, ge=1, le=1024, description="Ray Train data-parallel workers per trial (>= 1)")
-    memory_gb: float | None = Field(None, gt=0, description="memory reserved per trial (per worker), in GiB")
-
-
-GRID_KEYS: tuple[str, ...] = (*SWEEP_MECHANISMS, "none")
-
-
-def _grid_values(field: str, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
-    if v is None:
-        return None
-    if not v or any(not (0 < x <= 10) for x in v) or len(set(v)) != len(v):
-        raise ParameterError(field, f"must be a non-empty list of distinct values in (0, 10], got {list(v)}")
-    return tuple(float(x) for x in v)
-
-
-class MechanismGrid(Section):
-    """Hyperparameter values tried for one mechanism (null = the sweep's value or the recipe's)."""
-
-    learning_rate: tuple[float, ...] | None = Field(None, description="learning rates, each in (0, 10]")
-    clip: tuple[float, ...] | None = Field(None, description="clipping bounds, each in (0, 10]")
-
-
-class TuningRange(Section):
-    """A continuous range a tuning run draws from: uniform, or log-uniform with ``log: true``."""
-
-    low: float = Field(gt=0, le=10, description="lower end, in (0, 10]")
-    high: float = Field(gt=0, le=10, description="upper end, in [low, 10]")
-    log: bool = Field(False, description="draw log-uniformly")
-
-
-class TuningSpace(Section):
-    """What each tuning run draws at random: a list (uniform over its values) or a range. Unset:
-    the sweep's value or the recipe's, for every run."""
-
-    learning_rate: tuple[float, ...] | TuningRange | None = Field(None, description="learning rates, in (0, 10]")
-    clip: tuple[float, ...] | TuningRange | None = Field(None, description="clipping bounds, in (0, 10]")
-    epochs: tuple[int, ...] | None = Field(None, description="epochs, distinct integers in [1, 1000]")
-    trainable: tuple[Literal["head", "lora", "full"], ...] | None = Field(
-        None, description="trainable sets (model.trainable), distinct; each takes its own recipe"
-    )
-
-
-class SweepTuning(Section):
-    """Private hyperparameter selection (docs/privacy.md section 7): per (target, mechanism), draw
-    the number of runs ``K`` (mean ``mean``; ``shape`` a number > -1 for a truncated negative
-    binomial, 0 logarithmic, 1 geometric, or ``poisson``), draw each run's hyperparameters from
-    ``space``, return the best run by validation score. ``max_runs`` caps the law: the 99.9%
-    quantile of ``K`` (exact, from the law) must not exceed it."""
-
-    mean: float = Field(description="mean number of runs per (target, mechanism): in (1, 1e6]; [1, 1e6] for poisson")
-    shape: float | Literal["poisson"] = Field(1.0, description="a number > -1, or poisson")
-    max_runs: int = Field(
-        1000,
-        ge=1,
-        le=1_000_000,
-        description="most runs per (target, mechanism) the law may need: the 99.9% quantile of K must not "
-        "exceed it (K is stated before the sweep starts); in [1, 1e6], raise it for a larger or heavier law",
-    )
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the draws (K and the hyperparameters)")
-    noise: Literal["selected", "per_run"] = Field(
-        "selected",
-        description="selected: each run's noise is set so the selected run meets the target; "
-        "per_run: each run meets the target and the report states the larger tuned epsilon",
-    )
-    space: TuningSpace = Field(default_factory=TuningSpace)
-    overrides: dict[Literal["gaussian", "laplace", "lmo", "none"], TuningSpace] = Field(
-        default_factory=dict, description="per-mechanism spaces (fields given here replace space's)"
-    )
-
-    @field_validator("shape", mode="before")
-    @classmethod
-    def _shape(cls, v: Any) -> Any:
-        if v == "poisson":
-            return v
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            hint = " (write poisson for the Poisson law)" if v == math.inf else ""
-            raise ParameterError("tuning.shape", f"must be a number > -1 or poisson{hint}, got {v!r}")
-        return v
-
-    @property
-    def shape_value(self) -> float:
-        return float("inf") if self.shape == "poisson" else float(self.shape)
-
-    def space_for(self, mechanism: str) -> TuningSpace:
-        """The space of ``mechanism``'s runs: ``space`` with its override's fields."""
-        over = self.overrides.get(mechanism)  # type: ignore[call-overload]
-        if over is None:
-            return self.space
-        return self.space.model_copy(update={k: getattr(over, k) for k in over.model_fields_set})
-
-
-def _check_tuning_space(prefix: str, space: TuningSpace) -> None:
-    for name in ("learning_rate", "clip"):
-        v = getattr(space, name)
-        if isinstance(v, TuningRange):
-            if v.high < v.low:
-                raise ParameterError(f"{prefix}.{name}.high", f"must be >= low ({v.low:g}), got {v.high:g}")
-        else:
-            _grid_values(f"{prefix}.{name}", v)
-    if space.epochs is not None and (
-        not space.epochs or any(not 1 <= e <= 1000 for e in space.epochs) or len(set(space.epochs)) != len(space.epochs)
-    ):
-        raise ParameterError(f"{prefix}.epochs", f"must be distinct integers in [1, 1000], got {list(space.epochs)}")
-    if space.trainable is not None and (not space.trainable or len(set(space.trainable)) != len(space.trainable)):
-        got = list(space.trainable)
-        raise ParameterError(f"{prefix}.trainable", f"must be distinct values of head, lora, full, got {got}")
-
-
-def _check_runs_cap(tuning: SweepTuning) -> None:
-    """The 99.9% quantile of K (exact, from the law) must not exceed ``tuning.max_runs``."""
-    from noise_search.tuning import TuningDistribution
-
-    dist = TuningDistribution.from_mean(tuning.mean, tuning.shape_value)
-    if dist.quantile(limit=tuning.max_runs) is not None:
-        return
-    field = "tuning.shape" if tuning.shape != "poisson" and tuning.shape < 0 else "tuning.mean"
-    raise ParameterError(
-        field,
-        f"the number of runs K per (target, mechanism) ({dist.name}, mean {tuning.mean:g}) has its 99.9% quantile "
-        f"above tuning.max_runs = {tuning.max_runs:,} (P[K > {tuning.max_runs:,}] = {dist.tail(tuning.max_runs):.3g}); "
-        "lower tuning.mean, use a shape further from -1, or raise tuning.max_runs (up to 1e6)",
-    )
-
-
-#: rungs are listed up to this many epochs; a trial is only asked at rungs inside its own plan
-MAX_RUNG_EPOCHS = 10_000
-
-
-class SweepEarlyStopping(Section):
-    """Early stopping of a grid's trials by ASHA (asynchronous successive halving, Ray Tune's
-    ``ASHAScheduler``): after ``grace_epochs``, ``grace_epochs x reduction_factor``, ... epochs a
-    trial scores the validation split, and one below the top ``1/reduction_factor`` of the
-    scores recorded at that rung so far stops there. Noise stays calibrated for the full plan,
-    and a stopped trial is charged the full plan's epsilon (docs/privacy.md section 8)."""
-
-    grace_epochs: int = Field(1, ge=1, le=1000, description="epochs before the first rung, in [1, 1000]")
-    reduction_factor: int = Field(
-        3, ge=2, le=100, description="keep the top 1/reduction_factor at each rung, in [2, 100]"
-    )
-
-    def rung_epochs(self, max_epochs: int = MAX_RUNG_EPOCHS) -> tuple[int, ...]:
-        """``grace, grace x factor, grace x factor^2, ...`` below ``max_epochs``."""
-        out, e = [], self.grace_epochs
-        while e < max_epochs:
-            out.append(e)
-            e *= self.reduction_factor
-        return tuple(out)
-
-
-class StatisticsSeeds(Section):
-    """Seeds until decided (docs/statistics.md): every cell starts with ``min`` seeds; after each look
-    the cells of still-undecided compared pairs get more, up to ``max``."""
-
-    min: int = Field(3, ge=2, le=1000, description="seeds of every cell at the first look, in [2, 1000]")
-    max: int = Field(ge=2, le=1000, description="most seeds a cell may get, in [min, 1000]")
-    growth: float = Field(
-        1.5, gt=1, le=4, description="each look has about growth x the seeds of the one before, in (1, 4]"
-    )
-
-    def looks(self) -> tuple[int, ...]:
-        """The seeds of each planned look: ``min``, then about ``growth`` times more each time, ``max``
-        last (``min 3, max 12``: 3, 5, 8, 12)."""
-        out = [self.min]
-        while out[-1] < self.max:
-            out.append(min(self.max, max(out[-1] + 1, math.ceil(out[-1] * self.growth - 1e-9))))
-        return tuple(out)
-
-
-class SweepStatistics(Section):
-    """How the sweep's comparisons are decided: optional seeds until decided, and the pairs that
-    drive it (default: every pair of private mechanisms and variants)."""
-
-    seeds: StatisticsSeeds | None = Field(
-        None, description="seeds until decided: {min, max, growth}; null = the seeds list"
-    )
-    compare: tuple[tuple[str, str], ...] | None = Field(
-        None, description="pairs [a, b] of privacy.mechanisms or variants whose comparisons get seeds added"
-    )
-
-
-class SweepVariant(Section):
-    """A named arm that trains one of ``privacy.mechanisms`` (the same searched noise) with its own
-    grid (``grid.<variant>``): two settings of one mechanism, compared like two mechanisms."""
-
-    mechanism: str = Field(description="the mechanism this variant trains: one of privacy.mechanisms")
-
-
-#: a variant's name: lower-case letters, digits, - and _ (it is part of MLflow metric names)
-VARIANT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-
-
-class SweepAudit(Section):
-    canaries: int = Field(ge=2, description="gradient canaries per trial (>= 2)")
-    confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the lower bound, in (0, 1)")
+__all__ = [
+    "MAX_RUNG_EPOCHS",
+    "MechanismGrid",
+    "Resources",
+    "StatisticsSeeds",
+    "SweepAudit",
+    "SweepConfig",
+    "SweepEarlyStopping",
+    "SweepPrivacy",
+    "SweepSearch",
+    "SweepStatistics",
+    "SweepTuning",
+    "SweepVariant",
+    "TuningRange",
+    "TuningSpace",
+]
 
 
 class SweepConfig(ConfigFile):
@@ -405,13 +171,13 @@ class SweepConfig(ConfigFile):
                     "not with an audit section (the canaries' state is not saved in a checkpoint)",
                 )
         for mech, g in self.grid.items():
-            _grid_values(f"grid.{mech}.learning_rate", g.learning_rate)
-            _grid_values(f"grid.{mech}.clip", g.clip)
-            if mech == "none" and g.clip is not None:
+            grid_values(f"grid.{mech}.learning_rate", g.learning_rate)
+            grid_values(f"grid.{mech}.clip", g.clip)
+            if mech == NON_PRIVATE and g.clip is not None:
                 raise ParameterError("grid.none.clip", "the non-private reference clips nothing")
-            if mech != "none" and mech not in self.arms():
+            if mech != NON_PRIVATE and mech not in self.arms():
                 raise ParameterError(f"grid.{mech}", f"{mech} is not in privacy.mechanisms or variants")
-            if mech == "none" and not self.non_private:
+            if mech == NON_PRIVATE and not self.non_private:
                 raise ParameterError("grid.none", "needs non_private: true")
             if g.learning_rate is not None and self.learning_rates is not None:
                 raise ParameterError(
@@ -430,7 +196,7 @@ class SweepConfig(ConfigFile):
 
     def _check_variants(self) -> None:
         for name, variant in self.variants.items():
-            if not VARIANT_NAME.fullmatch(name) or name in (*SWEEP_MECHANISMS, "none"):
+            if not VARIANT_NAME.fullmatch(name) or name in (*mechanism_names(), NON_PRIVATE):
                 raise ParameterError(
                     f"variants.{name}",
                     "a variant's name is 1-32 lower-case letters, digits, - or _ (starting with a letter), "
@@ -491,14 +257,14 @@ class SweepConfig(ConfigFile):
         from noise_search.tuning import check_tuning
 
         check_tuning(tuning.mean, tuning.shape_value, mean_field="tuning.mean", shape_field="tuning.shape")
-        _check_runs_cap(tuning)
-        _check_tuning_space("tuning.space", tuning.space)
+        check_runs_cap(tuning)
+        check_tuning_space("tuning.space", tuning.space)
         for mech, space in tuning.overrides.items():
-            if mech == "none" and not self.non_private:
+            if mech == NON_PRIVATE and not self.non_private:
                 raise ParameterError("tuning.overrides.none", "needs non_private: true")
-            if mech != "none" and mech not in self.privacy.mechanisms:
+            if mech != NON_PRIVATE and mech not in self.privacy.mechanisms:
                 raise ParameterError(f"tuning.overrides.{mech}", f"{mech} is not in privacy.mechanisms")
-            _check_tuning_space(f"tuning.overrides.{mech}", space)
+            check_tuning_space(f"tuning.overrides.{mech}", space)
         if self.privacy.accountant != "rdp":
             raise ParameterError(
                 "privacy.accountant", "hyperparameter tuning is accounted by rdp only (set accountant: rdp)"
@@ -526,7 +292,7 @@ class SweepConfig(ConfigFile):
         for where, space in spaces:
             if space.clip is not None and self.privacy.clip is not None:
                 raise ParameterError(f"{where}.clip", "give the clip either here or in privacy.clip, not both")
-        none = tuning.overrides.get("none")
+        none = tuning.overrides.get(NON_PRIVATE)
         if none is not None and none.clip is not None:
             raise ParameterError("tuning.overrides.none.clip", "the non-private reference clips nothing")
 
@@ -543,7 +309,7 @@ class SweepConfig(ConfigFile):
 
     def clip_grid(self, mechanism: str) -> tuple[float | None, ...]:
         """Clipping bounds tried for ``mechanism`` (None = the recipe's; the reference clips nothing)."""
-        if mechanism == "none":
+        if mechanism == NON_PRIVATE:
             return (None,)
         g = self.grid.get(mechanism)  # type: ignore[call-overload]
         if g is not None and g.clip is not None:
@@ -561,7 +327,7 @@ class SweepConfig(ConfigFile):
 
     def grid_mechanisms(self) -> tuple[str, ...]:
         """The private arms (mechanisms and variants), then ``none`` when the non-private reference is on."""
-        return (*self.arms(), *(("none",) if self.non_private else ()))
+        return (*self.arms(), *((NON_PRIVATE,) if self.non_private else ()))
 
     def compared_pairs(self) -> tuple[tuple[str, str], ...]:
         """The pairs whose comparisons drive seeds until decided: ``statistics.compare``, else every
@@ -593,7 +359,7 @@ class SweepConfig(ConfigFile):
             return sum(len(c.runs) for c in draw_cells(self))
         per_seed = 0
         for m in self.grid_mechanisms():
-            targets = 1 if m == "none" else len(self.privacy.epsilons)
+            targets = 1 if m == NON_PRIVATE else len(self.privacy.epsilons)
             per_seed += len(self.learning_rate_grid(m)) * len(self.clip_grid(m)) * targets
         return per_seed * len(self.seeds)
 
@@ -642,12 +408,10 @@ class SweepConfig(ConfigFile):
         (``mechanism`` ``none``: the non-private reference, no epsilon or noise; a variant trains
         its mechanism)."""
         mechanism = self.base_mechanism(mechanism)
-        if mechanism == "none":
-            privacy: dict[str, Any] = {"mechanism": "none", "delta": self.privacy.delta}
+        if mechanism == NON_PRIVATE:
+            privacy: dict[str, Any] = {"mechanism": NON_PRIVATE, "delta": self.privacy.delta}
         else:
-            accountant = self.privacy.accountant if mechanism != "lmo" else self.privacy.lmo_accountant
-            if mechanism == "laplace" and accountant == "prv":
-                accountant = "rdp"
+            accountant = self.privacy.accountant_for(mechanism)
             privacy = {
                 "mechanism": mechanism,
                 "epsilon": epsilon,
@@ -672,7 +436,7 @@ class SweepConfig(ConfigFile):
                     "threads": self.resources.cpus_per_trial,
                     **({"epochs": epochs} if epochs is not None else {}),
                 },
-                "audit": None if self.audit is None or mechanism == "none" else self.audit.model_dump(mode="json"),
+                "audit": None if self.audit is None or mechanism == NON_PRIVATE else self.audit.model_dump(mode="json"),
             },
             source=f"trial {name}",
         )

@@ -24,7 +24,7 @@ from noise_search.accountants import PrivacySpent, check_steps_supported, comput
 from noise_search.calibration import calibrate
 from noise_search.errors import InputError, LmoDpError, ParameterError
 from noise_search.events import DpEvent, PoissonSampledDpEvent, mechanism_event
-from noise_search.mechanisms import LMO, Mechanism
+from noise_search.mechanisms import Mechanism
 from noise_search.search_result import SearchResult
 from trainers.settings import PrivacySettings
 
@@ -88,7 +88,7 @@ def resolve_mechanism(settings: PrivacySettings, plan: StepPlan) -> tuple[Mechan
             accountant=settings.accountant,
         )
         return cal.mechanism, "calibrated"
-    if settings.calibrate and isinstance(mech, LMO):
+    if settings.calibrate:  # a mechanism rescaled along its own noise family (an LMO's scale of u)
         cal = calibrate(
             mech,
             epsilon=eps,

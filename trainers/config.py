@@ -43,7 +43,6 @@ is an :class:`~noise_search.errors.InputError` (CLI exit 2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -51,6 +50,7 @@ from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_
 
 from noise_search.errors import InputError, ParameterError, short_repr
 from noise_search.names import check_name
+from trainers.recipes import RecipeUse, apply_recipe
 from trainers.settings import (
     CENTER_CORPORA,
     AuditSettings,
@@ -145,8 +145,6 @@ class TrialConfig(ConfigFile):
         Fields already set are kept. The result's :attr:`recipe` names the recipe and the values
         it supplied; resolving a resolved config changes nothing.
         """
-        from trainers.recipes import apply_recipe
-
         training, clip, use = apply_recipe(self.model.trainable_kind, self.privacy.mechanism, self, n_train)
         if not use.applied and self._recipe is not None:
             return self
@@ -170,17 +168,6 @@ class TrialConfig(ConfigFile):
 
         walk("", self.to_dict())
         return out
-
-
-@dataclass(frozen=True)
-class RecipeUse:
-    """Which recipe a resolved trial used and the values it supplied (``section.key -> value``)."""
-
-    name: str
-    applied: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "applied": dict(self.applied)}
 
 
 def check_sections(model: ModelSettings, data: DataSettings, training: TrainingSettings) -> None:

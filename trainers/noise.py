@@ -2,7 +2,9 @@
 
 This is the one place lmo-dp draws training noise; the trainer and the privacy audit both
 call :func:`sample_noise`. It lives in ``trainers`` because it needs torch; the mechanisms'
-parameters and their numpy samplers are in :mod:`noise_search.mechanisms`.
+parameters and their numpy samplers are in :mod:`noise_search.mechanisms`. Each mechanism class
+has its sampler, registered with :func:`torch_noise` (a ``functools.singledispatch``); a class
+without one (a plug-in) is drawn by its numpy sampler from a stream seeded by the generator.
 
 Per-coordinate LMO noise on a CPU generator is drawn by the exact ziggurat of
 :mod:`noise_search.lmo_sampler` (one 64-bit word per coordinate, about 2x a Gaussian draw):
@@ -24,6 +26,8 @@ All uniforms of one per-coordinate LMO draw come from a single ``torch.rand`` ca
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import threading
 
@@ -180,24 +184,70 @@ def sample_noise(
 ) -> torch.Tensor:
     """Noise of ``shape`` for clipping bound ``clip_bound`` (in the mechanism's norm).
 
-    ``generator`` must live on ``device`` (CPU by default). ``dtype`` defaults to float32.
+    ``generator`` must live on ``device`` (CPU by default). ``dtype`` defaults to float32. The
+    noise comes from the sampler registered for the mechanism's class (:func:`torch_noise`).
     """
     c = check_range("clip_bound", clip_bound, gt=0.0)
     dtype = dtype or torch.float32
     device = torch.device(device) if device is not None else generator.device
-    size = _size(shape)
-    if isinstance(mech, Gaussian):
-        return torch.randn(size, generator=generator, dtype=dtype, device=device).mul_(mech.sigma * c)
-    if isinstance(mech, Laplace):
-        return standard_laplace(size, generator, dtype=torch.float64, device=device).mul_(c / mech.u0).to(dtype)
-    if isinstance(mech, LMO):
-        if mech.variant == "shared":
-            u = sample_u(mech, (), generator, device=device)
-            return standard_laplace(size, generator, dtype=torch.float64, device=device).mul_(c / u).to(dtype)
-        if device.type == "cpu":
-            direct = dtype in (torch.float32, torch.float64)
-            z = torch.empty(math.prod(size), dtype=dtype if direct else torch.float32)
-            sample_per_coordinate(mech.arrays, z.numel(), numpy_stream(generator), c, out=z.numpy())
-            return z.reshape(size).to(dtype)
-        return lmo_from_uniforms(mech, size, c, generator, device=device).to(dtype)
-    raise TypeError(f"not a noise mechanism: {type(mech).__name__}")
+    return torch_noise(mech, _size(shape), c, generator, dtype, device)
+
+
+@functools.singledispatch
+def torch_noise(
+    mech: Mechanism, size: tuple[int, ...], clip_bound: float, generator: torch.Generator, dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:  # fmt: skip
+    """The torch sampler of a mechanism class: noise of ``size`` for ``clip_bound`` (checked > 0)
+    from ``generator``, of ``dtype`` on ``device``.
+
+    Register one for a class with ``@torch_noise.register`` (the built-ins below; a plug-in in the
+    module its class names as :attr:`~noise_search.mechanisms.Mechanism.torch_sampler`, imported
+    here the first time one is needed). A class with none is drawn by its own numpy sampler
+    (:meth:`~noise_search.mechanisms.Mechanism.sample`) from a numpy stream whose state comes from
+    ``generator`` (:func:`numpy_stream`): still a function of the generator's state alone.
+    """
+    if not isinstance(mech, Mechanism):
+        raise TypeError(f"not a noise mechanism: {type(mech).__name__}")
+    module = type(mech).torch_sampler
+    if module is not None and module not in _IMPORTED:
+        _IMPORTED.add(module)
+        importlib.import_module(module)  # registers the class's sampler
+        return torch_noise(mech, size, clip_bound, generator, dtype, device)
+    stream = numpy_stream(generator if generator.device.type == "cpu" else _cpu_seed(generator))
+    z = np.asarray(mech.sample(size, clip_bound, stream), dtype=np.float64)
+    return torch.from_numpy(z).to(dtype=dtype, device=device)
+
+
+#: torch-sampler modules of plug-in mechanisms imported so far
+_IMPORTED: set[str] = set()
+
+
+def _cpu_seed(generator: torch.Generator) -> torch.Generator:
+    """A CPU generator seeded by one 63-bit draw of a device ``generator``."""
+    seed = int(torch.empty(1, dtype=torch.int64, device=generator.device).random_(generator=generator).item())
+    return torch.Generator().manual_seed(seed)
+
+
+@torch_noise.register
+def _gaussian(mech: Gaussian, size, clip_bound, generator, dtype, device) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    return torch.randn(size, generator=generator, dtype=dtype, device=device).mul_(mech.sigma * clip_bound)
+
+
+@torch_noise.register
+def _laplace(mech: Laplace, size, clip_bound, generator, dtype, device) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    return standard_laplace(size, generator, dtype=torch.float64, device=device).mul_(clip_bound / mech.u0).to(dtype)
+
+
+@torch_noise.register
+def _lmo(mech: LMO, size, clip_bound, generator, dtype, device) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    c = clip_bound
+    if mech.variant == "shared":
+        u = sample_u(mech, (), generator, device=device)
+        return standard_laplace(size, generator, dtype=torch.float64, device=device).mul_(c / u).to(dtype)
+    if device.type == "cpu":
+        direct = dtype in (torch.float32, torch.float64)
+        z = torch.empty(math.prod(size), dtype=dtype if direct else torch.float32)
+        sample_per_coordinate(mech.arrays, z.numel(), numpy_stream(generator), c, out=z.numpy())
+        return z.reshape(size).to(dtype)
+    return lmo_from_uniforms(mech, size, c, generator, device=device).to(dtype)

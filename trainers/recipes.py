@@ -3,13 +3,15 @@
 DP-SGD wants large expected batches, many steps and few trainable coordinates, and the two
 clipping norms want different step sizes, so one set of defaults cannot serve every trial. A
 recipe is chosen by the *trainable set* (``head``; ``top`` = LoRA or full on the top layers;
-``lora``; ``full``) and the *noise family*:
+``lora``; ``full``) and the *noise family*, which is the mechanism's clipping norm
+(:attr:`noise_search.mechanisms.Mechanism.norm`):
 
-* ``gaussian`` -- L2 clipping;
-* ``l1`` -- Laplace and LMO (L1 clipping). A clipped example's L1 norm is at most ``C``, so its
-  L2 norm is at most ``C`` and typically about ``C / sqrt(d)`` over ``d`` coordinates, while
-  the noise is about ``C / u`` on every coordinate: with the learning rate that suits Gaussian
-  noise an L1 run moves much less per unit of noise. L1 recipes have their own learning rate;
+* ``gaussian`` -- L2 clipping (Gaussian noise, and any mechanism with L2 clipping);
+* ``l1`` -- L1 clipping (Laplace, LMO, and any mechanism with L1 clipping). A clipped example's
+  L1 norm is at most ``C``, so its L2 norm is at most ``C`` and typically about ``C / sqrt(d)``
+  over ``d`` coordinates, while the noise is about ``C / u`` on every coordinate: with the
+  learning rate that suits Gaussian noise an L1 run moves much less per unit of noise. L1
+  recipes have their own learning rate;
 * ``none`` -- the non-private reference on the same trainable set (its own batch size and
   epochs: without noise, small batches and few epochs are best).
 
@@ -28,16 +30,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from noise_search.errors import ParameterError
-
-if TYPE_CHECKING:
-    from trainers.config import RecipeUse, TrialConfig
-    from trainers.settings import TrainingSettings
+from noise_search.errors import InputError, ParameterError
+from noise_search.mechanisms import mechanism_class, mechanism_names
+from trainers.settings import PrivacySettings, TrainingSettings
 
 KINDS: tuple[str, ...] = ("head", "top", "lora", "full")
-FAMILIES: tuple[str, ...] = ("gaussian", "l1", "none")
+#: the recipe families: L2 clipping (named after its mechanism, Gaussian noise), L1 clipping, no noise
+L2, L1, NONE = "gaussian", "l1", "none"
+FAMILIES: tuple[str, ...] = (L2, L1, NONE)
+#: the family of each clipping norm
+FAMILY_OF_NORM: dict[str, str] = {"l2": L2, "l1": L1}
+
+
+@dataclass(frozen=True)
+class RecipeUse:
+    """Which recipe a resolved trial used and the values it supplied (``section.key -> value``)."""
+
+    name: str
+    applied: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "applied": dict(self.applied)}
+
+
+class Configured(Protocol):
+    """What a recipe reads of a trial config: its training settings and privacy section."""
+
+    @property
+    def training(self) -> TrainingSettings: ...
+
+    @property
+    def privacy(self) -> PrivacySettings: ...
 
 
 @dataclass(frozen=True)
@@ -65,18 +90,18 @@ class Recipe:
 
 #: kind, family, learning rate, clip, batch cap, batch fraction, epochs, physical batch size
 _TABLE: tuple[tuple[str, str, float, float | None, int, float, float, int | None], ...] = (
-    ("head", "gaussian", 0.1, 0.3, 2048, 0.25, 40.0, None),
-    ("head", "l1", 0.2, 1.0, 2048, 0.25, 40.0, None),
-    ("head", "none", 0.03, None, 512, 0.1, 20.0, None),
-    ("top", "gaussian", 0.01, 1.0, 2048, 0.25, 10.0, 256),
-    ("top", "l1", 0.03, 1.0, 2048, 0.25, 10.0, 256),
-    ("top", "none", 0.003, None, 64, 0.05, 2.0, 256),
-    ("lora", "gaussian", 0.005, 1.0, 1024, 0.25, 3.0, 64),
-    ("lora", "l1", 0.015, 1.0, 1024, 0.25, 3.0, 64),
-    ("lora", "none", 0.001, None, 32, 0.05, 2.0, 64),
-    ("full", "gaussian", 5e-4, 0.1, 1024, 0.25, 3.0, 32),
-    ("full", "l1", 1.5e-3, 0.1, 1024, 0.25, 3.0, 32),
-    ("full", "none", 5e-5, None, 32, 0.05, 2.0, 32),
+    ("head", L2, 0.1, 0.3, 2048, 0.25, 40.0, None),
+    ("head", L1, 0.2, 1.0, 2048, 0.25, 40.0, None),
+    ("head", NONE, 0.03, None, 512, 0.1, 20.0, None),
+    ("top", L2, 0.01, 1.0, 2048, 0.25, 10.0, 256),
+    ("top", L1, 0.03, 1.0, 2048, 0.25, 10.0, 256),
+    ("top", NONE, 0.003, None, 64, 0.05, 2.0, 256),
+    ("lora", L2, 0.005, 1.0, 1024, 0.25, 3.0, 64),
+    ("lora", L1, 0.015, 1.0, 1024, 0.25, 3.0, 64),
+    ("lora", NONE, 0.001, None, 32, 0.05, 2.0, 64),
+    ("full", L2, 5e-4, 0.1, 1024, 0.25, 3.0, 32),
+    ("full", L1, 1.5e-3, 0.1, 1024, 0.25, 3.0, 32),
+    ("full", NONE, 5e-5, None, 32, 0.05, 2.0, 32),
 )
 
 RECIPES: dict[tuple[str, str], Recipe] = {
@@ -86,12 +111,16 @@ RECIPES: dict[tuple[str, str], Recipe] = {
 
 
 def family(mechanism: str) -> str:
-    """``gaussian``, ``l1`` (laplace, lmo) or ``none``."""
-    if mechanism in ("laplace", "lmo"):
-        return "l1"
-    if mechanism in ("gaussian", "none"):
-        return mechanism
-    raise ParameterError("privacy.mechanism", f"must be gaussian, laplace, lmo or none, got {mechanism!r}")
+    """The recipe family of a registered mechanism's name, or of ``none``: its clipping norm's
+    (:data:`FAMILY_OF_NORM`: ``gaussian`` for L2, ``l1`` for L1), or ``none``."""
+    if mechanism == NONE:
+        return NONE
+    try:
+        return FAMILY_OF_NORM[mechanism_class(mechanism).norm]
+    except InputError:
+        raise ParameterError(
+            "privacy.mechanism", f"must be one of {', '.join(mechanism_names())} or none, got {mechanism!r}"
+        ) from None
 
 
 def recipe_for(kind: str, mechanism: str) -> Recipe:
@@ -102,11 +131,9 @@ def recipe_for(kind: str, mechanism: str) -> Recipe:
 
 
 def apply_recipe(
-    kind: str, mechanism: str, config: TrialConfig, n_train: int
+    kind: str, mechanism: str, config: Configured, n_train: int
 ) -> tuple[TrainingSettings, float | None, RecipeUse]:
     """(training settings, clip, what was applied) with the recipe filling every unset field."""
-    from trainers.config import RecipeUse
-
     recipe = recipe_for(kind, mechanism)
     t = config.training
     updates: dict[str, Any] = {}
@@ -122,7 +149,7 @@ def apply_recipe(
         updates["physical_batch_size"] = recipe.physical_batch_size
     applied = {f"training.{k}": v for k, v in updates.items()}
     clip = config.privacy.clip
-    if clip is None and recipe.clip is not None and mechanism != "none":
+    if clip is None and recipe.clip is not None and mechanism != NONE:
         clip = recipe.clip
         applied["privacy.clip"] = clip
     return t.model_copy(update=updates), clip, RecipeUse(recipe.name, applied)

@@ -14,9 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, 
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from noise_search.accountants import accountants_for
+from noise_search.accountants import ACCOUNTANTS, accountants_for
 from noise_search.errors import ParameterError
-from noise_search.mechanisms import PARAMETER_KEYS, Mechanism, mechanism_from_dict
+from noise_search.mechanisms import Mechanism, mechanism_class, mechanism_names
+from noise_search.mechanisms.registry import broken_plugins
+
+#: ``privacy.mechanism`` of the non-private reference (no noise, no epsilon)
+NON_PRIVATE = "none"
 
 
 def _allows_bool(annotation: Any) -> bool:
@@ -265,19 +269,29 @@ class DataSettings(Section):
         return v
 
 
-class PrivacySettings(Section):
-    """The privacy target and where the noise comes from. ``params`` is kept as given (it is
-    what a config file and the run's MLflow params show) and parsed once, on validation, into
-    the typed mechanism :meth:`explicit_mechanism` returns."""
+def _one_of(names: tuple[str, ...]) -> str:
+    """``input should be 'a', 'b' or 'c'`` (pydantic's wording for a choice)."""
+    quoted = [f"'{n}'" for n in names]
+    return "input should be " + (", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0])
 
-    mechanism: Literal["gaussian", "laplace", "lmo", "none"]
+
+class PrivacySettings(Section):
+    """The privacy target and where the noise comes from. ``mechanism`` is a registered
+    mechanism's name (:mod:`noise_search.mechanisms.registry`: the built-ins and installed
+    plug-ins) or ``none``. ``params`` is kept as given (it is what a config file and the run's
+    MLflow params show) and parsed once, on validation, into the typed mechanism
+    :meth:`explicit_mechanism` returns."""
+
+    mechanism: str = Field(description="gaussian | laplace | lmo | a plug-in's name | none (no noise)")
     epsilon: float | None = Field(None, gt=0, description="target epsilon > 0 (required unless mechanism is none)")
     delta: float = Field(1e-5, gt=0, lt=1, description="target delta in (0, 1)")
     clip: float | None = Field(
         None, gt=0, description="clipping bound C > 0, in the mechanism's norm (L2 / L1); null = the recipe's"
     )
-    accountant: Literal["rdp", "prv", "pld", "rdp-hidden-u"] = "rdp"
-    params: dict[str, Any] | None = Field(None, description="mechanism parameters (sigma | u0 | LMO keys)")
+    accountant: str = Field("rdp", description="rdp | prv | pld | rdp-hidden-u (those that can bound the mechanism)")
+    params: dict[str, Any] | None = Field(
+        None, description="mechanism parameters (sigma | u0 | LMO keys | a plug-in's)"
+    )
     search_result: str | None = Field(None, description="a noise-search result file (lmo-dp search --out)")
     calibrate: bool = Field(False, description="LMO: rescale the given parameters to meet the target")
     on_budget: Literal["refuse", "stop"] = Field(
@@ -291,9 +305,30 @@ class PrivacySettings(Section):
 
     _noise: Mechanism | None = PrivateAttr(None)
 
+    @field_validator("mechanism")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v != NON_PRIVATE and v not in mechanism_names():
+            if v in broken_plugins():
+                mechanism_class(v, "privacy.mechanism")  # says why the plug-in could not be loaded
+            raise ParameterError("privacy.mechanism", f"{_one_of((*mechanism_names(), NON_PRIVATE))}, got {v!r}")
+        return v
+
+    @field_validator("accountant")
+    @classmethod
+    def _accountant_known(cls, v: str) -> str:
+        if v not in ACCOUNTANTS:
+            raise ParameterError("privacy.accountant", f"{_one_of(ACCOUNTANTS)}, got {v!r}")
+        return v
+
+    @property
+    def mechanism_class(self) -> type[Mechanism] | None:
+        """The class of ``mechanism`` (None for ``none``)."""
+        return None if self.mechanism == NON_PRIVATE else mechanism_class(self.mechanism)
+
     @model_validator(mode="after")
     def _consistent(self) -> PrivacySettings:
-        if self.mechanism == "none":
+        if self.mechanism == NON_PRIVATE:
             for key in ("params", "search_result", "calibrate"):
                 if getattr(self, key) not in (None, False):
                     raise ParameterError(f"privacy.{key}", "not with mechanism none (a non-private run adds no noise)")
@@ -302,11 +337,18 @@ class PrivacySettings(Section):
             raise ParameterError("privacy.epsilon", f"required for mechanism {self.mechanism} (a target > 0)")
         if self.params is not None and self.search_result is not None:
             raise ParameterError("privacy.params", "give either params or search_result, not both")
-        if self.mechanism == "lmo" and self.params is None and self.search_result is None:
-            raise ParameterError("privacy.params", "lmo needs params or a search_result file")
-        if self.calibrate and self.mechanism != "lmo":
+        cls = mechanism_class(self.mechanism)
+        if cls.noise_parameter is None and self.params is None and self.search_result is None:
             raise ParameterError(
-                "privacy.calibrate", "only for lmo (Gaussian/Laplace calibrate when params are omitted)"
+                "privacy.params",
+                f"{self.mechanism} needs params or a search_result file (it has no one noise parameter to calibrate)",
+            )
+        if self.calibrate and cls.noise_parameter is not None:
+            rescaled = [n for n in mechanism_names() if mechanism_class(n).noise_parameter is None]
+            scalar = [n for n in mechanism_names() if mechanism_class(n).noise_parameter is not None]
+            raise ParameterError(
+                "privacy.calibrate",
+                f"only for {', '.join(rescaled)} ({', '.join(scalar)} calibrate when params are omitted)",
             )
         if self.search_result is not None and not Path(self.search_result).is_file():
             what = "is not a regular file" if Path(self.search_result).exists() else "does not exist"
@@ -322,14 +364,15 @@ class PrivacySettings(Section):
         return self
 
     def _parse_params(self) -> Mechanism:
-        allowed = PARAMETER_KEYS[self.mechanism]
+        cls = mechanism_class(self.mechanism)
+        allowed = cls.keys()
         unknown = sorted(set(self.params or {}) - set(allowed))
         if unknown:
             raise ParameterError(
                 f"privacy.params.{unknown[0]}", f"unknown {self.mechanism} parameter (allowed: {', '.join(allowed)})"
             )
         try:
-            return mechanism_from_dict({**(self.params or {}), "mechanism": self.mechanism}, source="privacy.params")
+            return cls.from_params(self.params or {}, source="privacy.params")
         except ParameterError as exc:
             raise ParameterError(f"privacy.params.{exc.field}", str(exc)[len(exc.field) + 2 :]) from exc
 

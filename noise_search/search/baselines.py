@@ -116,7 +116,7 @@ def calibrate_gaussian_rdp(
         spent = compute_epsilon(mech, sample_rate=q, steps=t, delta=d, accountant="rdp")
         if spent.epsilon <= target:
             return mech, spent
-    cal = calibrate("gaussian", epsilon=target, delta=d, sample_rate=q, steps=t)  # pragma: no cover - defensive
+    cal = calibrate(Gaussian, epsilon=target, delta=d, sample_rate=q, steps=t)  # pragma: no cover - defensive
     return cal.mechanism, cal.spent  # pragma: no cover
 
 
@@ -160,10 +160,10 @@ def tighter_laplace(problem: SearchProblem, target: float) -> BaselineEntry:
     """The Laplace calibrated to ``target`` under ``problem.accountant`` (which supports Laplace)."""
     kw = {"sample_rate": problem.sample_rate, "steps": problem.steps, "delta": problem.delta}
     try:
-        cal = calibrate("laplace", epsilon=target, rel_tol=BASELINE_REL_TOL, **kw)
+        cal = calibrate(Laplace, epsilon=target, rel_tol=BASELINE_REL_TOL, **kw)
     except CalibrationError as exc:
-        return BaselineEntry("laplace", None, accountant=problem.accountant, error=str(exc))
-    return _tighter_laplace(problem, target, _entry("laplace", cal.mechanism, cal.spent, problem), kw)
+        return BaselineEntry(Laplace.name, None, accountant=problem.accountant, error=str(exc))
+    return _tighter_laplace(problem, target, _entry(Laplace.name, cal.mechanism, cal.spent, problem), kw)
 
 
 @dataclass(frozen=True)
@@ -191,12 +191,12 @@ def _tighter_laplace(problem: SearchProblem, target: float, rdp: BaselineEntry, 
     """The Laplace calibrated under ``problem.accountant`` (which supports Laplace)."""
     try:
         if not isinstance(rdp.mechanism, Laplace):
-            cal = calibrate("laplace", epsilon=target, accountant=problem.accountant, **kw)
-            return _entry("laplace", cal.mechanism, cal.spent, problem)
+            cal = calibrate(Laplace, epsilon=target, accountant=problem.accountant, **kw)
+            return _entry(Laplace.name, cal.mechanism, cal.spent, problem)
         mech = Laplace(_tighter_laplace_u0(get_accountant(problem.accountant), target, rdp.mechanism.u0, kw))
-        return _entry("laplace", mech, compute_epsilon(mech, accountant=problem.accountant, **kw), problem)
+        return _entry(Laplace.name, mech, compute_epsilon(mech, accountant=problem.accountant, **kw), problem)
     except (CalibrationError, UnsupportedError) as exc:
-        return BaselineEntry("laplace", None, accountant=problem.accountant, error=str(exc))
+        return BaselineEntry(Laplace.name, None, accountant=problem.accountant, error=str(exc))
 
 
 def calibrate_baselines(problem: SearchProblem, target: float) -> Baselines:
@@ -205,29 +205,29 @@ def calibrate_baselines(problem: SearchProblem, target: float) -> Baselines:
     kw = {"sample_rate": problem.sample_rate, "steps": problem.steps, "delta": problem.delta}
     try:
         # tight: a loose u0 would let a near-degenerate LMO "beat" Laplace by the tolerance
-        cal = calibrate("laplace", epsilon=target, rel_tol=BASELINE_REL_TOL, **kw)
-        laplace = _entry("laplace", cal.mechanism, cal.spent, problem)
+        cal = calibrate(Laplace, epsilon=target, rel_tol=BASELINE_REL_TOL, **kw)
+        laplace = _entry(Laplace.name, cal.mechanism, cal.spent, problem)
     except CalibrationError as exc:
-        laplace = BaselineEntry("laplace", None, error=str(exc))
+        laplace = BaselineEntry(Laplace.name, None, error=str(exc))
     try:
         mech, spent = calibrate_gaussian_rdp(target, **kw)
-        rdp_entry = _entry("gaussian", mech, spent, problem)
+        rdp_entry = _entry(Gaussian.name, mech, spent, problem)
     except CalibrationError as exc:
-        mech, rdp_entry = None, BaselineEntry("gaussian", None, accountant="rdp", error=str(exc))
+        mech, rdp_entry = None, BaselineEntry(Gaussian.name, None, accountant="rdp", error=str(exc))
     if problem.accountant == "rdp":
         return Baselines(laplace, rdp_entry)
     laplace_rdp = None
-    if "laplace" in get_accountant(problem.accountant).families:
+    if get_accountant(problem.accountant).supports_class(Laplace):
         laplace, laplace_rdp = _tighter_laplace(problem, target, laplace, kw), laplace
     try:
         if mech is None:
-            cal = calibrate("gaussian", epsilon=target, accountant=problem.accountant, **kw)
+            cal = calibrate(Gaussian, epsilon=target, accountant=problem.accountant, **kw)
             g_mech, g_spent = cal.mechanism, cal.spent
         else:  # the RDP sigma is an upper bound on the tighter accountant's answer: start there
             acc = get_accountant(problem.accountant)
             g_mech = Gaussian(_tighter_gaussian_sigma(acc, target, mech.sigma, kw))
             g_spent = compute_epsilon(g_mech, accountant=problem.accountant, **kw)
-        gaussian = _entry("gaussian", g_mech, g_spent, problem)
+        gaussian = _entry(Gaussian.name, g_mech, g_spent, problem)
     except CalibrationError as exc:
-        gaussian = BaselineEntry("gaussian", None, accountant=problem.accountant, error=str(exc))
+        gaussian = BaselineEntry(Gaussian.name, None, accountant=problem.accountant, error=str(exc))
     return Baselines(laplace, gaussian, rdp_entry, laplace_rdp)

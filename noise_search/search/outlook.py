@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from noise_search.errors import InputError
 from noise_search.lower_bound import epsilon_lower_bound
-from noise_search.mechanisms import LMO
+from noise_search.mechanisms import LMO, Laplace
 from noise_search.search.baselines import tighter_laplace
 from noise_search.search.problem import SearchProblem
 from noise_search.search.rows import TIE_REL_TOL, at_least_as_good
@@ -24,9 +24,9 @@ def tight_outlook(problem: SearchProblem, lmo: LMO, objective: float) -> TightOu
     try:
         bound = epsilon_lower_bound(lmo, sample_rate=problem.sample_rate, steps=problem.steps, delta=problem.delta)
     except (InputError, ValueError, OverflowError, MemoryError) as exc:
-        return TightOutlook(None, BaselineEntry("laplace", None, accountant=problem.accountant), None, str(exc))
+        return TightOutlook(None, BaselineEntry(Laplace.name, None, accountant=problem.accountant), None, str(exc))
     if bound <= 0.0:
-        entry = BaselineEntry("laplace", None, accountant=problem.accountant, error="the lower bound is 0")
+        entry = BaselineEntry(Laplace.name, None, accountant=problem.accountant, error="the lower bound is 0")
         return TightOutlook(bound, entry, None, "the lower bound is 0: nothing to compare")
     laplace = tighter_laplace(problem, bound)
     if laplace.objective is None:

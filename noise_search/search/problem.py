@@ -13,17 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from noise_search.accountants import ACCOUNTANTS, check_accounting_inputs, check_steps_supported
+from noise_search.accountants import ACCOUNTANT_CLASSES, accountants_for, check_accounting_inputs, check_steps_supported
 from noise_search.errors import ParameterError, check_int, require_finite_number
 from noise_search.evaluator import check_objective, to_score
-from noise_search.mechanisms import Mechanism
+from noise_search.mechanisms import LMO, Mechanism
 from noise_search.spaces import SPACES, PaperSpace, Space, WideSpace, make_space
 
 STRATEGIES: tuple[str, ...] = ("grid", "optimize")
 #: accountants for the baselines (the RDP values are always reported beside them)
-BASELINE_ACCOUNTANTS: tuple[str, ...] = tuple(a for a in ACCOUNTANTS if a != "rdp-hidden-u")
+BASELINE_ACCOUNTANTS: tuple[str, ...] = tuple(a.name for a in ACCOUNTANT_CLASSES if a.baseline)
 #: accountants a pick's LMO is finally held to: ``rdp-hidden-u`` rescales each pick to spend the target
-LMO_ACCOUNTANTS: tuple[str, ...] = ("rdp", "rdp-hidden-u")
+LMO_ACCOUNTANTS: tuple[str, ...] = tuple(accountants_for(LMO))
 #: Candidates per block (one Ray task): paper blocks are cheap (orders <= 20), wide ones are not.
 DEFAULT_BLOCK_SIZE = {"paper": 8192, "wide": 2048}
 

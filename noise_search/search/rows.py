@@ -32,19 +32,18 @@ def honesty_note(
     infeasible), and a sentence saying so."""
     if objective is None:
         return (), None
-    entries = {"laplace": baselines.laplace, "gaussian": baselines.gaussian}
     dominated = tuple(
-        fam
-        for fam, entry in entries.items()
+        entry.family
+        for entry in (baselines.laplace, baselines.gaussian)
         if entry.objective is not None and at_least_as_good(problem, entry.objective, objective, TIE_REL_TOL)
     )
     if not dominated:
         return (), None
     parts = []
-    if "laplace" in dominated:
+    if baselines.laplace.family in dominated:
         lap = baselines.laplace
         parts.append(f"the calibrated Laplace (u0 = {lap.value:.4g}, {problem.objective} {lap.objective:.4g})")
-    if "gaussian" in dominated:
+    if baselines.gaussian.family in dominated:
         g = baselines.gaussian
         parts.append(
             f"the calibrated Gaussian (sigma = {g.value:.4g}, {problem.objective} "

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from noise_search.accountants import get_accountant
-from noise_search.mechanisms import LMO
+from noise_search.mechanisms import LMO, Laplace
 from noise_search.search.baselines import calibrate_baselines
 from noise_search.search.executors import Executor, LocalExecutor
 from noise_search.search.grid import (
@@ -125,7 +125,7 @@ def run_search(
             rdp_picks[i] = picks[i]
             picks[i], rescale_errors[i] = _best_rescaled(problem, results[i])
     outlooks: list = [None] * len(picks)
-    if problem.accountant != "rdp" and "laplace" in get_accountant(problem.accountant).families:
+    if problem.accountant != "rdp" and get_accountant(problem.accountant).supports_class(Laplace):
         found = [i for i, pick in enumerate(picks) if pick is not None]
         handles = [ex.submit(tight_outlook, problem, picks[i].mechanism, picks[i].objective) for i in found]
         for i, outlook in zip(found, ex.gather(handles), strict=True):

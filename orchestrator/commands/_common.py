@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
 
-from noise_search.accountants import ACCOUNTANTS, accountants_for
+from noise_search.accountants import ACCOUNTANT_CLASSES, ACCOUNTANTS, accountants_for
 from noise_search.errors import InputError, ParameterError
-from noise_search.mechanisms import LMO, PARAMETER_KEYS, Gaussian, Laplace, Mechanism
+from noise_search.mechanisms import Gaussian, Laplace, Mechanism, mechanism_class, mechanism_names
+from noise_search.mechanisms.registry import broken_plugins
 from noise_search.user_files import load_json_file
 
 #: Library field name -> CLI flag, so one-line errors name what the user typed.
@@ -22,53 +24,103 @@ FIELD_FLAGS: dict[str, str] = {
 }
 
 
-def add_mechanism_args(parser: argparse.ArgumentParser) -> None:
+class MechanismChoices:
+    """``--mechanism``'s choices: every registered mechanism (``--help`` and "invalid choice" list
+    them), and a plug-in that failed to load is let through so that its own error -- naming its
+    entry point -- is what the user reads (:func:`mechanism_from_args`)."""
+
+    def __init__(self, names: Callable[[], tuple[str, ...]] = mechanism_names) -> None:
+        self._names = names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names() or name in broken_plugins()
+
+
+#: The built-in mechanisms' own parameter flags (the CLI contract): flag -> (mechanism, parameter).
+#: ``--params FILE`` and ``--param KEY=VALUE`` serve every mechanism.
+PARAMETER_FLAGS: dict[str, tuple[str, str]] = {"--sigma": (Gaussian.name, "sigma"), "--u": (Laplace.name, "u0")}
+
+
+def add_mechanism_args(parser: argparse.ArgumentParser, choices: MechanismChoices | None = None) -> None:
     parser.add_argument(
         "--mechanism",
         required=True,
-        choices=["gaussian", "laplace", "lmo"],
-        help="noise family: gaussian (L2 clipping), laplace or lmo (L1 clipping)",
+        choices=choices or MechanismChoices(),
+        metavar="{" + ",".join(mechanism_names()) + "}",
+        help="noise mechanism: " + "; ".join(f"{n}: {mechanism_class(n).summary}" for n in mechanism_names()),
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--sigma", type=float, help="Gaussian noise multiplier (std / clipping bound)")
     group.add_argument("--u", type=float, dest="u", help="Laplace inverse scale u0 (scale = C / u0)")
-    group.add_argument("--params", help="LMO parameter JSON (a1, a3, a4, G_k, G_theta, E_lambda, U_a, U_b)")
+    group.add_argument(
+        "--params", help="the parameters as a JSON object file (LMO: a1, a3, a4, G_k, G_theta, E_lambda, U_a, U_b)"
+    )
+    group.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="one parameter of the mechanism, repeated for each (e.g. --param sigma=1.1); any registered mechanism",
+    )
 
 
 def mechanism_from_args(args: argparse.Namespace) -> Mechanism:
-    """The mechanism named by ``--mechanism`` with its one parameter flag."""
-    needed = {"gaussian": "--sigma", "laplace": "--u", "lmo": "--params"}[args.mechanism]
-    value = {"--sigma": args.sigma, "--u": args.u, "--params": args.params}[needed]
-    if value is None:
-        raise InputError(f"{needed}: required with --mechanism {args.mechanism}")
-    if args.mechanism == "gaussian":
-        return Gaussian(args.sigma)
-    if args.mechanism == "laplace":
-        return Laplace(args.u)
-    return lmo_from_file(args.params)
+    """The mechanism named by ``--mechanism`` with its parameters: its own flag (``--sigma``,
+    ``--u``), ``--params FILE`` or ``--param KEY=VALUE``; every error names the flag at fault."""
+    cls = mechanism_class(args.mechanism, "--mechanism")
+    if args.params is not None:
+        return mechanism_from_file(cls, args.params)
+    if args.param:
+        return _from_pairs(cls, args.param)
+    own = {flag: name for flag, (mechanism, name) in PARAMETER_FLAGS.items() if mechanism == cls.name}
+    for flag, name in own.items():
+        value = getattr(args, flag[2:])
+        if value is not None:
+            return cls.from_params({name: value}, source=flag)
+    needed = next(iter(own), "--params" if len(cls.parameters) > 1 else "--param")
+    raise InputError(f"{needed}: required with --mechanism {cls.name}")
 
 
-#: Keys an LMO parameter file may hold besides the parameters, read and ignored: ``mechanism``
-#: (``lmo``) and the metadata the LMO-DP paper's own files carry about the setting they were
-#: tuned for (``--delta`` and the other flags are what is accounted).
-LMO_FILE_NOTES: tuple[str, ...] = (
-    "mechanism", "Gamma", "Usefulness", "dataset", "delta", "eps", "order", "overall_privacy",
-)  # fmt: skip
+def _from_pairs(cls: type[Mechanism], pairs: list[str]) -> Mechanism:
+    """The mechanism of ``--param KEY=VALUE`` pairs (each key a parameter, once)."""
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--param: expected KEY=VALUE, got {pair!r}")
+        try:
+            parameter = cls.parameter(key)
+        except ParameterError:
+            raise InputError(
+                f"--param: {key}: not a parameter of the {cls.name} mechanism (it has {cls.parameter_list()})"
+            ) from None
+        if parameter.name in params:
+            raise InputError(f"--param: {parameter.name} is given twice")
+        params[parameter.name] = parameter.parse(text.strip())
+    try:
+        return cls.from_params(params, source="--param")
+    except InputError as exc:
+        raise InputError(f"--param: {exc}") from None
 
 
-def lmo_from_file(path: str) -> LMO:
-    """The LMO of a ``--params`` file; every error names ``--params`` (and the key at fault)."""
+def mechanism_from_file(cls: type[Mechanism], path: str) -> Mechanism:
+    """The mechanism of a ``--params`` file (a JSON object of its parameters; it may also say
+    ``mechanism`` and, for LMO, the LMO-DP paper's metadata keys); every error names ``--params``
+    (and the key at fault)."""
     data = load_json_file(path, "--params")
     if not isinstance(data, dict):
-        raise InputError(f"--params: {path} must hold a JSON object with LMO parameters")
-    allowed = (*PARAMETER_KEYS["lmo"], *LMO_FILE_NOTES)
+        raise InputError(f"--params: {path} must hold a JSON object with {cls.name} parameters")
+    allowed = (*cls.keys(), "mechanism", *cls.file_notes)
     unknown = sorted(k for k in data if k not in allowed)
     if unknown:
         raise InputError(f"--params: {path}: {unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
-    if data.get("mechanism", "lmo") != "lmo":
-        raise InputError(f"--params: {path}: mechanism: must be lmo here, got {data['mechanism']!r}")
+    if data.get("mechanism", cls.name) != cls.name:
+        raise InputError(f"--params: {path}: mechanism: must be {cls.name} here, got {data['mechanism']!r}")
     try:
-        return LMO.from_dict(data, source=path)
+        return cls.from_params(data, source=path)
     except InputError as exc:
         raise InputError(f"--params: {path}: {exc}") from None
 
@@ -82,7 +134,7 @@ def add_accounting_args(parser: argparse.ArgumentParser, *, accountant: bool = T
             "--accountant",
             choices=list(ACCOUNTANTS),
             default="rdp",
-            help="rdp: every mechanism; prv: gaussian (Opacus PRV); pld: gaussian and laplace (dp-accounting)",
+            help="; ".join(f"{a.name}: {a.summary}" for a in ACCOUNTANT_CLASSES),
         )
 
 
@@ -137,17 +189,12 @@ def tuning_json(tuning: tuple[float, float]) -> dict:
     }
 
 
-def check_accountant(accountant: str, family: str) -> None:
-    """``--accountant`` can bound releases of ``family`` (checked before any work)."""
+def check_accountant(accountant: str, family: str | type[Mechanism]) -> None:
+    """``--accountant`` can bound releases of ``family`` (a mechanism's name or class; checked
+    before any work)."""
     able = accountants_for(family)
+    family = family if isinstance(family, str) else family.name
     if accountant not in able:
         raise ParameterError(
             "accountant", f"'{accountant}' cannot account the {family} mechanism (use {' or '.join(able)})"
         )
-
-
-def mechanism_params(mech: Mechanism) -> dict:
-    """The mechanism's parameters as a plain dict (without the ``mechanism`` key)."""
-    d = mech.to_dict()
-    d.pop("mechanism", None)
-    return d

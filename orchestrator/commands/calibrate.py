@@ -1,13 +1,21 @@
-"""``lmo-dp calibrate``: the least noise that meets a target epsilon."""
+"""``lmo-dp calibrate``: the least noise that meets a target epsilon.
+
+Any registered mechanism with one scalar noise parameter (its
+:attr:`~noise_search.mechanisms.Mechanism.noise_parameter`: Gaussian ``sigma``, Laplace ``u0``,
+a plug-in's own). ``--json`` holds the parameter under its name and, for Laplace, also under
+its older name ``u`` (deprecated).
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from noise_search.calibration import at_least_noise_limit, calibrate
+from noise_search.mechanisms import mechanism_class, mechanism_names
 from orchestrator.cli import add_json_flag
 from orchestrator.commands._common import (
     FIELD_FLAGS,
+    MechanismChoices,
     add_accounting_args,
     add_tuning_args,
     check_accountant,
@@ -16,10 +24,20 @@ from orchestrator.commands._common import (
 )
 
 
+def calibrated_names() -> tuple[str, ...]:
+    """The registered mechanisms with one scalar noise parameter."""
+    return tuple(n for n in mechanism_names() if mechanism_class(n).noise_parameter is not None)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="noise multiplier (gaussian) or inverse scale (laplace) for a target epsilon")
+    p = sub.add_parser("calibrate", help="the noise parameter (sigma, u0, ...) of a mechanism for a target epsilon")
     p.add_argument(
-        "--mechanism", required=True, choices=["gaussian", "laplace"], help="noise family whose parameter is calibrated"
+        "--mechanism",
+        required=True,
+        choices=MechanismChoices(calibrated_names),
+        metavar="{" + ",".join(calibrated_names()) + "}",
+        help="mechanism whose noise parameter is calibrated: "
+        + "; ".join(f"{n}: {mechanism_class(n).noise_parameter.name}" for n in calibrated_names()),  # type: ignore[union-attr]
     )
     p.add_argument("--epsilon", type=float, required=True, help="target epsilon > 0")
     add_accounting_args(p)
@@ -29,10 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    check_accountant(args.accountant, args.mechanism)
+    cls = mechanism_class(args.mechanism, "--mechanism")
+    check_accountant(args.accountant, cls)
     tuning = tuning_from_args(args)
     cal = calibrate(
-        args.mechanism,
+        cls,
         epsilon=args.epsilon,
         delta=args.delta,
         sample_rate=args.sample_rate,
@@ -40,9 +59,11 @@ def run(args: argparse.Namespace) -> dict:
         accountant=args.accountant,
         tuning=tuning,
     )
-    param = {"sigma": cal.mechanism.sigma} if args.mechanism == "gaussian" else {"u": cal.mechanism.u0}
+    name = cls.noise_parameter.name  # type: ignore[union-attr]
+    value = cal.mechanism.noise_value()
+    param = {key: value for key in (name, *cls.parameter(name).aliases)}  # deprecated aliases beside it
     out = {
-        "mechanism": args.mechanism,
+        "mechanism": cls.name,
         **param,
         "epsilon": cal.spent.epsilon,
         "target_epsilon": cal.target_epsilon,
@@ -63,7 +84,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def render(r: dict) -> str:
-    name, value = ("sigma", r["sigma"]) if "sigma" in r else ("u0", r["u"])
+    name = mechanism_class(r["mechanism"]).noise_parameter.name  # type: ignore[union-attr]
+    value = r[name]
     text = (
         f"{r['mechanism']}: {name} = {value:.6g} gives epsilon = {r['epsilon']:.6g} "
         f"(target {r['target_epsilon']:g}) at delta = {r['delta']:g}\n"
@@ -74,7 +96,7 @@ def render(r: dict) -> str:
 
         text += "\n" + tuning_line(r)
     if r.get("at_limit"):
-        bound = "upper" if name == "u0" else "lower"
+        bound = "upper" if mechanism_class(r["mechanism"]).noise_parameter.increasing else "lower"  # type: ignore[union-attr]
         text += (
             f"\n  {name} is at its {bound} limit {value:g} (the least noise calibrate searches); "
             "its epsilon is below the target"

@@ -32,8 +32,8 @@ def test_the_file_form_round_trips_and_keeps_its_names() -> None:
     for r in (row(LMO_MECH, dominated_by=("laplace",), note="dominated"), row(None, note="infeasible: ...")):
         d = json.loads(json.dumps(r.to_dict()))
         assert SearchRow.from_dict(d, "file") == r
-        lap = {"u": 0.3, "epsilon": 1.99, "order": 11.0, "objective": 3.1, "accountant": "rdp"}
-        assert d["laplace"] == lap  # the file's key is u
+        lap = {"u0": 0.3, "u": 0.3, "epsilon": 1.99, "order": 11.0, "objective": 3.1, "accountant": "rdp"}
+        assert d["laplace"] == lap  # the file's key is u0, and u beside it for older tools (deprecated)
         assert d["gaussian"]["accountant"] == "rdp" and d["feasible"] is (r.lmo is not None)
     assert row(LMO_MECH).to_dict()["mean_u"] == pytest.approx(LMO_MECH.mean_u())
 

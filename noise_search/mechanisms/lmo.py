@@ -1,127 +1,63 @@
-"""Noise mechanisms as validated, immutable parameter objects (docs/privacy.md section 2).
+"""LMO noise: Laplace with a random inverse scale ``u`` (a Gamma/Exponential/Uniform mixture), L1 clipping.
 
-Each mechanism adds noise to a sum of per-example contributions clipped to bound ``C`` in
-its norm (:attr:`norm`: L2 for Gaussian, L1 for Laplace and LMO):
-
-* :class:`Gaussian` -- ``N(0, (sigma C)^2)`` per coordinate.
-* :class:`Laplace` -- ``Laplace(0, C/u0)`` per coordinate.
-* :class:`LMO` -- ``Laplace(0, C/u)`` with a random inverse scale
-  ``u = a1 Gamma(G_k, scale=G_theta) + a3 Exponential(rate=E_lambda) + a4 Uniform(U_a, U_b)``.
-
-Utility objectives (section 6) are per coordinate for ``C = 1``: ``mean_abs = E|Z|``,
-``variance = Var Z`` and ``usefulness(gamma) = P(|Z| <= gamma)``. They are computed by
-closed forms or quadrature, never by sampling.
-
-Samplers take an explicit generator: :meth:`sample` a ``numpy.random.Generator``. Training
-noise is drawn in torch by :mod:`trainers.noise` (this package never imports torch).
+Per coordinate ``Laplace(0, C/u)`` with
+``u = a1 Gamma(G_k, scale=G_theta) + a3 Exponential(rate=E_lambda) + a4 Uniform(U_a, U_b)``:
+an independent ``u`` per coordinate (``per_coordinate``) or one per draw (``shared``). Its
+release is an :class:`LmoDpEvent`, bounded by the ``rdp`` accountants from the Renyi moments of
+:mod:`noise_search.rdp` (joint convexity; ``rdp-hidden-u`` also with ``u`` hidden,
+:mod:`noise_search.hidden_rdp`) and, when ``u`` is bounded, by pure-DP composition.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import attr
+import dp_accounting
 import numpy as np
-from scipy.special import erf
 
 from noise_search.errors import InputError, ParameterError, check_range
 from noise_search.lmo_sampler import sample_per_coordinate
+from noise_search.mechanisms.base import (
+    Mechanism,
+    MechanismDpEvent,
+    NoiseParameter,
+    Norm,
+    Parameter,
+    check_clip,
+    check_gamma,
+    shape_tuple,
+)
 from noise_search.mgf import MixtureArrays, dlog_mgf, log_inverse_moment, log_mgf
+from noise_search.rdp import log_expected_a, subsampled_rdp
 from noise_search.user_files import load_json_file
 
 COMPONENTS: tuple[str, ...] = ("gamma", "exponential", "uniform")
-#: Largest Gaussian noise multiplier accepted (beyond it every epsilon is the conversion's floor,
-#: and the libraries' numerics overflow near 1e300).
-MAX_SIGMA = 1e6
-#: Smallest Gaussian noise multiplier accepted: at 1e-3 one step already spends an epsilon in the
-#: millions, and far below it the Renyi moments overflow (calibration searches down to it too).
-MIN_SIGMA = 1e-3
-#: Largest Laplace inverse scale accepted: a per-release epsilon of 1000 is no privacy at all.
-MAX_U0 = 1e3
 VARIANTS: tuple[str, ...] = ("per_coordinate", "shared")
 _COMPONENT_ALIASES = {"gamma": "gamma", "exponential": "exponential", "exp": "exponential", "uniform": "uniform"}
+#: What calibration moves for an LMO: a factor on ``u`` (all weights scaled), epsilon growing with it.
+SCALE = NoiseParameter("scale", True, 1e-8, 1e8)
 
 
-def _shape_tuple(shape: int | tuple[int, ...]) -> tuple[int, ...]:
-    return (shape,) if isinstance(shape, int) else tuple(shape)
+@attr.define(frozen=True)
+class LmoDpEvent(MechanismDpEvent):
+    """One release of LMO noise (:class:`LMO`) on a query of L1 sensitivity 1: per coordinate
+    ``Laplace(0, 1/u)`` with ``u`` drawn from the mixture."""
+
+    @property
+    def lmo(self) -> LMO:
+        return self.mechanism  # type: ignore[return-value]
 
 
-def _check_clip(clip_bound: float) -> float:
-    return check_range("clip_bound", clip_bound, gt=0.0)
-
-
-def _check_gamma(gamma: float) -> float:
-    return check_range("gamma", gamma, gt=0.0)
-
-
-@dataclass(frozen=True)
-class Gaussian:
-    """Gaussian noise with noise multiplier ``sigma`` in [1e-3, 1e6] (std ``sigma * C``), L2 clipping."""
-
-    sigma: float
-    name: ClassVar[str] = "gaussian"
-    norm: ClassVar[str] = "l2"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sigma", check_range("sigma", self.sigma, ge=MIN_SIGMA, le=MAX_SIGMA))
-
-    def sample(self, shape: int | tuple[int, ...], clip_bound: float, rng: np.random.Generator) -> np.ndarray:
-        """Noise of ``shape`` for clipping bound ``clip_bound``."""
-        return rng.normal(0.0, self.sigma * _check_clip(clip_bound), _shape_tuple(shape))
-
-    def mean_abs(self) -> float:
-        return self.sigma * math.sqrt(2.0 / math.pi)
-
-    def variance(self) -> float:
-        return self.sigma**2
-
-    def usefulness(self, gamma: float) -> float:
-        return float(erf(_check_gamma(gamma) / (self.sigma * math.sqrt(2.0))))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mechanism": self.name, "sigma": self.sigma}
+def _weight(name: str) -> Parameter:
+    return Parameter(name, "weight", f"weight {name} of a component of u", ge=0.0)
 
 
 @dataclass(frozen=True)
-class Laplace:
-    """Laplace noise with inverse scale ``u0`` in (0, 1000] (scale ``C/u0``), L1 clipping."""
-
-    u0: float
-    name: ClassVar[str] = "laplace"
-    norm: ClassVar[str] = "l1"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "u0", check_range("u0", self.u0, gt=0.0, le=MAX_U0))
-
-    def sample(self, shape: int | tuple[int, ...], clip_bound: float, rng: np.random.Generator) -> np.ndarray:
-        return rng.laplace(0.0, _check_clip(clip_bound) / self.u0, _shape_tuple(shape))
-
-    def log_mgf(self, t: np.ndarray | float) -> np.ndarray:
-        """``log E[exp(t u)] = t u0`` (``u`` is the point mass ``u0``)."""
-        return self.u0 * np.asarray(t, float)
-
-    def mean_abs(self) -> float:
-        return 1.0 / self.u0
-
-    def variance(self) -> float:
-        return 2.0 / self.u0**2
-
-    def usefulness(self, gamma: float) -> float:
-        return float(-math.expm1(-_check_gamma(gamma) * self.u0))
-
-    def noise_cdf(self, z: np.ndarray | float) -> np.ndarray:
-        """CDF of one noise coordinate for ``C = 1``."""
-        z = np.asarray(z, float)
-        return np.where(z < 0, 0.5 * np.exp(self.u0 * np.minimum(z, 0)), 1 - 0.5 * np.exp(-self.u0 * np.maximum(z, 0)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mechanism": self.name, "u0": self.u0}
-
-
-@dataclass(frozen=True)
-class LMO:
+class LMO(Mechanism):
     """LMO noise: Laplace with a random inverse scale ``u`` (a Gamma/Exponential/Uniform mix).
 
     Fields follow the paper's parameter files: ``a1, a3, a4 >= 0`` weights,
@@ -146,7 +82,27 @@ class LMO:
     components: tuple[str, ...] = COMPONENTS
     variant: Literal["per_coordinate", "shared"] = "per_coordinate"
     name: ClassVar[str] = "lmo"
-    norm: ClassVar[str] = "l1"
+    norm: ClassVar[Norm] = "l1"
+    summary: ClassVar[str] = "Laplace(0, C/u) with u a Gamma/Exponential/Uniform mixture, L1 clipping"
+    parameters: ClassVar[tuple[Parameter, ...]] = (
+        _weight("a1"),
+        _weight("a3"),
+        _weight("a4"),
+        Parameter("G_k", "shape", "Gamma shape", gt=0.0),
+        Parameter("G_theta", "scale of u", "Gamma scale", gt=0.0),
+        Parameter("E_lambda", "rate (1 / u)", "Exponential rate", gt=0.0),
+        Parameter("U_a", "u", "Uniform lower bound", ge=0.0),
+        Parameter("U_b", "u", "Uniform upper bound (> U_a)", gt=0.0),
+        Parameter("components", "", "the components present", kind="names", choices=COMPONENTS,
+                  aliases=("distributions",), required=False),
+        Parameter("variant", "", "an independent u per coordinate, or one per draw", kind="choice",
+                  choices=VARIANTS, required=False),
+    )  # fmt: skip
+    event_class: ClassVar[type[dp_accounting.DpEvent]] = LmoDpEvent
+    #: metadata of the LMO-DP paper's own parameter files (the setting they were tuned for)
+    file_notes: ClassVar[tuple[str, ...]] = ("Gamma", "Usefulness", "dataset", "delta", "eps", "order",
+                                             "overall_privacy")  # fmt: skip
+    color: ClassVar[str | None] = "tab:green"
     _arrays: MixtureArrays = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -214,10 +170,16 @@ class LMO:
         """Load a parameter file (the paper's files load as they are)."""
         return cls.from_dict(load_json_file(path, "params"), source=str(path))
 
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
-        d["components"] = list(self.components)
-        return {"mechanism": self.name, **d}
+    @classmethod
+    def from_params(cls, params: Any, *, source: str = "params") -> LMO:
+        return cls.from_dict(params, source=source)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "components": list(self.components)}
+
+    def noise_family(self) -> tuple[Any, NoiseParameter, float]:
+        """``u`` scaled by a factor (:meth:`scaled`), from 1 (this mixture)."""
+        return self.scaled, SCALE, 1.0
 
     def scaled(self, factor: float) -> LMO:
         """The same mixture with ``u`` multiplied by ``factor > 0`` (all weights scaled)."""
@@ -241,7 +203,7 @@ class LMO:
     def sample_u(self, size: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         """Draws of the inverse scale ``u`` (``E_lambda`` is a rate: numpy gets ``1/E_lambda``)."""
         p = self._arrays
-        size = _shape_tuple(size)
+        size = shape_tuple(size)
         u = np.zeros(size)
         if p.a1[0] > 0:
             u += p.a1[0] * rng.gamma(shape=self.G_k, scale=self.G_theta, size=size)
@@ -251,6 +213,24 @@ class LMO:
             u += p.a4[0] * rng.uniform(self.U_a, self.U_b, size=size)
         return u
 
+    # --- privacy ------------------------------------------------------------------------
+    def event(self) -> dp_accounting.DpEvent:
+        return LmoDpEvent(self)
+
+    def rdp_curve(self, sample_rate: float, orders: np.ndarray) -> np.ndarray:
+        """Per-step RDP at integer ``orders`` (``+inf`` where unbounded): the revealed-``u`` bound."""
+        k = np.arange(2, int(np.max(orders)) + 1, dtype=float)
+        log_ea = log_expected_a(log_mgf(self._arrays, k - 1), log_mgf(self._arrays, -k))
+        return subsampled_rdp(log_ea, np.asarray(orders, float), sample_rate)[0]
+
+    def pure_dp_epsilon(self) -> float:
+        """The largest possible ``u`` when it is bounded (only a Uniform component present): a
+        mixture of ``eps(u)``-DP releases is ``max eps(u)``-DP; else ``inf``."""
+        p = self._arrays
+        if p.a1[0] == 0.0 and p.a3[0] == 0.0:
+            return float(p.a4[0] * p.U_b[0])
+        return math.inf
+
     # --- noise --------------------------------------------------------------------------
     def sample(self, shape: int | tuple[int, ...], clip_bound: float, rng: np.random.Generator) -> np.ndarray:
         """Noise of ``shape`` for clipping bound ``clip_bound``.
@@ -258,8 +238,8 @@ class LMO:
         Per coordinate: the exact ziggurat of :mod:`noise_search.lmo_sampler` (no ``u`` drawn
         outside the tail); shared: one ``u``, then Laplace draws scaled by ``C / u``.
         """
-        shape = _shape_tuple(shape)
-        c = _check_clip(clip_bound)
+        shape = shape_tuple(shape)
+        c = check_clip(clip_bound)
         if self.variant == "per_coordinate":
             return sample_per_coordinate(self._arrays, math.prod(shape), rng, c).reshape(shape)
         return rng.laplace(0.0, 1.0, shape) * (c / self.sample_u((), rng))
@@ -288,17 +268,8 @@ class LMO:
 
     def usefulness(self, gamma: float) -> float:
         """``P(|Z| <= gamma) = 1 - M(-gamma)``."""
-        return float(-np.expm1(self.log_mgf(-_check_gamma(gamma))))
+        return float(-np.expm1(self.log_mgf(-check_gamma(gamma))))
 
-
-Mechanism = Gaussian | Laplace | LMO
-MECHANISMS: dict[str, type] = {"gaussian": Gaussian, "laplace": Laplace, "lmo": LMO}
-#: The keys :func:`mechanism_from_dict` reads per family (LMO: also the paper files' ``distributions``).
-PARAMETER_KEYS: dict[str, tuple[str, ...]] = {
-    "gaussian": ("sigma",),
-    "laplace": ("u0",),
-    "lmo": ("a1", "a3", "a4", "G_k", "G_theta", "E_lambda", "U_a", "U_b", "components", "distributions", "variant"),
-}
 
 
 def _second_moment(p: MixtureArrays, mean_u: float) -> float:
@@ -337,17 +308,3 @@ def _normalise_components(comps: Any) -> tuple[str, ...]:
     return tuple(k for k in COMPONENTS if k in out)
 
 
-def mechanism_from_dict(data: dict[str, Any], *, source: str = "mechanism") -> Mechanism:
-    """Build any mechanism from ``{"mechanism": name, ...parameters}``."""
-    name = str(data.get("mechanism", "")).lower()
-    if name == "gaussian":
-        if "sigma" not in data:
-            raise ParameterError("sigma", f"missing from {source}")
-        return Gaussian(data["sigma"])
-    if name == "laplace":
-        if "u0" not in data:
-            raise ParameterError("u0", f"missing from {source}")
-        return Laplace(data["u0"])
-    if name == "lmo":
-        return LMO.from_dict(data, source=source)
-    raise ParameterError("mechanism", f"must be one of gaussian, laplace, lmo, got {name or None!r}")
