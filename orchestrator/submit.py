@@ -252,6 +252,9 @@ def job_client(address: str, headers: Mapping[str, str]):
         raise InputError(f"--address: {one_line(exc)}") from exc
 
 
+_AGENT_NOT_READY = "No available agent to submit job"
+
+
 def submit(
     client: Any,
     command_args: Sequence[str],
@@ -259,17 +262,27 @@ def submit(
     working_dir: Path,
     env_vars: Mapping[str, str] | None = None,
     submission_id: str | None = None,
+    agent_wait_s: float = 60.0,
 ) -> str:
-    """Submit ``lmo-dp <command_args>`` as a Ray job; returns its submission id."""
-    try:
-        return client.submit_job(
-            entrypoint=entrypoint(command_args),
-            runtime_env=runtime_env(working_dir, env_vars),
-            submission_id=submission_id,
-            metadata={"lmodp.command": " ".join(command_args[:1])},
-        )
-    except Exception as exc:  # RuntimeError from the SDK for HTTP errors, ValueError for bad runtime_env
-        raise SubmitError(f"the cluster refused the job: {one_line(exc)}") from exc
+    """Submit ``lmo-dp <command_args>`` as a Ray job; returns its submission id.
+
+    A head whose job agent has not registered yet (just started, or busy) answers "No available
+    agent ... try again later"; that answer is retried for up to ``agent_wait_s`` seconds (60).
+    """
+    deadline = time.monotonic() + agent_wait_s
+    while True:
+        try:
+            return client.submit_job(
+                entrypoint=entrypoint(command_args),
+                runtime_env=runtime_env(working_dir, env_vars),
+                submission_id=submission_id,
+                metadata={"lmodp.command": " ".join(command_args[:1])},
+            )
+        except Exception as exc:  # RuntimeError from the SDK for HTTP errors, ValueError for bad runtime_env
+            if _AGENT_NOT_READY in str(exc) and time.monotonic() < deadline:
+                time.sleep(2.0)
+                continue
+            raise SubmitError(f"the cluster refused the job: {one_line(exc)}") from exc
 
 
 async def _tail(client: Any, job_id: str, sink: TextIO) -> int:
