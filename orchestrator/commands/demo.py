@@ -57,4 +57,4 @@ def run(args: argparse.Namespace) -> dict:
 def render(r: dict) -> str:
     from orchestrator.commands.sweep import render as sweep_render
 
-    return sweep_render(r) + "\n(open the report in a browser; browse the runs as the line above says)"
+    return sweep_render(r) + "\n(open the report in a browser; browse the runs as the lines above say)"
