@@ -22,6 +22,7 @@ under the key :data:`VIEW_KEY`, on every experiment it logs into (:meth:`Tracker
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -47,13 +48,13 @@ def metric(name: str) -> str:
 
 
 def run_name_width(names: Iterable[str]) -> int:
-    """Pixels the Run Name column needs to show the longest of ``names`` whole: about 7 px per
-    character of MLflow's 13 px font plus 56 px for the colour dot and padding; 190 (MLflow's
-    default) to 480. Without names, :data:`DEFAULT_RUN_NAME_WIDTH`."""
+    """Pixels the Run Name column needs to show the longest of ``names`` whole: 6.5 px per
+    character of MLflow's 13 px font (6.1 measured in Chromium for trial keys) plus 44 px for the
+    colour dot and padding; 190 (MLflow's default) to 480. Without names, :data:`DEFAULT_RUN_NAME_WIDTH`."""
     longest = max((len(n) for n in names), default=0)
     if longest == 0:
         return DEFAULT_RUN_NAME_WIDTH
-    return max(190, min(480, 56 + 7 * longest))
+    return max(190, min(480, math.ceil(44 + 6.5 * longest)))
 
 
 def _view(search_filter: str, order_by: str, ascending: bool, columns: Sequence[str], width: int) -> dict[str, Any]:

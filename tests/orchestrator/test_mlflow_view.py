@@ -51,7 +51,7 @@ def test_the_trials_view_shows_the_dp_columns_flat_by_target() -> None:
         "metrics.`test_accuracy`",
     ]  # fmt: skip
     assert view["columnOrder"] == [RUN_NAME_COLUMN, *view["selectedColumns"]]
-    assert view["columnWidths"] == {RUN_NAME_COLUMN: 56 + 7 * 29}
+    assert view["columnWidths"] == {RUN_NAME_COLUMN: 233}  # 29 characters
     lm = trials_view(task="causal-lm", audit=True)["selectedColumns"]
     assert lm[-3:] == ["metrics.`epsilon_lower_bound`", "metrics.`val_perplexity`", "metrics.`test_perplexity`"]
     assert search_view()["searchFilter"] == "tags.`lmodp.kind` = 'search'"
