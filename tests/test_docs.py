@@ -4,7 +4,8 @@ Each ```bash (or ```sh / ```shell / ```console) block needs a marker on the line
 opening fence; an unmarked block, or an untagged ``` block that starts with a shell command, fails
 :func:`test_every_shell_block_is_marked`:
 
-    <!-- doc-test: run [session=NAME] [background] [wait=URL] [keep] [root] [timeout=S] [expect=N] [slow] -->
+    <!-- doc-test: run [session=NAME] [background] [wait=URL] [keep] [root] [timeout=S] [expect=N] [slow]
+                       [output="TEXT"]... [absent="TEXT"]... [mode=PATH:OCTAL]... [repeat=N] [novenv] -->
     <!-- doc-test: skip REASON free text -->
 
 ``run``: the block is executed literally with ``bash -euo pipefail`` in a fresh copy of the
@@ -18,6 +19,11 @@ its session; ``wait=http://HOST:PORT/PATH`` or ``wait=tcp:HOST:PORT`` waits unti
 prose such as "in the repository root:"). ``timeout=S`` (default 300) bounds a block,
 ``expect=N`` is its expected exit code (default 0), ``slow`` puts the whole session under
 ``@pytest.mark.slow`` (Ray, servers, training, sweeps).
+``output="TEXT"`` / ``absent="TEXT"``: the block's output must (not) contain TEXT; ``mode=PATH:OCTAL``:
+a file the block leaves has that mode (``~/`` is the session's HOME); ``repeat=N``: the block runs N
+times, each must pass; ``novenv``: the block starts without the venv on PATH (a new terminal), and
+what it exports carries over. A session that leaves files in the repository copy that git would not
+ignore fails (outputs go under ``lmodp-out/``).
 A session whose blocks start processes (``cmd &``) must also stop them: whatever is still running
 after its last block fails the test, unless a block is marked ``keep`` (it starts a server meant to
 keep running, like a team's MLflow server) or ``background``. Everything a session started is
