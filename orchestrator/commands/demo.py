@@ -16,7 +16,9 @@ from orchestrator.cli import add_json_flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the embedded default sweep end to end (about 3 minutes on 2 cores)")
+    p = sub.add_parser(
+        "demo", help="run the embedded default sweep end to end (10 trials; its times: docs/benchmarks.md)"
+    )
     p.add_argument("--config", help="a sweep config to run instead of the embedded default")
     add_json_flag(p)
     p.set_defaults(handler=run, render=render)

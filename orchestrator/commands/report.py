@@ -4,7 +4,8 @@ A sweep that did not finish, or has failed trials, is reported with a warning on
 the page (``warnings`` in ``--json``); one that did not finish and has no trial runs exits 1. A
 sweep whose driver is gone but whose runs still show RUNNING (it could not close them: the
 tracking store was full or did not answer) has them closed FAILED first, with a warning line
-(:func:`orchestrator.sweep.resume.close_abandoned_runs`).
+(:func:`orchestrator.sweep.resume.close_abandoned_runs`). ``runs_url`` (and ``ui_command`` for a
+local store) say where to browse the sweep's runs table (:mod:`orchestrator.mlflow_view`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", help="the sweep's parent run (default: the newest sweep run)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
     add_json_flag(p)
-    p.set_defaults(handler=run, render=lambda r: f"report: {r['report']}")
+    p.set_defaults(handler=run, render=render)
+
+
+def render(r: dict) -> str:
+    from orchestrator.mlflow_view import browse_lines
+
+    return "\n".join([f"report: {r['report']}", *browse_lines(r["runs_url"], r.get("ui_command"))])
 
 
 def run(args: argparse.Namespace) -> dict:
     from noise_search.names import check_name
     from orchestrator.checks import check_output_dir
+    from orchestrator.mlflow_view import runs_url, ui_command
     from orchestrator.report import find_parent_run, write_report
     from orchestrator.sweep.resume import close_abandoned_runs
     from orchestrator.tracking import Tracker
@@ -55,4 +63,6 @@ def run(args: argparse.Namespace) -> dict:
         "parent_run_id": parent.info.run_id,
         "report": str(index),
         "warnings": warnings,
+        "runs_url": runs_url(tracker.uri, parent.info.experiment_id),
+        "ui_command": ui_command(tracker.uri),
     }
