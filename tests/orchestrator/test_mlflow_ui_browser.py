@@ -101,7 +101,8 @@ def _browse(stdout: str) -> tuple[str, str]:
 
 
 #: every cell of the grid by row (pinned and scrolled parts of a row share its row-index), with the
-#: text, and for run names whether the text ends inside the cell (not cut short)
+#: text and whether the text ends inside the cell (not cut short); the column headers with their
+#: left edge on the page (the grid's DOM order is not the order on screen)
 GRID_JS = """
 const rows = {};
 for (const cell of document.querySelectorAll('[role=row][row-index] [role=gridcell][col-id]')) {
@@ -112,7 +113,7 @@ for (const cell of document.querySelectorAll('[role=row][row-index] [role=gridce
   (rows[index] = rows[index] || {})[cell.getAttribute('col-id')] = [link.textContent.trim(), whole];
 }
 const headers = [...document.querySelectorAll('[role=columnheader][col-id]')]
-  .map(h => [h.getAttribute('col-id'), h.textContent.trim()]);
+  .map(h => [h.getAttribute('col-id'), h.textContent.trim(), h.getBoundingClientRect().left]);
 return [rows, headers];
 """
 
@@ -206,7 +207,7 @@ def test_the_printed_url_opens_the_runs_table_with_the_dp_columns(tmp_path: Path
     assert current.fragment.startswith(f"/experiments/{exp_id}/runs") and "workflowType=machine_learning" in url
     assert "You're viewing a shared view" in page
     # the DP columns, in the view's order, after the run name
-    shown = [(col, text) for col, text in headers if col in view["selectedColumns"]]
+    shown = [(col, text) for col, text, _ in sorted(headers, key=lambda h: h[2]) if col in view["selectedColumns"]]
     assert [col for col, _ in shown] == view["selectedColumns"]
     assert [text for _, text in shown] == [
         "privacy.epsilon", "privacy.mechanism", "training.seed", "training.learning_rate", "epsilon_spent",
