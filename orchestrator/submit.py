@@ -128,6 +128,12 @@ def auth_headers() -> dict[str, str]:
 _TOKEN_HELP = "set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token, e.g. the head's ~/.ray/auth_token"
 
 
+_NOT_GCS = (
+    "(lmo-dp submit takes the dashboard's URL, http://HOST:8265 by default; a cluster's GCS address HOST:PORT "
+    "is for lmo-dp sweep --address)"
+)
+
+
 def check_dashboard(address: str, headers: Mapping[str, str], *, timeout_s: float = 5.0) -> str:
     """Check that a Ray dashboard with the job API answers at ``address`` and accepts our token.
 
@@ -145,7 +151,7 @@ def check_dashboard(address: str, headers: Mapping[str, str], *, timeout_s: floa
             reason = f"no answer within {timeout_s:g} s"
         raise InputError(
             f"--address: no Ray dashboard answers at {address} ({reason}); is the cluster up and the "
-            "dashboard port reachable (e.g. `ray dashboard cluster.yaml`)?"
+            f"dashboard port reachable (e.g. `ray dashboard cluster.yaml`)? {_NOT_GCS}"
         ) from exc
     if r.status_code in (401, 403):
         raise _auth_error(address, r.status_code, bool(headers))
@@ -154,7 +160,7 @@ def check_dashboard(address: str, headers: Mapping[str, str], *, timeout_s: floa
     except (ValueError, KeyError, TypeError):
         version = None
     if not version:
-        raise InputError(f"--address: {address} answered HTTP {r.status_code} but is not a Ray dashboard")
+        raise InputError(f"--address: {address} answered HTTP {r.status_code} but is not a Ray dashboard; {_NOT_GCS}")
     # /api/version may be open without a token; the job API is not.
     try:
         jobs = requests.get(f"{address}/api/jobs/", headers=dict(headers), timeout=timeout_s)

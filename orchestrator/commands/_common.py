@@ -82,7 +82,9 @@ def add_accounting_args(parser: argparse.ArgumentParser, *, accountant: bool = T
             "--accountant",
             choices=list(ACCOUNTANTS),
             default="rdp",
-            help="rdp: every mechanism; prv: gaussian (Opacus PRV); pld: gaussian and laplace (dp-accounting)",
+            help="rdp: every mechanism (Renyi DP; lmo by the joint-convexity bound, as if u were known); prv: gaussian "
+            "(Opacus PRV); pld: gaussian and laplace (dp-accounting); rdp-hidden-u: lmo with u hidden (the Renyi "
+            "moments of the noise a trial draws, much tighter for wide mixtures; gaussian and laplace as rdp)",
         )
 
 

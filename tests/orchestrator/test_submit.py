@@ -108,7 +108,7 @@ def test_stub_client_agent_not_ready_is_retried_and_other_refusals_are_not(tmp_p
     assert jobs.submit(busy, ["account"], working_dir=tmp_path, submission_id="j1") == "j1"
     assert busy.calls == 3
     other = _StubJobClientAnswering(1, "runtime_env is invalid")
-    with pytest.raises(jobs.SubmitError, match="the cluster refused the job: .*runtime_env is invalid"):
+    with pytest.raises(jobs.SubmitError, match=r"the cluster refused the job: .*runtime_env is invalid"):
         jobs.submit(other, ["account"], working_dir=tmp_path, submission_id="j2")
     assert other.calls == 1
     never = _StubJobClientAnswering(10**6, "No available agent to submit job, please try again later")
