@@ -177,7 +177,7 @@ def validate_cluster_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 #: that still contains its marker has not been edited (``ray up`` would start a cluster that cannot
 #: reach its tracking server or storage).
 PLACEHOLDERS: dict[str, str] = {
-    "MLFLOW_TRACKING_URI": "mlflow.lmodp.internal",
+    "MLFLOW_TRACKING_URI": "MLFLOW_HOST",
     "LMODP_STORAGE_PATH": "s3://lmodp-artifacts/",
 }
 
@@ -197,6 +197,6 @@ def check_edited(config: dict[str, Any]) -> None:
     for name, marker in PLACEHOLDERS.items():
         if marker in env.get(name, ""):
             raise InputError(
-                f"setup_commands: {name}={env[name]} is the shipped placeholder; "
+                f"setup_commands: {name}={env[name]} is the shipped placeholder ({marker}); "
                 f"set your own (the lines marked EDIT; see docs/cluster.md step 1)"
             )

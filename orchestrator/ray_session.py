@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from noise_search.errors import LmoDpError, ParameterError
 
@@ -68,6 +70,23 @@ def check_address(address: str, field: str = "--address") -> None:
         raise RayUnavailableError(f"{field}: no Ray cluster answers at {address} ({reason})") from None
 
 
+def private_token_file(path: Path | None = None) -> bool:
+    """Make Ray's token file (``~/.ray/auth_token``, which ``ray.init()`` creates readable by every
+    user of the machine) readable by its owner only (mode 600); True when it was changed.
+
+    The token authenticates to every cluster later started on this machine with token
+    authentication (``cluster.yaml`` copies it to the cluster's nodes)."""
+    path = path or Path.home() / ".ray" / "auth_token"
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077 and path.is_file():
+            path.chmod(mode & 0o700)
+            return True
+    except OSError:  # none, or not ours: nothing to tighten
+        pass
+    return False
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> RaySession:
     """Use an initialised Ray, join ``address`` (or ``RAY_ADDRESS``), or start a local instance
     (with ``num_cpus`` CPUs; default all). Raises :class:`RayUnavailableError`."""
@@ -93,6 +112,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> RaySe
                     logging_level=quiet,
                 )
             started = True
+            private_token_file()
         cpus = int(ray.cluster_resources().get("CPU", 0))
     except LmoDpError:
         raise

@@ -16,8 +16,16 @@ def _metric_key(prefix: str, target: float) -> str:
     return f"{prefix}.eps_{target:g}"
 
 
-def track(outcome: SearchOutcome, result: dict[str, Any], files: dict[str, Path] | None) -> str:
-    """One MLflow run: inputs as params, per-target results as metrics, files as artifacts."""
+#: the MLflow experiment of ``lmo-dp search``
+EXPERIMENT = "lmo-dp-search"
+
+
+def track(outcome: SearchOutcome, result: dict[str, Any], files: dict[str, Path] | None) -> dict[str, Any]:
+    """One MLflow run: inputs as params, per-target results as metrics, files as artifacts.
+
+    Returns the ``--json`` keys that say where it is: ``mlflow_run_id``, ``runs_url`` (the
+    experiment's runs table with lmo-dp's view) and ``ui_command`` (what serves a local store's UI)."""
+    from orchestrator.mlflow_view import runs_url, search_view, ui_command
     from orchestrator.tracking import Tracker
 
     problem = outcome.problem
@@ -36,7 +44,8 @@ def track(outcome: SearchOutcome, result: dict[str, Any], files: dict[str, Path]
         metrics[_metric_key("laplace_u0", t)] = r.laplace.value
         metrics[_metric_key("gaussian_sigma", t)] = r.gaussian.value
     tracker = Tracker()
-    with tracker.run("lmo-dp-search", run_name=f"search-{settings['space']}-{problem.strategy}",
+    experiment_id = tracker.set_view(EXPERIMENT, search_view())
+    with tracker.run(EXPERIMENT, run_name=f"search-{settings['space']}-{problem.strategy}",
                      tags={"lmodp.kind": "search"}) as run_id:  # fmt: skip
         tracker.log_params(run_id, settings)
         tracker.log_metrics(run_id, metrics)
@@ -47,4 +56,8 @@ def track(outcome: SearchOutcome, result: dict[str, Any], files: dict[str, Path]
             with tempfile.TemporaryDirectory() as tmp:
                 for path in write_outputs(outcome, Path(tmp) / "search.json", result).values():
                     tracker.log_artifact(run_id, path)
-    return run_id
+    return {
+        "mlflow_run_id": run_id,
+        "runs_url": runs_url(tracker.uri, experiment_id),
+        "ui_command": ui_command(tracker.uri),
+    }

@@ -128,6 +128,12 @@ def auth_headers() -> dict[str, str]:
 _TOKEN_HELP = "set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token, e.g. the head's ~/.ray/auth_token"
 
 
+_NOT_GCS = (
+    "(lmo-dp submit takes the dashboard's URL, http://HOST:8265 by default; a cluster's GCS address HOST:PORT "
+    "is for lmo-dp sweep --address)"
+)
+
+
 def check_dashboard(address: str, headers: Mapping[str, str], *, timeout_s: float = 5.0) -> str:
     """Check that a Ray dashboard with the job API answers at ``address`` and accepts our token.
 
@@ -145,7 +151,7 @@ def check_dashboard(address: str, headers: Mapping[str, str], *, timeout_s: floa
             reason = f"no answer within {timeout_s:g} s"
         raise InputError(
             f"--address: no Ray dashboard answers at {address} ({reason}); is the cluster up and the "
-            "dashboard port reachable (e.g. `ray dashboard cluster.yaml`)?"
+            f"dashboard port reachable (e.g. `ray dashboard cluster.yaml`)? {_NOT_GCS}"
         ) from exc
     if r.status_code in (401, 403):
         raise _auth_error(address, r.status_code, bool(headers))
@@ -154,7 +160,7 @@ def check_dashboard(address: str, headers: Mapping[str, str], *, timeout_s: floa
     except (ValueError, KeyError, TypeError):
         version = None
     if not version:
-        raise InputError(f"--address: {address} answered HTTP {r.status_code} but is not a Ray dashboard")
+        raise InputError(f"--address: {address} answered HTTP {r.status_code} but is not a Ray dashboard; {_NOT_GCS}")
     # /api/version may be open without a token; the job API is not.
     try:
         jobs = requests.get(f"{address}/api/jobs/", headers=dict(headers), timeout=timeout_s)
@@ -252,6 +258,9 @@ def job_client(address: str, headers: Mapping[str, str]):
         raise InputError(f"--address: {one_line(exc)}") from exc
 
 
+_AGENT_NOT_READY = "No available agent to submit job"
+
+
 def submit(
     client: Any,
     command_args: Sequence[str],
@@ -259,17 +268,27 @@ def submit(
     working_dir: Path,
     env_vars: Mapping[str, str] | None = None,
     submission_id: str | None = None,
+    agent_wait_s: float = 60.0,
 ) -> str:
-    """Submit ``lmo-dp <command_args>`` as a Ray job; returns its submission id."""
-    try:
-        return client.submit_job(
-            entrypoint=entrypoint(command_args),
-            runtime_env=runtime_env(working_dir, env_vars),
-            submission_id=submission_id,
-            metadata={"lmodp.command": " ".join(command_args[:1])},
-        )
-    except Exception as exc:  # RuntimeError from the SDK for HTTP errors, ValueError for bad runtime_env
-        raise SubmitError(f"the cluster refused the job: {one_line(exc)}") from exc
+    """Submit ``lmo-dp <command_args>`` as a Ray job; returns its submission id.
+
+    A head whose job agent has not registered yet (just started, or busy) answers "No available
+    agent ... try again later"; that answer is retried for up to ``agent_wait_s`` seconds (60).
+    """
+    deadline = time.monotonic() + agent_wait_s
+    while True:
+        try:
+            return client.submit_job(
+                entrypoint=entrypoint(command_args),
+                runtime_env=runtime_env(working_dir, env_vars),
+                submission_id=submission_id,
+                metadata={"lmodp.command": " ".join(command_args[:1])},
+            )
+        except Exception as exc:  # RuntimeError from the SDK for HTTP errors, ValueError for bad runtime_env
+            if _AGENT_NOT_READY in str(exc) and time.monotonic() < deadline:
+                time.sleep(2.0)
+                continue
+            raise SubmitError(f"the cluster refused the job: {one_line(exc)}") from exc
 
 
 async def _tail(client: Any, job_id: str, sink: TextIO) -> int:

@@ -36,8 +36,9 @@ TRIAL_TAG = "lmodp.trial_id"
 TRIAL_KEY_TAG = "lmodp.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "lmodp.kind"
-#: MLflow 3's UI opens an experiment by its kind; without it a training experiment opens on the
-#: GenAI traces page. Ours are model-training experiments.
+#: MLflow's kind of experiment. Ours are model-training experiments; MLflow 3.17's UI does not read
+#: the tag (the URL of :func:`orchestrator.mlflow_view.runs_url` opens the runs table), MLflow's
+#: other clients and versions may.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
@@ -295,6 +296,21 @@ class Tracker:
             raise TrackingError(f"MLflow tracking store {self.uri} is not usable: {exc}") from exc
 
     # --- experiments --------------------------------------------------------------------
+    def set_view(self, experiment: str, view: Mapping[str, Any]) -> str:
+        """Make ``view`` (:mod:`orchestrator.mlflow_view`) the runs table that lmo-dp's URL opens
+        for ``experiment``: its shared view state tag, written when it is missing or differs.
+        Returns the experiment's id."""
+        from orchestrator.mlflow_view import VIEW_TAG, view_text
+
+        exp_id = self.experiment_id(experiment)
+        text = view_text(dict(view))
+        try:
+            if self.client.get_experiment(exp_id).tags.get(VIEW_TAG) != text:
+                self.client.set_experiment_tag(exp_id, VIEW_TAG, text)
+        except Exception as exc:
+            raise TrackingError(f"cannot tag MLflow experiment {experiment!r} at {self.uri}: {exc}") from exc
+        return exp_id
+
     def experiment_id(self, name: str) -> str:
         """Id of experiment ``name``, created (with a local artifact folder if local) if needed,
         and tagged as a model-training experiment for the MLflow UI."""

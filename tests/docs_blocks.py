@@ -16,6 +16,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -61,6 +62,13 @@ class Block:
     timeout_s: float = DEFAULT_TIMEOUT_S
     expect: int = 0
     reason: str = ""
+    novenv: bool = False
+    repeat: int = 1
+    #: texts the block's output must contain / must not contain
+    output: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+    #: (path, mode): files the block leaves with that permission mode (``~`` is the session's HOME)
+    modes: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def where(self) -> str:
@@ -81,6 +89,10 @@ def parse_marker(body: str, block: Block) -> None:
         return
     if words[0] != "run":
         raise MarkerError(f"{block.where}: unknown doc-test marker {body!r} (run ... | skip REASON ...)")
+    try:
+        words = shlex.split(body)  # output="two words"
+    except ValueError as exc:
+        raise MarkerError(f"{block.where}: doc-test marker does not parse ({exc}): {body!r}") from None
     for word in words[1:]:
         key, _, value = word.partition("=")
         if word == "background":
@@ -99,6 +111,15 @@ def parse_marker(body: str, block: Block) -> None:
             block.timeout_s = float(value)
         elif key == "expect" and value.isdigit():
             block.expect = int(value)
+        elif word == "novenv":
+            block.novenv = True
+        elif key == "repeat" and value.isdigit() and int(value) >= 1:
+            block.repeat = int(value)
+        elif key in ("output", "absent") and value:
+            getattr(block, key).append(value)
+        elif key == "mode" and re.fullmatch(r"\S+:[0-7]{3,4}", value):
+            path, _, mode = value.rpartition(":")
+            block.modes.append((path, int(mode, 8)))
         else:
             raise MarkerError(f"{block.where}: unknown doc-test option {word!r} in {body!r}")
     if block.wait and not block.background:
@@ -192,12 +213,25 @@ def block_env(home: Path) -> dict[str, str]:
     return env
 
 
+def without_venv(env: dict[str, str]) -> dict[str, str]:
+    """``env`` as a new terminal has it: the project's virtual environment not activated."""
+    out = {k: v for k, v in env.items() if k != "VIRTUAL_ENV"}
+    out["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != str(VENV_BIN))
+    return out
+
+
 @dataclass
 class Result:
     block: Block
     returncode: int | None
     output: str
     seconds: float
+    #: what the block's output or files did not meet (``output=``, ``absent=``, ``mode=``)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == (None if self.block.background else self.block.expect) and not self.problems
 
 
 @dataclass
@@ -230,12 +264,38 @@ class Session:
         return "\n".join([*prelude, "set -euo pipefail", block.code])
 
     def run(self, block: Block) -> Result:
+        """Run ``block`` (``repeat`` times, stopping at a failure) and check its output and files."""
+        for _ in range(block.repeat):
+            result = self._run_once(block)
+            result.problems = self.check(block, result)
+            if not result.ok:
+                break
+        return result
+
+    def check(self, block: Block, result: Result) -> list[str]:
+        """What ``block`` promised and its run did not keep: texts in its output, modes of files."""
+        log = (self.state / f"block-{block.line}.log").read_text(errors="replace")
+        problems = [f"output lacks {text!r}" for text in block.output if text not in log]
+        problems += [f"output has {text!r}" for text in block.absent if text in log]
+        for path, mode in block.modes:
+            where = self.home / path[2:] if path.startswith("~/") else self.workdir / path
+            try:
+                found = stat.S_IMODE(where.stat().st_mode)
+            except OSError:
+                problems.append(f"{path}: no such file")
+                continue
+            if found != mode:
+                problems.append(f"{path}: mode {found:o}, expected {mode:o}")
+        return problems
+
+    def _run_once(self, block: Block) -> Result:
         started = time.monotonic()
         log = self.state / f"block-{block.line}.log"
         argv = ["bash", "-c", self.script(block, save_state=not block.background)]
+        env = without_venv(self.env) if block.novenv else self.env
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                argv, cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                argv, cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         self.groups.append(proc.pid)
@@ -370,6 +430,31 @@ class SessionRun:
     #: command lines of processes still running after the last block of a session without
     #: background blocks: a doc that starts something must also show how to stop it
     leftovers: list[str]
+    #: files the blocks wrote into the repository that git would not ignore (a user's checkout
+    #: would show them as untracked): docs write their outputs under ignored folders
+    strays: list[str] = field(default_factory=list)
+
+
+def repository_files(workdir: Path) -> set[str]:
+    """Files under ``workdir``, relative to it; the linked virtual environment and data cache are
+    not walked."""
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(workdir):
+        dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
+        found.update(str((Path(dirpath) / f).relative_to(workdir)) for f in filenames)
+    return found
+
+
+def not_ignored(paths: set[str], root: Path = ROOT) -> list[str]:
+    """Those of ``paths`` (relative to the repository root) that the repository's ignore rules keep."""
+    if not paths:
+        return []
+    listed = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin", "-z"],
+        cwd=root, input="\0".join(sorted(paths)).encode(), capture_output=True,
+    ).stdout.decode()  # fmt: skip
+    ignored = set(filter(None, listed.split("\0")))
+    return sorted(paths - ignored)
 
 
 def run_session(blocks: list[Block], leftover_grace_s: float = 20.0) -> SessionRun:
@@ -380,22 +465,25 @@ def run_session(blocks: list[Block], leftover_grace_s: float = 20.0) -> SessionR
     for d in (workdir, state, home):
         d.mkdir()
     copy_repository(workdir)
+    before = repository_files(workdir)
     session = Session(workdir=workdir, state=state, env=block_env(home), home=home)
     results: list[Result] = []
     leftovers: list[str] = []
+    strays: list[str] = []
     try:
         for block in blocks:
             result = session.run(block)
             results.append(result)
-            if result.returncode != (None if block.background else block.expect):
+            if not result.ok:
                 break
         else:
             if not any(b.background or b.keep for b in blocks):
                 leftovers = session.leftovers(leftover_grace_s)
+        strays = not_ignored(repository_files(workdir) - before)
     finally:
         session.close()
         shutil.rmtree(base, ignore_errors=True)
-    return SessionRun(results, leftovers)
+    return SessionRun(results, leftovers, strays)
 
 
 def describe_failure(result: Result) -> str:
@@ -404,7 +492,9 @@ def describe_failure(result: Result) -> str:
         what = f"background block did not come up ({block.wait or 'exited'}) within {block.timeout_s:g} s"
     elif result.returncode == -9:
         what = f"timed out after {block.timeout_s:g} s"
-    else:
+    elif result.returncode != block.expect:
         what = f"exit code {result.returncode}, expected {block.expect}"
+    else:
+        what = "; ".join(result.problems)
     indented = "".join(f"    {ln}\n" for ln in block.code.splitlines())
     return f"{block.where}: {what} ({result.seconds:.0f} s)\n  block:\n{indented}  output tail:\n{result.output}"

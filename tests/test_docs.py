@@ -4,7 +4,8 @@ Each ```bash (or ```sh / ```shell / ```console) block needs a marker on the line
 opening fence; an unmarked block, or an untagged ``` block that starts with a shell command, fails
 :func:`test_every_shell_block_is_marked`:
 
-    <!-- doc-test: run [session=NAME] [background] [wait=URL] [keep] [root] [timeout=S] [expect=N] [slow] -->
+    <!-- doc-test: run [session=NAME] [background] [wait=URL] [keep] [root] [timeout=S] [expect=N] [slow]
+                       [output="TEXT"]... [absent="TEXT"]... [mode=PATH:OCTAL]... [repeat=N] [novenv] -->
     <!-- doc-test: skip REASON free text -->
 
 ``run``: the block is executed literally with ``bash -euo pipefail`` in a fresh copy of the
@@ -18,6 +19,11 @@ its session; ``wait=http://HOST:PORT/PATH`` or ``wait=tcp:HOST:PORT`` waits unti
 prose such as "in the repository root:"). ``timeout=S`` (default 300) bounds a block,
 ``expect=N`` is its expected exit code (default 0), ``slow`` puts the whole session under
 ``@pytest.mark.slow`` (Ray, servers, training, sweeps).
+``output="TEXT"`` / ``absent="TEXT"``: the block's output must (not) contain TEXT; ``mode=PATH:OCTAL``:
+a file the block leaves has that mode (``~/`` is the session's HOME); ``repeat=N``: the block runs N
+times, each must pass; ``novenv``: the block starts without the venv on PATH (a new terminal), and
+what it exports carries over. A session that leaves files in the repository copy that git would not
+ignore fails (outputs go under ``lmodp-out/``).
 A session whose blocks start processes (``cmd &``) must also stop them: whatever is still running
 after its last block fails the test, unless a block is marked ``keep`` (it starts a server meant to
 keep running, like a team's MLflow server) or ``background``. Everything a session started is
@@ -37,10 +43,14 @@ from pathlib import Path
 import pytest
 from docs_blocks import (
     SKIP_REASONS,
+    VENV_BIN,
     Block,
     MarkerError,
+    Session,
+    block_env,
     describe_failure,
     doc_files,
+    not_ignored,
     parse_doc,
     run_session,
     sessions,
@@ -82,6 +92,9 @@ def test_every_shell_block_is_marked() -> None:
         ("<!-- doc-test: skip long takes an hour -->\n```bash\nls\n```\n", "must name the test"),
         ("<!-- doc-test: run wait=tcp:127.0.0.1:1 -->\n```bash\nls\n```\n", "only goes with background"),
         ("<!-- doc-test: run -->\n\n```bash\nls\n```\n", "without a '<!-- doc-test"),
+        ('<!-- doc-test: run output="unclosed -->\n```bash\nls\n```\n', "does not parse"),
+        ("<!-- doc-test: run mode=x:9 -->\n```bash\nls\n```\n", "unknown doc-test option"),
+        ("<!-- doc-test: run repeat=0 -->\n```bash\nls\n```\n", "unknown doc-test option"),
     ],
 )
 def test_marker_errors(tmp_path: Path, text: str, error: str) -> None:
@@ -100,8 +113,14 @@ def test_markers_parse(tmp_path: Path) -> None:
         "<!-- doc-test: skip aws needs EC2 -->\n```sh\nray up cluster.yaml\n```\n"
         "<!-- doc-test: run expect=2 -->\n```console\nlmo-dp sweep\n```\n"
         "<!-- doc-test: run session=s keep root -->\n```bash\nnohup mlflow server &\n```\n"
+        '<!-- doc-test: run novenv repeat=2 output="nothing was rerun" output=ok absent=Traceback '
+        "mode=~/.ray/auth_token:600 -->\n```bash\nlmo-dp sweep\n```\n"
     )
-    first, second, third, fourth = parse_doc(doc, tmp_path)
+    first, second, third, fourth, fifth = parse_doc(doc, tmp_path)
+    assert (fifth.novenv, fifth.repeat, fifth.output, fifth.absent, fifth.modes) == (
+        True, 2, ["nothing was rerun", "ok"], ["Traceback"], [("~/.ray/auth_token", 0o600)]
+    )  # fmt: skip
+    assert (first.novenv, first.repeat, first.output, first.modes) == (False, 1, [], [])
     assert (first.session, first.background, first.wait, first.timeout_s, first.slow, first.line) == (
         "s", True, "http://127.0.0.1:9/x", 7.0, True, 5
     )  # fmt: skip
@@ -132,14 +151,37 @@ def test_runner_carries_state_and_reports_failures() -> None:
 def test_doc_session(blocks: list[Block]) -> None:
     run = run_session(blocks)
     for result in run.results:
-        block = result.block
-        expected = None if block.background else block.expect
-        if result.returncode != expected:
+        if not result.ok:
             pytest.fail(describe_failure(result), pytrace=False)
     assert len(run.results) == len(blocks)
     if run.leftovers:
         left = "\n".join(run.leftovers)
         pytest.fail(f"{blocks[-1].where}: still running after the last block:\n{left}", pytrace=False)
+    if run.strays:
+        pytest.fail(
+            f"{blocks[0].doc} ({blocks[0].session}): the blocks left files in the repository that git does not "
+            f"ignore (write outputs under lmodp-out/): {', '.join(run.strays)}",
+            pytrace=False,
+        )
+
+
+def test_runner_checks_output_modes_repeats_and_files_left_in_the_repository(tmp_path: Path) -> None:
+    """A new terminal has no venv (``novenv``); ``output=``/``absent=``/``mode=`` are checked after
+    each of ``repeat`` runs; files git would not ignore are found (README's search.json once)."""
+    home, state = tmp_path / "home", tmp_path / "state"
+    home.mkdir(), state.mkdir()
+    session = Session(workdir=tmp_path, state=state, env=block_env(home), home=home)
+    novenv = Block(doc="t.md", line=1, lang="bash", code='test -z "${VIRTUAL_ENV:-}"\n', novenv=True)
+    assert session.run(novenv).ok and str(VENV_BIN) in session.env["PATH"]
+    token = Block(doc="t.md", line=2, lang="bash", code="(umask 077; echo t >> ~/token)\necho done\n",
+                  output=["done"], absent=["Traceback"], modes=[("~/token", 0o600)], repeat=2)  # fmt: skip
+    assert session.run(token).ok and (home / "token").read_text() == "t\nt\n"
+    loose = Block(doc="t.md", line=3, lang="bash", code="chmod 644 ~/token\necho partly\n",
+                  output=["partly", "missing"], modes=[("~/token", 0o600)])  # fmt: skip
+    result = session.run(loose)
+    assert not result.ok and result.problems == ["output lacks 'missing'", "~/token: mode 644, expected 600"]
+    assert describe_failure(result).startswith("t.md:3: output lacks 'missing'; ~/token: mode 644")
+    assert not_ignored({"search.json", "lmodp-out/x/report.html", "mlruns-lmodp/mlflow.db"}) == ["search.json"]
 
 
 def test_runner_catches_what_a_doc_leaves_running() -> None:

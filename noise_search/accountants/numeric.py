@@ -39,7 +39,7 @@ class PrvAccountant(Accountant):
 
     name = "prv"
     numeric = True
-    summary: ClassVar[str] = "Opacus PRV: Gaussian releases"
+    summary: ClassVar[str] = "gaussian (Opacus PRV)"
 
     def __init__(self, rel_error: float = 0.01) -> None:
         super().__init__()
@@ -77,7 +77,7 @@ class PldAccountant(Accountant):
 
     name = "pld"
     numeric = True
-    summary: ClassVar[str] = "dp-accounting PLD: Gaussian and Laplace releases"
+    summary: ClassVar[str] = "gaussian and laplace (dp-accounting)"
 
     def __init__(self, rel_discretization: float = 1e-3) -> None:
         super().__init__()

@@ -80,7 +80,9 @@ class RdpAccountant(Accountant):
 
     name = "rdp"
     tunes = True
-    summary: ClassVar[str] = "Renyi DP: every mechanism with a Renyi-DP curve; private tuning too"
+    summary: ClassVar[str] = (
+        "every mechanism (Renyi DP; lmo by the joint-convexity bound, as if u were known); private tuning too"
+    )
 
     def __init__(self, orders: np.ndarray | None = None) -> None:
         super().__init__()
@@ -177,7 +179,10 @@ class HiddenURdpAccountant(RdpAccountant):
 
     name = "rdp-hidden-u"
     baseline = False  # the same as rdp for every mechanism but LMO: the search's LMO accountant
-    summary: ClassVar[str] = "rdp, with per-coordinate LMO's moments taken with u hidden (tighter)"
+    summary: ClassVar[str] = (
+        "lmo with u hidden (the Renyi moments of the noise a trial draws, much tighter for wide mixtures; "
+        "gaussian and laplace as rdp)"
+    )
 
     def __init__(self, orders: np.ndarray | None = None, max_evals: int = 160) -> None:
         super().__init__(orders)

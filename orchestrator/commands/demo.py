@@ -18,7 +18,9 @@ from orchestrator.cli import add_json_flag
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo", help="run the embedded default sweep end to end (about 2 minutes on 2 cores, features cached)"
+        "demo",
+        help="run the embedded default sweep end to end (30 trials, then seeds where undecided; "
+        "its times: docs/benchmarks.md)",
     )
     p.add_argument("--config", help="a sweep config to run instead of the embedded default")
     add_json_flag(p)
@@ -66,4 +68,4 @@ def run(args: argparse.Namespace) -> dict:
 def render(r: dict) -> str:
     from orchestrator.commands.sweep import render as sweep_render
 
-    return sweep_render(r) + "\n(open the report in a browser; browse the runs as the line above says)"
+    return sweep_render(r) + "\n(open the report in a browser; browse the runs as the lines above say)"

@@ -9,7 +9,8 @@ A sweep that did not finish, or has failed trials, is reported with a warning on
 the page (``warnings`` in ``--json``); one that did not finish and has no trial runs exits 1. A
 sweep whose driver is gone but whose runs still show RUNNING (it could not close them: the
 tracking store was full or did not answer) has them closed FAILED first, with a warning line
-(:func:`orchestrator.sweep.resume.close_abandoned_runs`).
+(:func:`orchestrator.sweep.resume.close_abandoned_runs`). ``runs_url`` (and ``ui_command`` for a
+local store) say where to browse the sweep's runs table (:mod:`orchestrator.mlflow_view`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> dict:
     from noise_search.names import check_name
     from orchestrator.checks import check_output_dir
+    from orchestrator.mlflow_view import runs_url, ui_command
     from orchestrator.report import find_parent_run, write_report
     from orchestrator.report_statistics import read_verdicts
     from orchestrator.sweep.resume import close_abandoned_runs
@@ -65,10 +67,14 @@ def run(args: argparse.Namespace) -> dict:
         "cells": verdicts["cells"],
         "comparisons": verdicts["comparisons"],
         "statistics": verdicts["statistics"],
+        "runs_url": runs_url(tracker.uri, parent.info.experiment_id),
+        "ui_command": ui_command(tracker.uri),
     }
 
 
 def render(r: dict) -> str:
     from orchestrator.commands.sweep import comparison_lines
+    from orchestrator.mlflow_view import browse_lines
 
-    return "\n".join([*comparison_lines(r), f"report: {r['report']}"])
+    lines = [*comparison_lines(r), f"report: {r['report']}"]
+    return "\n".join([*lines, *browse_lines(r["runs_url"], r.get("ui_command"))])

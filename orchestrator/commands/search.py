@@ -8,8 +8,8 @@
                   [--rerank K]
 
 ``--json`` prints ``{"results": [...], "evaluated", "seconds", "settings", "workers"}`` (plus
-``"files"`` with ``--out`` and ``"mlflow_run_id"`` when MLflow is configured); ``--out FILE``
-writes the same object to ``FILE`` plus ``<stem>.frontier.csv`` and ``<stem>.frontier.png``.
+``"files"`` with ``--out``; ``"mlflow_run_id"``, ``"runs_url"`` and ``"ui_command"`` when MLflow is
+configured); ``--out FILE`` writes the same object to ``FILE`` plus ``<stem>.frontier.csv`` and ``<stem>.frontier.png``.
 ``evaluated`` counts grid candidates plus the optimiser's evaluations; ``seconds`` is the
 wall time including Ray's start-up. ``--workers 0`` runs in this process without Ray.
 ``--candidates`` sizes the wide space; ``--accountant`` calibrates the baselines it supports
@@ -80,7 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "RDP is always reported too (the LMO's: --lmo-accountant)")  # fmt: skip
     p.add_argument("--workers", type=int, default=None,
                    help="Ray tasks in flight (default: all CPUs of the cluster; 0: this process, no Ray)")  # fmt: skip
-    p.add_argument("--address", default=None, help="address of an existing Ray cluster (default: start a local one)")
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="an existing Ray cluster's GCS address HOST:PORT (not the dashboard URL that lmo-dp "
+                        "submit takes) (default: start a local one)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the wide space and the optimiser (>= 0)")
     p.add_argument("--out", default=None, help="write the result JSON here (+ .frontier.csv / .frontier.png)")
     add_json_flag(p)
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = outcome.to_dict()
     files = write_outputs(outcome, args.out, result) if args.out else None
     if tracking_configured():
-        result["mlflow_run_id"] = track(outcome, result, files)
+        result.update(track(outcome, result, files))
     if files:
         result["files"] = {k: str(v) for k, v in files.items()}
     return result
@@ -180,5 +182,8 @@ def render(r: dict[str, Any]) -> str:
     if r.get("files"):
         lines += ["", "wrote: " + ", ".join(r["files"].values())]
     if r.get("mlflow_run_id"):
+        from orchestrator.mlflow_view import browse_lines
+
         lines.append(f"MLflow run: {r['mlflow_run_id']}")
+        lines += browse_lines(r["runs_url"], r.get("ui_command"))
     return "\n".join(lines)

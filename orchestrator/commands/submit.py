@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--address",
         default=None,
-        help="Ray dashboard address http://HOST:PORT (default: $RAY_API_SERVER_ADDRESS)",
+        metavar="URL",
+        help="the Ray cluster's dashboard / job API URL http://HOST:PORT, e.g. http://127.0.0.1:8265 "
+        "(not the GCS address HOST:PORT that lmo-dp sweep --address takes) (default: $RAY_API_SERVER_ADDRESS)",
     )
     p.add_argument("--follow", action="store_true", help="stream the job's logs and wait for its final status")
     p.add_argument(

@@ -1,4 +1,4 @@
-"""``lmo-dp sweep --config FILE.yaml [--address ADDR] [--resume] [--json]``.
+"""``lmo-dp sweep --config FILE.yaml [--experiment NAME] [--address HOST:PORT] [--resume] [--json]``.
 
 Exit codes: 0 every trial finished (or was infeasible), 3 the sweep ran to the end but some
 trials failed for good (their entries have status ``error`` or ``refused``; the report and
@@ -10,12 +10,25 @@ from __future__ import annotations
 import argparse
 
 from orchestrator.cli import add_json_flag
+from orchestrator.mlflow_view import browse_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="noise search + a Ray Tune grid of DP trials, tracked in MLflow")
     p.add_argument("--config", required=True, help="sweep config YAML (see examples/sweep-tiny.yaml)")
-    p.add_argument("--address", help="Ray cluster address host:port (default: RAY_ADDRESS or a local instance)")
+    p.add_argument(
+        "--experiment",
+        metavar="NAME",
+        help="the sweep's name (its MLflow experiment and its folder under storage_path) instead of the "
+        "config's experiment, e.g. a fresh name per run of a check",
+    )
+    p.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="a Ray cluster to run on: its GCS address HOST:PORT (the head's `ray start --port`, e.g. "
+        "10.0.0.5:6379; not the dashboard URL http://HOST:8265, which is lmo-dp submit's --address) "
+        "(default: RAY_ADDRESS, or a local Ray instance)",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -32,6 +45,10 @@ def run(args: argparse.Namespace) -> dict:
     from orchestrator.sweep_config import SweepConfig
 
     cfg = SweepConfig.from_yaml(args.config)
+    if args.experiment is not None:
+        from noise_search.names import check_name
+
+        cfg = cfg.model_copy(update={"experiment": check_name("--experiment", args.experiment)})
     if args.json:
         with stdout_to_stderr():
             result = run_sweep(cfg, address=args.address, resume=args.resume)
@@ -43,16 +60,27 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def render(r: dict) -> str:
-    lines = [f"sweep {r['experiment']}: {len(r['trials'])} trials (MLflow parent run {r['parent_run_id']})"]
-    for t in r["trials"]:
-        metric = next((f"{k} {v:.4g}" for k, v in t["metrics"].items() if k in ("accuracy", "perplexity")), "")
-        eps = "" if t["epsilon"] is None else f"epsilon {upper_bound_text(t['epsilon'])} <= {t['epsilon_target']:g}"
-        lines.append(f"  {t['key']:<36} {t['status']:<10} {eps:<24} {metric}")
+    trials, reused = r["trials"], r.get("trials_reused", 0)
+    header = f"sweep {r['experiment']}: {len(trials)} trials (MLflow parent run {r['parent_run_id']})"
+    if r.get("resumed") and r.get("trials_run", 0) == 0:
+        lines = [
+            f"sweep {r['experiment']}: already finished, nothing was rerun: all {reused} trials were read back "
+            f"from their finished MLflow runs (parent run {r['parent_run_id']}); the report was rebuilt"
+        ]
+    else:
+        lines = [header]
+        if reused:
+            lines.append(f"  ({reused} trials read back from their finished MLflow runs, not rerun: marked 'earlier')")
+        for t in trials:
+            metric = next((f"{k} {v:.4g}" for k, v in t["metrics"].items() if k in ("accuracy", "perplexity")), "")
+            eps = "" if t["epsilon"] is None else f"epsilon {upper_bound_text(t['epsilon'])} <= {t['epsilon_target']:g}"
+            status = f"{t['status']}{' (earlier)' if t.get('reused') else ''}"
+            lines.append(f"  {t['key']:<36} {status:<19} {eps:<24} {metric}")
     if r.get("trials_failed"):
         lines.append(f"{r['trials_failed']} trial(s) failed (see their lmodp.error tags); exit code 3")
     lines += selected_summary(r)
     lines += report_lines(r)
-    lines.append(f"browse: {browse_hint(r['tracking_uri'])}")
+    lines += browse_lines(r["runs_url"], r.get("ui_command"))
     return "\n".join(lines)
 
 
@@ -67,13 +95,6 @@ def report_lines(r: dict) -> list[str]:
         return [local]
     shown = f"{where} (artifacts: report/index.html)" if r.get("parent_run_url") else where
     return [local, f"report in MLflow: {shown}"]
-
-
-def browse_hint(uri: str) -> str:
-    """How to look at the runs: a tracking server's own URL, or ``mlflow ui`` over a local store."""
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser (the MLflow tracking server)"
-    return f"mlflow ui --backend-store-uri {uri}  (then visit http://127.0.0.1:5000)"
 
 
 def selected_summary(r: dict) -> list[str]:

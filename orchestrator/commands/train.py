@@ -97,6 +97,7 @@ def _say_resuming(path: Path, state: Any) -> None:
 
 def _run_tracked(config: Any, path: Path, dataset: Any, checkpoints: Any) -> dict:
     from noise_search.errors import ParameterError
+    from orchestrator.mlflow_view import runs_url, trials_view, ui_command
     from orchestrator.tracking import KIND_TAG, Tracker, check_artifact_store
     from orchestrator.trial_tracking import train_and_log, trial_params
 
@@ -108,11 +109,15 @@ def _run_tracked(config: Any, path: Path, dataset: Any, checkpoints: Any) -> dic
     if tracker.uri.startswith(("http://", "https://")):
         check_artifact_store(tracker.uri)  # before the run exists, not minutes of retries after training
     tags = {KIND_TAG: "trial", "lmodp.mechanism": config.privacy.mechanism}
+    view = trials_view(
+        task=config.model.task, varied=("training.learning_rate",), audit=config.audit is not None
+    )  # the runs table of lmo-dp's URL
+    experiment_id = tracker.set_view(config.experiment, view)
     with tracker.run(config.experiment, run_name=config.name or path.stem, tags=tags) as run_id:
         tracker.log_params(run_id, trial_params(config))
         tracker.log_text(run_id, path.read_text(), "config.yaml")
         _, summary = train_and_log(tracker, run_id, config, dataset=dataset, checkpoints=checkpoints)
-    return summary
+    return {**summary, "runs_url": runs_url(tracker.uri, experiment_id), "ui_command": ui_command(tracker.uri)}
 
 
 def _check_plan(config: Any, n_train: int) -> None:
@@ -143,5 +148,8 @@ def render(r: dict) -> str:
     if r.get("stop_reason"):
         lines.append(f"  {r['stop_reason']}")
     if r.get("mlflow_run_id"):
+        from orchestrator.mlflow_view import browse_lines
+
         lines.append(f"  MLflow run {r['mlflow_run_id']}")
+        lines += [f"  {line}" for line in browse_lines(r["runs_url"], r.get("ui_command"))]
     return "\n".join(lines)

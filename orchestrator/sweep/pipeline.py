@@ -47,6 +47,7 @@ from typing import Any
 from noise_search.errors import InputError, LmoDpError, ParameterError, one_line
 from noise_search.search_result import SearchResult
 from orchestrator.checks import check_output_dir
+from orchestrator.mlflow_view import runs_url, sweep_view, ui_command
 from orchestrator.progress import trial_progress_callback
 from orchestrator.provenance import CONFIG_HASH_TAG, config_sha256
 from orchestrator.quiet import quiet_sweep_driver
@@ -299,6 +300,9 @@ class _Run:
             (Path.cwd() / "lmodp-out" / "reports" / cfg.experiment).resolve() if "://" in run_dir else Path(run_dir)
         )
         self.timings: dict[str, float] = {}
+        #: keys of the trials a FINISHED MLflow run already held (read back, not run again)
+        self.reused: set[str] = set()
+        self.experiment_id = ""
 
     def execute(self) -> dict[str, Any]:
         """The sweep; on any failure its runs end FAILED (KILLED on Ctrl-C), never RUNNING -- or,
@@ -372,6 +376,8 @@ class _Run:
         manifest = self._open()
         search = SearchResult.from_dict(manifest["search"], source=f"{self.run_dir}/{MANIFEST}")
         specs, infeasible = trial_specs(self.cfg, search, manifest.get("tuning"))
+        # the runs table lmo-dp's URL opens (kept up to date on every run of the sweep)
+        self.experiment_id = self.tracker.set_view(self.cfg.experiment, sweep_view(self.cfg, [*specs, *infeasible]))
         ctx = {
             "experiment": self.cfg.experiment,
             "parent_run_id": manifest["parent_run_id"],
@@ -386,14 +392,17 @@ class _Run:
             plan = manifest["plan"]
             stopping = selection_cells(self.cfg, specs, plan["sample_rate"], plan["steps"])
         results, trials_seconds = self._fit(specs, ctx, manifest)
-        trials = [trial_entry(spec, outcome, trial_id) for spec, outcome, trial_id in results]
+        trials = [self._entry(spec, outcome, trial_id) for spec, outcome, trial_id in results]
         seeds = None
         if self.cfg.statistics is not None and self.cfg.statistics.seeds is not None:
             trials, seeds, looks_seconds = self._add_seeds(search, trials, ctx, manifest)
             trials_seconds += looks_seconds
-        trials += [trial_entry(s, TrialOutcome("infeasible")) for s in infeasible]
+        trials += [{**trial_entry(s, TrialOutcome("infeasible")), "reused": False} for s in infeasible]
         trials.sort(key=_entry_order)
         return self._finish(manifest, trials, trials_seconds, stopping, seeds)
+
+    def _entry(self, spec: TrialSpec, outcome: TrialOutcome, trial_id: str | None) -> dict[str, Any]:
+        return {**trial_entry(spec, outcome, trial_id), "reused": spec.key in self.reused}
 
     def _add_seeds(
         self, search: SearchResult, trials: list[dict[str, Any]], ctx: dict[str, Any], manifest: dict[str, Any]
@@ -406,7 +415,7 @@ class _Run:
             nonlocal seconds
             results, spent = self._fit(specs, ctx, manifest, name=f"look-{look}-{time.strftime('%Y%m%d-%H%M%S')}")
             seconds += spent
-            return [trial_entry(spec, outcome, trial_id) for spec, outcome, trial_id in results]
+            return [self._entry(spec, outcome, trial_id) for spec, outcome, trial_id in results]
 
         trials, summary = sequential.run_looks(self.cfg, search, trials, fit, verbose=True)
         return trials, summary, seconds
@@ -478,6 +487,7 @@ class _Run:
         done = finished_trials(self.tracker, self.cfg.experiment, manifest["parent_run_id"], specs)
         results = [(d.spec, d.outcome, d.trial_id) for d in done]
         finished_keys = {d.spec.key for d in done}
+        self.reused |= finished_keys
         todo = [s for s in specs if s.key not in finished_keys]
         if done:
             print(
@@ -614,11 +624,16 @@ class _Run:
             "report": str(report),
             "report_host": socket.gethostname(),
             "report_artifact": f"runs:/{parent_run_id}/report/index.html",
-            "parent_run_url": run_url(self.uri, tracker.experiment_id(self.cfg.experiment), parent_run_id),
+            "parent_run_url": run_url(self.uri, self.experiment_id, parent_run_id),
+            "runs_url": runs_url(self.uri, self.experiment_id),
+            "ui_command": ui_command(self.uri),
             "run_dir": self.run_dir,
             "tracking_uri": self.uri,
             "trials": trials,
             "trials_failed": failed,
+            "resumed": self.resume,
+            "trials_run": sum(not t["reused"] and t["status"] != "infeasible" for t in trials),
+            "trials_reused": sum(t["reused"] for t in trials),
             "selected": selected,
             **({"tuning": tuning} if tuning is not None else {}),
             **({"early_stopping": early} if early is not None else {}),

@@ -15,6 +15,7 @@ from noise_search.errors import ParameterError, UnsupportedError
 from noise_search.mechanisms import LMO, Gaussian, Laplace
 from noise_search.search import SearchProblem, calibrate_gaussian_rdp, run_search
 from noise_search.search.grid import grid_pick
+from noise_search.search.rows import TIGHTER_ACCOUNTANT
 from noise_search.search_result import SearchResult, SearchRow
 from noise_search.spaces import PaperSpace
 from orchestrator.serialize import jsonable
@@ -190,6 +191,7 @@ def test_dominated_lmo_points_say_so(grid_outcome):
         # Jensen: the calibrated Laplace always beats the mixture under this bound
         assert "laplace" in row["dominated_by"]
         assert "dominated" in row["note"] and "docs/privacy.md section 6" in row["note"]
+        assert TIGHTER_ACCOUNTANT in row["note"]  # what README.md says too (tests/test_doc_facts.py)
         assert row["mean_u"] == pytest.approx(LMO.from_dict(row["params"]).mean_u())
 
 

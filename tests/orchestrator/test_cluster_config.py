@@ -133,7 +133,7 @@ def test_check_cluster_command_refuses_placeholders_and_bad_values_and_says_ok(c
     assert shipped.code == 2 and shipped.out == "" and len(shipped.err.splitlines()) == 1
     assert "setup_commands: MLFLOW_TRACKING_URI=" in shipped.err and "placeholder" in shipped.err
 
-    edited = CLUSTER_YAML.read_text().replace("mlflow.lmodp.internal", "10.0.3.17")
+    edited = CLUSTER_YAML.read_text().replace("MLFLOW_HOST", "10.0.3.17")
     edited = edited.replace("s3://lmodp-artifacts/", "s3://team-bucket/")
     path = tmp_path / "cluster.yaml"
     path.write_text(edited)

@@ -117,13 +117,6 @@ def test_report_page_shows_selection_references_and_recipes(store, tmp_path: Pat
         assert len(list(csv.DictReader(f))) == len(verdicts["cells"]) == 5
 
 
-def test_the_browse_hint_is_the_server_url_or_a_local_mlflow_ui() -> None:
-    from orchestrator.commands.sweep import browse_hint
-
-    assert browse_hint("http://10.0.0.5:5000").startswith("open http://10.0.0.5:5000 in a browser")
-    assert browse_hint("sqlite:////tmp/m.db").startswith("mlflow ui --backend-store-uri sqlite:////tmp/m.db")
-
-
 def test_the_sweep_says_where_its_report_is_for_every_store() -> None:
     from orchestrator.commands.sweep import report_lines
     from orchestrator.tracking import run_url

@@ -89,6 +89,33 @@ def test_human_rendering_of_a_submission():
     assert render({**base, "status": "FAILED"}) == "job raysubmit_x FAILED"
 
 
+class _StubJobClientAnswering:
+    """Stands in for a head's job API (a fresh head's agent-not-ready answer cannot be produced on demand)."""
+
+    def __init__(self, refusals: int, message: str):
+        self.refusals, self.message, self.calls = refusals, message, 0
+
+    def submit_job(self, **kwargs):
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise RuntimeError(f"Request failed with status code 500: {self.message}.")
+        return kwargs["submission_id"]
+
+
+def test_stub_client_agent_not_ready_is_retried_and_other_refusals_are_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(jobs.time, "sleep", lambda s: None)
+    busy = _StubJobClientAnswering(2, "No available agent to submit job, please try again later")
+    assert jobs.submit(busy, ["account"], working_dir=tmp_path, submission_id="j1") == "j1"
+    assert busy.calls == 3
+    other = _StubJobClientAnswering(1, "runtime_env is invalid")
+    with pytest.raises(jobs.SubmitError, match=r"the cluster refused the job: .*runtime_env is invalid"):
+        jobs.submit(other, ["account"], working_dir=tmp_path, submission_id="j2")
+    assert other.calls == 1
+    never = _StubJobClientAnswering(10**6, "No available agent to submit job, please try again later")
+    with pytest.raises(jobs.SubmitError, match="No available agent"):
+        jobs.submit(never, ["account"], working_dir=tmp_path, submission_id="j3", agent_wait_s=0.0)
+
+
 def test_auth_token_lookup_order(tmp_path, monkeypatch):
     home = tmp_path / "home"
     (home / ".ray").mkdir(parents=True)

@@ -284,6 +284,9 @@ def test_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     result = json.loads(resumed.stdout)
     assert [t["status"] for t in result["trials"]] == ["finished", "finished"]
+    # what was read back from MLflow and what this run trained, in the JSON
+    assert result["resumed"] and (result["trials_reused"], result["trials_run"]) == (len(before), 2 - len(before))
+    assert {t["key"] for t in result["trials"] if t["reused"]} == set(before)
 
     tracker = Tracker(uri)
     active = child_runs(tracker, "t-resume", result["parent_run_id"])
