@@ -136,6 +136,8 @@ class Mechanism:
     #: non-integer orders are valid for it
     rdp_orders: ClassVar[np.ndarray] = DEFAULT_ORDERS
     fractional_orders: ClassVar[bool] = False
+    #: a typical setting of the parameters (the docs' examples and the accountant contract test)
+    example_params: ClassVar[Mapping[str, Any]] = {}
     #: colour of the mechanism in the report's plots (None: the next colour of the plot's cycle)
     color: ClassVar[str | None] = None
     #: a module importing which registers a torch sampler for this class with
@@ -177,6 +179,11 @@ class Mechanism:
                 if p.required:
                     raise ParameterError(p.name, f"missing from {source}")
         return cls(**kwargs)
+
+    @classmethod
+    def example(cls) -> Self:
+        """The mechanism at :attr:`example_params`."""
+        return cls.from_params(cls.example_params, source=f"{cls.name}.example_params")
 
     @classmethod
     def unknown_keys(cls, params: Mapping[str, Any]) -> list[str]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import dp_accounting
 import numpy as np
@@ -51,6 +52,7 @@ class Gaussian(Mechanism):
     event_class: ClassVar[type[dp_accounting.DpEvent]] = dp_accounting.GaussianDpEvent
     rdp_orders: ClassVar[np.ndarray] = GAUSSIAN_ORDERS
     fractional_orders: ClassVar[bool] = True
+    example_params: ClassVar[Mapping[str, Any]] = {"sigma": 1.1}
     color: ClassVar[str | None] = "tab:blue"
 
     def __post_init__(self) -> None:

@@ -10,8 +10,9 @@ dimensions because the d-dimensional Laplace pair is dominated by one coordinate
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attr
 import dp_accounting
@@ -57,6 +58,7 @@ class Laplace(Mechanism):
     )  # fmt: skip
     noise_parameter: ClassVar[NoiseParameter | None] = NoiseParameter("u0", True, 1e-6, MAX_U0)
     event_class: ClassVar[type[dp_accounting.DpEvent]] = InverseScaleLaplaceDpEvent
+    example_params: ClassVar[Mapping[str, Any]] = {"u0": 0.5}
     color: ClassVar[str | None] = "tab:orange"
 
     def __post_init__(self) -> None:

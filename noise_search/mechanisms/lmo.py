@@ -102,6 +102,9 @@ class LMO(Mechanism):
     #: metadata of the LMO-DP paper's own parameter files (the setting they were tuned for)
     file_notes: ClassVar[tuple[str, ...]] = ("Gamma", "Usefulness", "dataset", "delta", "eps", "order",
                                              "overall_privacy")  # fmt: skip
+    example_params: ClassVar[dict[str, Any]] = {
+        "a1": 0.5, "a3": 0.3, "a4": 0.4, "G_k": 2.0, "G_theta": 1.0, "E_lambda": 1.0, "U_a": 0.0, "U_b": 1.0,
+    }  # fmt: skip
     color: ClassVar[str | None] = "tab:green"
     _arrays: MixtureArrays = field(init=False, repr=False, compare=False)
 
@@ -271,7 +274,6 @@ class LMO(Mechanism):
         return float(-np.expm1(self.log_mgf(-check_gamma(gamma))))
 
 
-
 def _second_moment(p: MixtureArrays, mean_u: float) -> float:
     """``E[u^2] = Var u + E[u]^2`` of a one-row mixture (components of weight 0 left out); inf on overflow."""
     try:
@@ -306,5 +308,3 @@ def _normalise_components(comps: Any) -> tuple[str, ...]:
     if not out:
         raise ParameterError("components", "at least one of Gamma, Exponential, Uniform is needed")
     return tuple(k for k in COMPONENTS if k in out)
-
-

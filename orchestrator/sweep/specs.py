@@ -70,12 +70,8 @@ def trial_key(
 
 def noise_params(mechanism: str, row: SearchRow) -> dict[str, Any] | None:
     """A trial's noise parameters from the search row (None: the search found none)."""
-    found = row.lmo if mechanism == "lmo" else row.baseline(mechanism).mechanism
-    if found is None:
-        return None
-    params = found.to_dict()
-    params.pop("mechanism", None)
-    return params
+    found = row.mechanisms().get(mechanism)
+    return None if found is None else found.params()
 
 
 def trial_specs(

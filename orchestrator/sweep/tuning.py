@@ -166,18 +166,14 @@ def _calibrate_cell(cfg: SweepConfig, plan: Any, cell: TunedCell, start: dict[st
     from noise_search.calibration import calibrate_parameter
     from noise_search.errors import CalibrationError
     from noise_search.events import RandomChoiceDpEvent, dp_sgd_event, tuned_event
-    from noise_search.mechanisms import LMO, Gaussian, Laplace
+    from noise_search.mechanisms import mechanism_class
 
     tuning = cfg.tuning
     assert tuning is not None and cell.epsilon is not None
     mean, shape, delta = tuning.mean, tuning.shape_value, cfg.privacy.delta
     plans = run_plans(cfg, plan.n_train, cell.mechanism, tuning.space_for(cell.mechanism))
-    if cell.mechanism == "gaussian":
-        make, increasing, x0, lo, hi = Gaussian, False, float(start["sigma"]), 1e-3, 1e5
-    elif cell.mechanism == "laplace":
-        make, increasing, x0, lo, hi = Laplace, True, float(start["u0"]), 1e-6, 1e3
-    else:
-        make, increasing, x0, lo, hi = LMO.from_dict(start).scaled, True, 1.0, 1e-8, 1e8
+    make, noise, x0 = mechanism_class(cell.mechanism).from_params(start).noise_family()
+    increasing, lo, hi = noise.increasing, noise.lower, noise.upper
 
     def one_run(x: float) -> Any:
         events = tuple(dp_sgd_event(make(x), q, t) for q, t in plans)

@@ -133,7 +133,7 @@ def test_search_outputs_and_result_file_match_goldens(capsys, tmp_path):
 
 
 def test_check_cluster_output_matches_golden(capsys, tmp_path):
-    edited = (ROOT / "cluster.yaml").read_text().replace("mlflow.lmodp.internal", "10.0.3.17")
+    edited = (ROOT / "cluster.yaml").read_text().replace("MLFLOW_HOST", "10.0.3.17")
     path = tmp_path / "cluster.yaml"
     path.write_text(edited.replace("s3://lmodp-artifacts/", "s3://team-bucket/"))
     out = {
