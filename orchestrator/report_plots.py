@@ -16,9 +16,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from noise_search.mechanisms import mechanisms
 from orchestrator.selection import headline_metric, select
 
-FAMILY_COLORS = {"gaussian": "tab:blue", "laplace": "tab:orange", "lmo": "tab:green"}
+
+def family_color(mechanism: str) -> str | None:
+    """A mechanism's colour in every plot (its class's ``color``; None: the plot's next colour)."""
+    classes = mechanisms()
+    return classes[mechanism].color if mechanism in classes else None
 
 
 def utility_points(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float, float, float, int]]]:
@@ -95,7 +100,7 @@ def plot_utility(
         xs = [dodge(p[0], i, len(mechs)) for p in pts]
         means = [p[1] for p in pts]
         err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
-        color = FAMILY_COLORS.get(mech)
+        color = family_color(mech)
         line = ax.errorbar(xs, means, yerr=err, fmt="o-", capsize=3, color=color, label=mech, ms=5)
         below = [(x, p[1]) for x, p in zip(xs, pts, strict=True) if p[4]]
         if below:
@@ -143,7 +148,7 @@ def plot_privacy(rows: list[dict[str, Any]], path: Path) -> None:
         ax.scatter(
             [dodge(r["epsilon_target"], i, len(mechs)) for r in pts],
             [r["epsilon"] for r in pts],
-            color=FAMILY_COLORS.get(mech),
+            color=family_color(mech),
             label=f"{mech}: spent (upper bound)",
         )
         lbs = [r for r in pts if r["epsilon_lower_bound"] is not None and r["epsilon_lower_bound"] > 0]
@@ -152,7 +157,7 @@ def plot_privacy(rows: list[dict[str, Any]], path: Path) -> None:
                 [dodge(r["epsilon_target"], i, len(mechs)) for r in lbs],
                 [r["epsilon_lower_bound"] for r in lbs],
                 marker="v",
-                color=FAMILY_COLORS.get(mech),
+                color=family_color(mech),
                 label=f"{mech}: audit lower bound",
             )
     _epsilon_axis(ax, targets)
@@ -183,7 +188,7 @@ def plot_noise(search: dict[str, Any], path: Path) -> str:
     for fam, pts in series.items():
         pts = [(e, v) for e, v in pts if v is not None and math.isfinite(v)]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=FAMILY_COLORS[fam], label=fam)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=family_color(fam), label=fam)
     _epsilon_axis(ax, [r["epsilon_target"] for r in rows])
     if objective in ("mean-abs", "variance"):
         _plain_log_y(ax)

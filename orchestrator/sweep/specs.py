@@ -90,13 +90,36 @@ def trial_specs(
     return specs, infeasible
 
 
+def calibrated_params(cfg: SweepConfig, search: SearchResult, mechanism: str, epsilon: float) -> dict[str, Any] | None:
+    """The noise of a mechanism the search does not cover (a plug-in): its scalar noise parameter
+    calibrated to ``epsilon`` under the sweep's accountant for it, at the search's sampling rate,
+    steps and delta (None: no value in the parameter's range meets the target)."""
+    from noise_search.calibration import calibrate
+    from noise_search.errors import CalibrationError
+
+    s = search.settings
+    try:
+        found = calibrate(
+            mechanism, epsilon=epsilon, delta=float(s["delta"]), sample_rate=float(s["sample_rate"]),
+            steps=int(s["steps"]), accountant=cfg.privacy.accountant_for(mechanism),
+        )  # fmt: skip
+    except CalibrationError:
+        return None
+    return found.mechanism.params()
+
+
 def grid_points(cfg: SweepConfig, search: SearchResult) -> list[tuple[str, float | None, dict[str, Any] | None]]:
     """``(arm, target, noise parameters)`` of every cell of the grid: each private arm (mechanism or
-    variant, with its mechanism's searched noise) at each target, then the reference."""
+    variant, with its mechanism's searched noise, or for a plug-in its calibrated noise) at each
+    target, then the reference."""
+
+    def noise(mechanism: str, eps: float) -> dict[str, Any] | None:
+        if search.covers(mechanism):
+            return noise_params(mechanism, search.row(eps))
+        return calibrated_params(cfg, search, mechanism, eps)
+
     points: list[tuple[str, float | None, dict[str, Any] | None]] = [
-        (arm, eps, noise_params(cfg.base_mechanism(arm), search.row(eps)))
-        for eps in cfg.privacy.epsilons
-        for arm in cfg.arms()
+        (arm, eps, noise(cfg.base_mechanism(arm), eps)) for eps in cfg.privacy.epsilons for arm in cfg.arms()
     ]
     if cfg.non_private:
         points.append(("none", None, None))
