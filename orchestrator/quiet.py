@@ -13,10 +13,12 @@ failed trial itself, so Ray Tune's per-failure tracebacks, its storage-sync erro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +111,25 @@ def _filter_ray_notices() -> None:
 
     print_to_stdstream._lmodp = True  # type: ignore[attr-defined]
     ray_worker.print_to_stdstream = print_to_stdstream
+
+
+def quiet_sweep_libraries() -> None:
+    """Tune's console tables and MLflow's download bars would clutter the driver's output."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Route everything written to stdout -- fd 1, and ``sys.stdout`` when it is not fd 1 (Ray
+    and Tune print to both) -- to stderr meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

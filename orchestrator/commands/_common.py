@@ -41,7 +41,12 @@ class MechanismChoices:
 
 #: The built-in mechanisms' own parameter flags (the CLI contract): flag -> (mechanism, parameter).
 #: ``--params FILE`` and ``--param KEY=VALUE`` serve every mechanism.
-PARAMETER_FLAGS: dict[str, tuple[str, str]] = {"--sigma": (Gaussian.name, "sigma"), "--u": (Laplace.name, "u0")}
+#: ``--u`` is the Laplace flag's older name (deprecated; first here, so refusals name it as before).
+PARAMETER_FLAGS: dict[str, tuple[str, str]] = {
+    "--sigma": (Gaussian.name, "sigma"),
+    "--u": (Laplace.name, "u0"),
+    "--u0": (Laplace.name, "u0"),
+}
 
 
 def add_mechanism_args(parser: argparse.ArgumentParser, choices: MechanismChoices | None = None) -> None:
@@ -54,7 +59,8 @@ def add_mechanism_args(parser: argparse.ArgumentParser, choices: MechanismChoice
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--sigma", type=float, help="Gaussian noise multiplier (std / clipping bound)")
-    group.add_argument("--u", type=float, dest="u", help="Laplace inverse scale u0 (scale = C / u0)")
+    group.add_argument("--u0", type=float, dest="u0", help="Laplace inverse scale u0 (scale = C / u0)")
+    group.add_argument("--u", type=float, dest="u", help="the older name of --u0 (deprecated)")
     group.add_argument(
         "--params", help="the parameters as a JSON object file (LMO: a1, a3, a4, G_k, G_theta, E_lambda, U_a, U_b)"
     )
@@ -78,7 +84,10 @@ def mechanism_from_args(args: argparse.Namespace) -> Mechanism:
     for flag, name in own.items():
         value = getattr(args, flag[2:])
         if value is not None:
-            return cls.from_params({name: value}, source=flag)
+            try:
+                return cls.from_params({name: value}, source=flag)
+            except ParameterError as exc:  # named as typed (--u0, or the deprecated --u)
+                raise ParameterError(flag, exc.detail) from None
     needed = next(iter(own), "--params" if len(cls.parameters) > 1 else "--param")
     raise InputError(f"{needed}: required with --mechanism {cls.name}")
 

@@ -17,9 +17,11 @@
 * :mod:`~orchestrator.sweep.pipeline` -- :func:`run_sweep`, the whole pipeline.
 """
 
+from orchestrator.quiet import stdout_to_stderr
 from orchestrator.sweep.outcomes import TrialOutcome
-from orchestrator.sweep.pipeline import SweepError, check_tracking_reachable, run_sweep, stdout_to_stderr
+from orchestrator.sweep.pipeline import SweepError, run_sweep
 from orchestrator.sweep.plan import SharedPlan, majority_baseline, plan_sweep
+from orchestrator.sweep.preflight import check_tracking_reachable
 from orchestrator.sweep.specs import TrialSpec, trial_key, trial_specs
 
 __all__ = [

@@ -36,35 +36,42 @@ failed for good ends FAILED with the rest of its results and the CLI exits
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from noise_search.errors import InputError, LmoDpError, ParameterError, one_line
+from noise_search.errors import InputError, LmoDpError, one_line
 from noise_search.search_result import SearchResult
-from orchestrator.checks import check_output_dir
 from orchestrator.mlflow_view import runs_url, sweep_view, ui_command
 from orchestrator.progress import trial_progress_callback
 from orchestrator.provenance import CONFIG_HASH_TAG, config_sha256
-from orchestrator.quiet import quiet_sweep_driver
+from orchestrator.quiet import quiet_sweep_driver, quiet_sweep_libraries
 from orchestrator.ray_session import check_address, connect
 from orchestrator.selection import select, with_selection_bound, with_tuning
 from orchestrator.sweep import lock, sequential
+from orchestrator.sweep.context import SweepContext
 from orchestrator.sweep.early_stopping import early_stopping_summary, selection_cells
 from orchestrator.sweep.health import client_retry_window, server_problem, sweep_problem
 from orchestrator.sweep.outcomes import TrialOutcome, selection_rows, trial_entry
-from orchestrator.sweep.plan import SharedPlan, plan_sweep
+from orchestrator.sweep.parent_run import log_early_stopping, log_parent_inputs, log_report, log_tuning, run_search
+from orchestrator.sweep.plan import plan_sweep
+from orchestrator.sweep.preflight import (
+    check_local_resources,
+    check_plan,
+    check_resources,
+    check_storage,
+    check_tracking_reachable,
+)
 from orchestrator.sweep.resume import earlier_checkpoints, finished_trials
 from orchestrator.sweep.specs import TrialSpec, trial_specs
-from orchestrator.sweep.storage import MANIFEST, read_manifest, run_dir_exists, write_manifest
-from orchestrator.sweep.trial import RUN_DIR_TAG, SWEEP_TAG, TrialFn, run_trial
+from orchestrator.sweep.storage import MANIFEST, write_manifest
+from orchestrator.sweep.trial import RUN_DIR_TAG, SWEEP_TAG, TrialFn
+from orchestrator.sweep.tune_run import close_stopped_runs, make_tuner
 from orchestrator.sweep.tuning import TunedCell, calibrate_cells, draw_cells, runs_statement, tuning_summary
 from orchestrator.sweep_config import SweepConfig
-from orchestrator.tracking import KIND_TAG, Tracker, check_tracking, run_url, tracking_configured, tracking_uri
+from orchestrator.tracking import KIND_TAG, Tracker, check_tracking, run_url, tracking_uri
 
 #: ``lmo-dp sweep`` exits with this code when the sweep ran to the end but trials failed.
 EXIT_TRIALS_FAILED = 3
@@ -80,171 +87,7 @@ class _SweepStopped(LmoDpError):
     """A failing trial showed that the whole sweep cannot go on (a full disk, a lost server)."""
 
 
-# --- checks before anything starts --------------------------------------------------------------
-
-
-GIB = 2**30
-
-
-def _per_worker(cfg: SweepConfig) -> dict[str, float]:
-    """The Ray resources one worker of a trial asks for (the whole trial when ``workers`` is 1)."""
-    r = cfg.resources
-    need = {"CPU": float(r.cpus_per_trial), "GPU": float(r.gpus_per_trial)}
-    if r.memory_gb:
-        need["memory"] = r.memory_gb * GIB
-    return need
-
-
-def _fits(node: dict[str, float], need: dict[str, float]) -> int:
-    """How many workers of ``need`` one node of total resources ``node`` holds at once."""
-    counts = [int(node.get(k, 0.0) // v) for k, v in need.items() if v > 0]
-    return min(counts) if counts else 1_000_000
-
-
-def _amount(key: str, value: float) -> str:
-    if key == "memory":
-        return f"{value / GIB:.3g} GiB of memory"
-    return f"{value:g} {key}{'' if value == 1 else 's'}"
-
-
-def check_resources(cfg: SweepConfig, nodes: list[dict[str, float]]) -> None:
-    """Refuse (exit 2) a trial that can never be scheduled on this cluster, whose alive nodes have
-    the total resources ``nodes`` (Ray's ``CPU``, ``GPU``, ``memory`` in bytes): one worker must fit
-    on one node, and ``resources.workers`` of them on the cluster at once -- else Tune would wait
-    for ever. Fields: the resource that does not fit, or ``resources.workers``."""
-    r = cfg.resources
-    need = _per_worker(cfg)
-    fields = {"CPU": "resources.cpus_per_trial", "GPU": "resources.gpus_per_trial", "memory": "resources.memory_gb"}
-    for key, value in need.items():
-        biggest = max((n.get(key, 0.0) for n in nodes), default=0.0)
-        if value > biggest:
-            per = "per worker" if r.workers > 1 else "per trial"
-            raise ParameterError(
-                fields[key],
-                f"{_amount(key, value)} {per}, but no node of the Ray cluster has that many "
-                f"(the largest has {_amount(key, biggest)}; {len(nodes)} node(s))",
-            )
-    room = sum(_fits(n, need) for n in nodes)
-    if r.workers > room:
-        raise ParameterError(
-            "resources.workers",
-            f"a trial needs {r.workers} workers of {', '.join(_amount(k, v) for k, v in need.items() if v > 0)} "
-            f"each at once, but the Ray cluster holds only {room} such workers",
-        )
-
-
-def _local_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _local_memory() -> float | None:
-    try:
-        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def check_local_resources(cfg: SweepConfig, address: str | None) -> None:
-    """Before Ray starts, when the sweep will start a local Ray instance (no ``--address``, no
-    ``RAY_ADDRESS``, no Ray already running in this process): the CPUs and memory a trial asks
-    for must exist on this machine (its Ray instance gets them all, memory less its object store;
-    the exact check against Ray's resources follows once it runs)."""
-    ray = sys.modules.get("ray")
-    if address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
-        return
-    r, cpus, memory = cfg.resources, _local_cpus(), _local_memory()
-    if r.cpus_per_trial > cpus:
-        raise ParameterError(
-            "resources.cpus_per_trial", f"must be at most {cpus} (the CPUs of this machine), got {r.cpus_per_trial}"
-        )
-    if r.cpus_per_trial * r.workers > cpus:
-        raise ParameterError(
-            "resources.workers",
-            f"{r.workers} workers x {r.cpus_per_trial} CPU(s) = {r.workers * r.cpus_per_trial} CPUs per trial, but "
-            f"this machine has {cpus}",
-        )
-    if r.memory_gb and memory is not None and r.memory_gb * r.workers * GIB > memory:
-        field = "resources.memory_gb" if r.memory_gb * GIB > memory else "resources.workers"
-        raise ParameterError(
-            field,
-            f"a trial asks for {r.workers} x {r.memory_gb:g} GiB of memory, but this machine has "
-            f"{memory / GIB:.3g} GiB (less than that is Ray's to give)",
-        )
-
-
-def check_tracking_reachable(nodes: list[dict[str, Any]]) -> None:
-    """A multi-node sweep needs a tracking server: trials on other nodes cannot reach (and must
-    not each create) the driver's local SQLite file."""
-    if len(nodes) > 1 and not tracking_configured():
-        raise InputError(
-            f"MLFLOW_TRACKING_URI: the Ray cluster has {len(nodes)} nodes; set it to an MLflow server every node "
-            "can reach (docs/tracking.md) -- the local SQLite default only works on one machine"
-        )
-
-
-def _check_plan(cfg: SweepConfig) -> None:
-    """What the data decides, before anything is written or started (the data is loaded again,
-    with the feature cache, by the plan): the data itself (labels, splits, file types),
-    ``privacy.delta`` against the training-set size, and the private trials' steps against the
-    accountant's supported range."""
-    from noise_search.accountants import check_steps_supported
-    from orchestrator.sweep.plan import _private_training
-    from trainers.budget import check_delta, make_step_plan
-    from trainers.engine import load_settings_dataset
-
-    n_train = len(load_settings_dataset(cfg.data, cfg.model.task).train)
-    check_delta(cfg.privacy.delta, n_train, allow=cfg.privacy.allow_large_delta, warn=False)
-    if cfg.tuning is None:
-        training = _private_training(cfg, n_train)
-        plan = make_step_plan(n_train, training["batch_size"], epochs=training["epochs"], steps=training["steps"])
-        check_steps_supported(cfg.privacy.accountant, plan.steps, "privacy.accountant")
-
-
-def _check_storage(cfg: SweepConfig, run_dir: str, resume: bool, address: str | None) -> dict[str, Any] | None:
-    """The manifest of the sweep at ``run_dir`` (None: a new sweep), after the resume rules."""
-    lock.check_free(run_dir)  # a sweep running into it: refused naming it, not "already exists"
-    manifest = read_manifest(run_dir)
-    if resume and manifest is None:
-        raise InputError(f"--resume: no sweep {cfg.experiment!r} to resume at {run_dir}")
-    if not resume and (manifest is not None or run_dir_exists(run_dir)):
-        status = manifest.get("status", "unknown") if manifest else "unknown"
-        raise InputError(
-            f"experiment: a sweep {cfg.experiment!r} already exists at {run_dir} (status: {status}); "
-            "pass --resume to continue it, or choose another experiment name or storage_path"
-        )
-    if resume and manifest and manifest.get("config") != cfg.to_dict():
-        raise InputError(f"--config: differs from the config of the sweep being resumed ({run_dir}/{MANIFEST})")
-    if "://" not in run_dir:
-        check_output_dir(run_dir, "storage_path")
-    return manifest
-
-
 # --- the pipeline -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Route everything written to stdout -- fd 1, and ``sys.stdout`` when it is not fd 1 (Ray
-    and Tune print to both) -- to stderr meanwhile."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def _quiet_libraries() -> None:
-    """Tune's console tables and MLflow's download bars would clutter the driver's output."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def run_sweep(
@@ -255,12 +98,12 @@ def run_sweep(
     trial_fn: TrialFn | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep; returns the ``lmo-dp sweep --json`` object."""
-    _quiet_libraries()
+    quiet_sweep_libraries()
     run_dir = f"{cfg.storage_uri().rstrip('/')}/{cfg.experiment}"
     check_local_resources(cfg, address)
-    manifest = _check_storage(cfg, run_dir, resume, address)
+    manifest = check_storage(cfg, run_dir, resume, address)
     if manifest is None:
-        _check_plan(cfg)
+        check_plan(cfg)
     check_tracking(tracking_uri())
     if address:
         check_address(address)
@@ -270,7 +113,7 @@ def run_sweep(
     held = lock.acquire(run_dir)  # exit 2 naming the sweep that holds it
     started = False
     try:
-        manifest = _check_storage(cfg, run_dir, resume, address)  # again: a sweep may have ended meanwhile
+        manifest = check_storage(cfg, run_dir, resume, address)  # again: a sweep may have ended meanwhile
         session = connect(address)
         try:
             import ray
@@ -375,18 +218,20 @@ class _Run:
     def _execute(self) -> dict[str, Any]:
         manifest = self._open()
         search = SearchResult.from_dict(manifest["search"], source=f"{self.run_dir}/{MANIFEST}")
-        specs, infeasible = trial_specs(self.cfg, search, manifest.get("tuning"))
+        tuned = manifest.get("tuning")
+        cells = None if tuned is None else [TunedCell.from_dict(c) for c in tuned]
+        specs, infeasible = trial_specs(self.cfg, search, cells)
         # the runs table lmo-dp's URL opens (kept up to date on every run of the sweep)
         self.experiment_id = self.tracker.set_view(self.cfg.experiment, sweep_view(self.cfg, [*specs, *infeasible]))
-        ctx = {
-            "experiment": self.cfg.experiment,
-            "parent_run_id": manifest["parent_run_id"],
-            "tracking_uri": self.uri,
-            "sweep": self.cfg.to_dict(),
-            "train_storage": f"{self.run_dir}/ray-train",
-            "run_dir": self.run_dir,
-            "n_train": manifest["plan"]["n_train"],
-        }
+        ctx = SweepContext(
+            experiment=self.cfg.experiment,
+            parent_run_id=manifest["parent_run_id"],
+            tracking_uri=self.uri,
+            sweep=self.cfg,
+            train_storage=f"{self.run_dir}/ray-train",
+            run_dir=str(self.run_dir),
+            n_train=int(manifest["plan"]["n_train"]),
+        )
         stopping = None
         if self.cfg.early_stopping is not None:
             plan = manifest["plan"]
@@ -405,7 +250,7 @@ class _Run:
         return {**trial_entry(spec, outcome, trial_id), "reused": spec.key in self.reused}
 
     def _add_seeds(
-        self, search: SearchResult, trials: list[dict[str, Any]], ctx: dict[str, Any], manifest: dict[str, Any]
+        self, search: SearchResult, trials: list[dict[str, Any]], ctx: SweepContext, manifest: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
         """Seeds until decided (:mod:`~orchestrator.sweep.sequential`): each later look's trials are
         found finished in MLflow by key, or run as a Tune run of their own under the run folder."""
@@ -439,7 +284,7 @@ class _Run:
         plan = plan_sweep(cfg)
         self.timings["plan_seconds"] = time.perf_counter() - t
         t = time.perf_counter()
-        outcome, result = _search(cfg, plan)
+        outcome, result = run_search(cfg, plan)
         self.timings["search_seconds"] = time.perf_counter() - t
         parent_run_id = tracker.start_run(
             cfg.experiment,
@@ -468,13 +313,13 @@ class _Run:
             self.timings["tuning_seconds"] = time.perf_counter() - t
         self.live_manifest = manifest
         write_manifest(self.run_dir, manifest)
-        _log_parent_inputs(tracker, parent_run_id, cfg, plan, outcome, result, self.out_dir)
+        log_parent_inputs(tracker, parent_run_id, cfg, plan, outcome, result, self.out_dir)
         if cfg.tuning is not None:
-            _log_tuning(tracker, parent_run_id, cfg, manifest["tuning"])
+            log_tuning(tracker, parent_run_id, cfg, manifest["tuning"])
         return manifest
 
     def _fit(
-        self, specs: list[TrialSpec], ctx: dict[str, Any], manifest: dict[str, Any], name: str | None = None
+        self, specs: list[TrialSpec], ctx: SweepContext, manifest: dict[str, Any], name: str | None = None
     ) -> tuple[list[tuple[TrialSpec, TrialOutcome, str | None]], float]:
         """Every trial of ``specs``: (spec, outcome, Tune trial id), and the seconds it took.
 
@@ -499,9 +344,9 @@ class _Run:
         started = time.perf_counter()
         if todo:
             if self.resume:  # trials cut short may restart from an earlier attempt's checkpoint
-                ctx = {**ctx, "checkpoints": earlier_checkpoints(self.run_dir, {s.key for s in todo})}
+                ctx = ctx.with_checkpoints(earlier_checkpoints(self.run_dir, {s.key for s in todo}))
             progress = trial_progress_callback(len(todo), self.cfg.max_retries, self._problem)
-            grid = self._tuner(todo, ctx, progress, name).fit()
+            grid = make_tuner(self.cfg, self.run_dir, todo, ctx, progress, name, self.trial_fn).fit()
             if progress.stop_reason is not None:
                 raise _SweepStopped(progress.stop_reason)
             tuned = list(grid)
@@ -530,45 +375,6 @@ class _Run:
         as long to come back as MLflow's client gives one request)."""
         return sweep_problem(self.run_dir, self.uri, patience=client_retry_window())
 
-    def _tuner(self, specs: list[TrialSpec], ctx: dict[str, Any], progress: Any, name: str | None = None) -> Any:
-        from ray import tune
-
-        cfg, r = self.cfg, self.cfg.resources
-        if r.workers > 1:  # the trial only drives a TorchTrainer, whose workers hold the resources
-            resources: dict[str, float] = {"cpu": 0, "memory": 256 * 2**20}
-        else:
-            resources = {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial}
-            if r.memory_gb:
-                resources["memory"] = r.memory_gb * 2**30
-        fn = tune.with_parameters(run_trial, trial_fn=self.trial_fn) if self.trial_fn is not None else run_trial
-        trainable = tune.with_resources(fn, resources)
-        space = {"spec": tune.grid_search([s.to_dict() for s in specs]), "ctx": ctx}
-        # always a fresh Tune run, also on --resume: what is finished comes from MLflow, so Tune's
-        # saved state (which a full disk or a killed driver can cut short) is never needed
-        return tune.Tuner(
-            trainable,
-            param_space=space,
-            tune_config=tune.TuneConfig(
-                scheduler=_scheduler(cfg),
-                max_concurrent_trials=cfg.max_concurrent_trials,
-                # one actor per concurrent slot runs trial after trial: imports, Ray worker start-up
-                # and model loading are paid once per slot, not per trial (about 7 s each on 2 CPUs)
-                reuse_actors=True,
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=name or cfg.experiment,
-                storage_path=self.run_dir if name else cfg.storage_uri(),
-                failure_config=tune.FailureConfig(max_failures=cfg.max_retries),
-                # a trial's latest checkpoint is all a retry needs (training.checkpoint_every)
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[progress],
-                stop=progress.stopper(),
-                verbose=0,
-            ),
-        )
-
     def _finish(
         self,
         manifest: dict[str, Any],
@@ -577,23 +383,13 @@ class _Run:
         stopping: list[dict[str, Any]] | None = None,
         seeds: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        from orchestrator.report import write_report
-        from orchestrator.report_statistics import read_verdicts, verdict_metrics
-
         tracker, parent_run_id = self.tracker, manifest["parent_run_id"]
         early = None
         if stopping is not None:
             early = early_stopping_summary(self.cfg, stopping, trials)
-            _log_early_stopping(tracker, parent_run_id, early)
+            log_early_stopping(tracker, parent_run_id, early)
         tracker.log_dict(parent_run_id, sequential.statistics_record(self.cfg, seeds), "statistics.json")
-        report, _ = write_report(
-            tracker, self.cfg.experiment, self.out_dir / "report", parent_run_id=parent_run_id, live=True
-        )
-        tracker.log_artifacts(parent_run_id, report.parent, "report")
-        verdicts = read_verdicts(report.parent)
-        tracker.log_metrics(parent_run_id, verdict_metrics(verdicts))
-        for name in ("cells.csv", "comparisons.csv"):
-            tracker.log_artifact(parent_run_id, report.parent / name)
+        report, verdicts = log_report(tracker, parent_run_id, self.cfg.experiment, self.out_dir / "report")
         failed = sum(t["status"] in FAILED_STATUSES for t in trials)
         tracker.log_metrics(
             parent_run_id,
@@ -661,48 +457,6 @@ def _short(exc: BaseException, limit: int = 150) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _scheduler(cfg: SweepConfig) -> Any:
-    """Tune's trial scheduler: with ``early_stopping``, ASHA per (target, mechanism) cell over the rung
-    results of :func:`~orchestrator.sweep.trial.asha_rungs`; else FIFO (None)."""
-    es = cfg.early_stopping
-    if es is None:
-        return None
-    from orchestrator.sweep.scheduler import CellASHA
-    from orchestrator.sweep.trial import RUNG_EPOCH, RUNG_SCORE
-    from orchestrator.sweep_config import MAX_RUNG_EPOCHS
-
-    # only rung results carry the score; the others (checkpoints, the final outcome) do not
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    return CellASHA(
-        time_attr=RUNG_EPOCH,
-        metric=RUNG_SCORE,
-        mode="max",
-        max_t=MAX_RUNG_EPOCHS,
-        grace_period=es.grace_epochs,
-        reduction_factor=es.reduction_factor,
-    )
-
-
-def close_stopped_runs(tracker: Tracker, results: list[Any]) -> int:
-    """End FINISHED (tagged stopped, with the rung's epsilon and scores) the runs of trials that
-    early stopping stopped but whose actor went away before the trial closed its run itself;
-    returns how many."""
-    closed = 0
-    for res in results:
-        m = res.metrics or {}
-        run_id = m.get("mlflow_run_id")
-        if res.error is not None or m.get("lmodp_status") != "stopped" or not run_id:
-            continue
-        if tracker.client.get_run(run_id).info.status != "RUNNING":
-            continue
-        outcome = TrialOutcome.from_report(m)
-        tracker.log_metrics(run_id, {"epsilon_spent": outcome.epsilon, **outcome.metrics})
-        tracker.set_tags(run_id, {"lmodp.status": "stopped"})
-        tracker.end_run(run_id, "FINISHED")
-        closed += 1
-    return closed
-
-
 def _entry_order(t: dict[str, Any]) -> tuple[Any, ...]:
     """Trial entries by target (the reference last), mechanism, seed, learning rate, clip."""
     eps = t["epsilon_target"]
@@ -710,114 +464,3 @@ def _entry_order(t: dict[str, Any]) -> tuple[Any, ...]:
         eps is None, eps or 0.0, t["mechanism"], t.get("tuning_run") or 0, t["seed"], t["learning_rate"] or 0.0,
         t.get("clip") or 0.0,
     )  # fmt: skip
-
-
-def _trial_name(trial: Any) -> str:
-    return f"{trial.trial_id}_{trial.config['spec']['key']}"
-
-
-def _search(cfg: SweepConfig, plan: SharedPlan) -> tuple[Any, dict[str, Any]]:
-    """The noise search for every target at the plan's ``(q, T)``: (outcome, its JSON object)."""
-    from noise_search.search import SearchProblem
-    from orchestrator import search_runner
-    from orchestrator.serialize import jsonable
-
-    problem = SearchProblem(
-        targets=cfg.privacy.epsilons,
-        delta=cfg.privacy.delta,
-        sample_rate=plan.sample_rate,
-        steps=plan.steps,
-        objective=cfg.search.objective,
-        gamma=cfg.search.gamma,
-        space=cfg.search.space,
-        strategy=cfg.search.strategy,
-        seed=cfg.search.seed,
-        accountant=cfg.privacy.accountant,
-        lmo_accountant=cfg.privacy.lmo_accountant,
-    )
-    outcome = search_runner.run(problem)
-    return outcome, jsonable(outcome.to_dict())
-
-
-def _log_tuning(tracker: Tracker, parent_run_id: str, cfg: SweepConfig, cells: list[dict[str, Any]]) -> None:
-    """The tuning law and every cell's K, per-run and tuned epsilon on the parent run (params,
-    metrics ``tuning.eps_<E>.<mechanism>.*`` and the ``tuning.json`` artifact)."""
-    summary = tuning_summary(cfg, [TunedCell.from_dict(c) for c in cells])
-    tracker.log_params(
-        parent_run_id,
-        {f"tuning.{k}": summary[k] for k in ("mean", "shape", "distribution", "noise", "seed")},
-    )
-    metrics: dict[str, float] = {}
-    for c in summary["cells"]:
-        prefix = f"tuning.eps_{c['epsilon']:g}.{c['mechanism']}" if c["epsilon"] is not None else "tuning.none"
-        metrics[f"{prefix}.runs"] = c["runs"]
-        for key in ("epsilon_per_run", "epsilon_tuned"):
-            if c.get(key) is not None:
-                metrics[f"{prefix}.{key}"] = c[key]
-    tracker.log_metrics(parent_run_id, metrics)
-    tracker.log_dict(parent_run_id, summary, "tuning.json")
-
-
-def _log_early_stopping(tracker: Tracker, parent_run_id: str, summary: dict[str, Any]) -> None:
-    """ASHA's settings, the stopped trials and every cell's selection epsilon on the parent run
-    (params ``early_stopping.*``, metrics ``early_stopping.eps_<E>.<mechanism>.*``, ``early_stopping.json``)."""
-    tracker.log_params(
-        parent_run_id, {f"early_stopping.{k}": summary[k] for k in ("scheduler", "grace_epochs", "reduction_factor")}
-    )
-    metrics: dict[str, float] = {"early_stopping.stopped": summary["stopped"]}
-    for c in summary["cells"]:
-        prefix = f"early_stopping.eps_{c['epsilon']:g}.{c['mechanism']}"
-        for key in ("runs", "stopped", "epsilon_per_run", "epsilon_selection"):
-            metrics[f"{prefix}.{key}"] = c[key]
-    tracker.log_metrics(parent_run_id, metrics)
-    tracker.log_dict(parent_run_id, summary, "early_stopping.json")
-
-
-def _log_parent_inputs(
-    tracker: Tracker,
-    parent_run_id: str,
-    cfg: SweepConfig,
-    plan: SharedPlan,
-    outcome: Any,
-    result: dict[str, Any],
-    out_dir: Path,
-) -> None:
-    from orchestrator.search_outputs import write_outputs
-
-    flat = {
-        "experiment": cfg.experiment,
-        "epsilons": ",".join(f"{e:g}" for e in cfg.privacy.epsilons),
-        "mechanisms": ",".join(cfg.privacy.mechanisms),
-        **({"variants": ",".join(f"{k}={v.mechanism}" for k, v in cfg.variants.items())} if cfg.variants else {}),
-        "data.test_size": plan.dataset.get("test_size"),
-        "data.validation_size": plan.dataset.get("validation_size"),
-        "seeds": ",".join(str(s) for s in cfg.seeds),
-        "delta": cfg.privacy.delta,
-        "clip": cfg.privacy.clip,
-        "plan.sample_rate": plan.sample_rate,
-        "plan.steps": plan.steps,
-        "plan.n_train": plan.n_train,
-        "data.name": cfg.data.name,
-        "data.sha256": plan.dataset.get("sha256"),
-        "search.objective": cfg.search.objective,
-        "search.space": cfg.search.space,
-        "search.strategy": cfg.search.strategy,
-        "model.trainable": cfg.model.trainable_kind,
-        "non_private": cfg.non_private,
-        **{f"plan.{k}": v for k, v in (plan.training or {}).items()},
-    }
-    tracker.log_params(parent_run_id, flat)
-    tracker.log_dict(parent_run_id, cfg.to_dict(), "sweep-config.json")
-    search_dir = out_dir / "search"
-    search_dir.mkdir(parents=True, exist_ok=True)
-    for path in write_outputs(outcome, search_dir / "search.json", result).values():
-        tracker.log_artifact(parent_run_id, str(path), "search")
-    metrics = {f"baseline.majority_{k}": v for k, v in (plan.majority or {}).items()}
-    for row in outcome.rows:
-        e = row.epsilon_target
-        if row.objective is not None:
-            metrics[f"search.lmo.objective.eps_{e:g}"] = row.objective
-        for entry in (row.laplace, row.gaussian):
-            if entry.objective is not None:
-                metrics[f"search.{entry.family}.objective.eps_{e:g}"] = entry.objective
-    tracker.log_metrics(parent_run_id, metrics)

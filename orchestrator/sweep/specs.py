@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from noise_search.search_result import SearchResult, SearchRow
-from orchestrator.sweep_config import SweepConfig
+
+if TYPE_CHECKING:
+    from orchestrator.sweep.tuning import TunedCell
+    from orchestrator.sweep_config import SweepConfig
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,10 @@ def noise_params(mechanism: str, row: SearchRow) -> dict[str, Any] | None:
 
 
 def trial_specs(
-    cfg: SweepConfig, search: SearchResult, tuning: list[dict[str, Any]] | None = None
+    cfg: SweepConfig, search: SearchResult, tuning: list[TunedCell] | None = None
 ) -> tuple[list[TrialSpec], list[TrialSpec]]:
     """(runnable trial specs, infeasible grid points) for the sweep's grid, or with a tuning
-    section for its drawn runs (``tuning``: the calibrated cells, as stored in the manifest)."""
+    section for its drawn runs (``tuning``: the calibrated cells)."""
     if cfg.tuning is not None:
         if tuning is None:
             raise ValueError("a tuned sweep needs its calibrated cells")
@@ -139,16 +142,16 @@ def cell_specs(
     ]
 
 
-def tuned_specs(cells: list[dict[str, Any]]) -> tuple[list[TrialSpec], list[TrialSpec]]:
+def tuned_specs(cells: list[TunedCell]) -> tuple[list[TrialSpec], list[TrialSpec]]:
     """The runs of a tuned sweep's cells (:mod:`orchestrator.sweep.tuning`) as trial specs."""
     specs, infeasible = [], []
     for cell in cells:
-        mech, eps = cell["mechanism"], cell["epsilon"]
-        for run in cell["runs"]:
+        mech, eps = cell.mechanism, cell.epsilon
+        for run in cell.runs:
             prefix = f"eps={eps:g}_{mech}" if eps is not None else mech
             spec = TrialSpec(
-                f"{prefix}_run={run['index']}", mech, eps, run["seed"], run["learning_rate"], run["clip"],
-                cell["params"], run["epochs"], run["index"], run.get("trainable"),
+                f"{prefix}_run={run.index}", mech, eps, run.seed, run.learning_rate, run.clip, cell.params,
+                run.epochs, run.index, run.trainable,
             )  # fmt: skip
-            (specs if cell["params"] is not None or mech == "none" else infeasible).append(spec)
+            (specs if cell.params is not None or mech == "none" else infeasible).append(spec)
     return specs, infeasible

@@ -25,13 +25,17 @@ import contextlib
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from noise_search.errors import InputError, one_line
+from orchestrator.sweep.context import SweepContext
 from orchestrator.sweep.outcomes import TrialOutcome
 from orchestrator.sweep.specs import TrialSpec
 from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, TRIAL_KEY_TAG, TRIAL_TAG, Tracker
+
+if TYPE_CHECKING:
+    from trainers.config import TrialConfig
 
 SWEEP_TAG = "lmodp.sweep"
 #: tag of a sweep's parent run: its run folder (where its lock is; ``lmo-dp report`` asks it)
@@ -41,14 +45,14 @@ RUN_DIR_TAG = "lmodp.run_dir"
 TrialFn = Callable[..., Any]
 
 
-def claim_run(tracker: Tracker, ctx: dict[str, Any], spec: TrialSpec, trial_id: str) -> tuple[str | None, Any]:
+def claim_run(tracker: Tracker, ctx: SweepContext, spec: TrialSpec, trial_id: str) -> tuple[str | None, Any]:
     """(run id to log into, finished run or None).
 
     Earlier attempts are found by the trial's key under the sweep's parent run (Tune's trial ids
     change when a sweep's Tune state is rebuilt). A finished one is returned so the trial is
     not trained twice; unfinished or failed ones are closed and deleted.
     """
-    earlier = tracker.find_runs(ctx["experiment"], {TRIAL_KEY_TAG: spec.key, PARENT_TAG: ctx["parent_run_id"]})
+    earlier = tracker.find_runs(ctx.experiment, {TRIAL_KEY_TAG: spec.key, PARENT_TAG: ctx.parent_run_id})
     for run in earlier:
         if run.info.status == "FINISHED":
             return None, run
@@ -58,12 +62,12 @@ def claim_run(tracker: Tracker, ctx: dict[str, Any], spec: TrialSpec, trial_id: 
         TRIAL_KEY_TAG: spec.key,
         TRIAL_TAG: trial_id,
         KIND_TAG: "trial",
-        SWEEP_TAG: ctx["experiment"],
+        SWEEP_TAG: ctx.experiment,
         "lmodp.mechanism": spec.mechanism,
         "lmodp.epsilon_target": "none" if spec.epsilon is None else f"{spec.epsilon:g}",
         "lmodp.seed": str(spec.seed),
     }
-    run_id = tracker.start_run(ctx["experiment"], run_name=spec.key, tags=tags, parent_run_id=ctx["parent_run_id"])
+    run_id = tracker.start_run(ctx.experiment, run_name=spec.key, tags=tags, parent_run_id=ctx.parent_run_id)
     return run_id, None
 
 
@@ -98,10 +102,10 @@ def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
 
     from orchestrator.trial_tracking import trial_params
 
-    spec, ctx = TrialSpec.from_dict(config["spec"]), config["ctx"]
+    spec, ctx = TrialSpec.from_dict(config["spec"]), SweepContext.from_dict(config["ctx"])
     trial_id = tune.get_context().get_trial_id()
-    sweep = SweepConfig.from_dict(ctx["sweep"])
-    tracker = _open_tracker(ctx["tracking_uri"])
+    sweep = ctx.sweep
+    tracker = _open_tracker(ctx.tracking_uri)
     run_id, finished = claim_run(tracker, ctx, spec, trial_id)
     if finished is not None:
         tune.report(TrialOutcome.from_run(finished).report())
@@ -116,8 +120,8 @@ def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
         clip=spec.clip,
         epochs=spec.epochs,
         trainable=spec.trainable,
-    ).resolve(ctx["n_train"])
-    with tracker.run(ctx["experiment"], run_id=run_id):
+    ).resolve(ctx.n_train)
+    with tracker.run(ctx.experiment, run_id=run_id):
         tracker.set_tags(run_id, {"lmodp.node_ip": ray.util.get_node_ip_address()})
         tuning = {} if spec.tuning_run is None else {"tuning.run": spec.tuning_run}
         tracker.log_params(run_id, {**trial_params(trial_cfg), "trial.key": spec.key, "trial.id": trial_id, **tuning})
@@ -126,7 +130,7 @@ def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
             outcome = _run_data_parallel(sweep, trial_cfg, ctx, run_id)
         else:
             rungs = None if sweep.early_stopping is None else asha_rungs(sweep, trial_cfg, tracker, run_id)
-            earlier = (ctx.get("run_dir"), (ctx.get("checkpoints") or {}).get(spec.key))
+            earlier = (ctx.run_dir, ctx.checkpoint_of(spec.key))
             outcome = _run_local(trial_cfg, tracker, run_id, trial_fn, rungs, earlier)
         if outcome.status == "stopped":
             # Tune stopped this trial at a rung: the rung's report is its last result; the run ends
@@ -148,7 +152,7 @@ def _trial(config: dict[str, Any], trial_fn: TrialFn | None) -> None:
 RUNG_EPOCH, RUNG_SCORE = "rung_epoch", "rung_score"
 
 
-def asha_rungs(sweep: SweepConfig, trial_cfg: Any, tracker: Tracker, run_id: str) -> Any:
+def asha_rungs(sweep: SweepConfig, trial_cfg: TrialConfig, tracker: Tracker, run_id: str) -> Any:
     """The trial's :class:`~trainers.loop.RungHook` for ``early_stopping``: at each rung it logs
     the validation score, then reports to Tune a result that is the trial's outcome should ASHA
     stop it there (status ``stopped``, its full plan's epsilon); ASHA's stop reaches the trial as
@@ -202,7 +206,7 @@ CHECKPOINT_STEPS = "checkpoint_steps"
 
 
 def _run_local(
-    trial_cfg: Any,
+    trial_cfg: TrialConfig,
     tracker: Tracker,
     run_id: str,
     trial_fn: TrialFn | None,
@@ -222,7 +226,7 @@ def _run_local(
 
 
 @contextlib.contextmanager
-def tune_checkpoints(trial_cfg: Any, run_dir: str | None = None, earlier: str | None = None) -> Iterator[Any]:
+def tune_checkpoints(trial_cfg: TrialConfig, run_dir: str | None = None, earlier: str | None = None) -> Iterator[Any]:
     """The trial's :class:`~trainers.checkpoint.Checkpointing` under Tune (None without
     ``training.checkpoint_every``): a scratch folder filled from Tune's latest checkpoint of this
     trial, if any -- else, on a resumed sweep, from ``earlier``, the newest checkpoint folder (relative
@@ -294,7 +298,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     ray.train.report(TrialOutcome.from_train(result, None).report())
 
 
-def _run_data_parallel(sweep: SweepConfig, trial_cfg: Any, ctx: dict[str, Any], run_id: str) -> TrialOutcome:
+def _run_data_parallel(sweep: SweepConfig, trial_cfg: TrialConfig, ctx: SweepContext, run_id: str) -> TrialOutcome:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -306,12 +310,12 @@ def _run_data_parallel(sweep: SweepConfig, trial_cfg: Any, ctx: dict[str, Any], 
         per_worker["memory"] = float(r.memory_gb) * 2**30
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"trial": trial_cfg.to_dict(), "tracking_uri": ctx["tracking_uri"], "run_id": run_id},
+        train_loop_config={"trial": trial_cfg.to_dict(), "tracking_uri": ctx.tracking_uri, "run_id": run_id},
         scaling_config=ScalingConfig(
             num_workers=r.workers, use_gpu=r.gpus_per_trial > 0, resources_per_worker=per_worker
         ),
         torch_config=TorchConfig(backend="nccl" if r.gpus_per_trial > 0 else "gloo"),
-        run_config=RunConfig(name=f"{run_id}-train", storage_path=ctx["train_storage"]),
+        run_config=RunConfig(name=f"{run_id}-train", storage_path=ctx.train_storage),
     )
     outcome = TrialOutcome.from_report(trainer.fit().metrics)
     return TrialOutcome(

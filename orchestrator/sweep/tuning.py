@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from orchestrator.sweep_config import SweepConfig, TuningRange, TuningSpace
+from orchestrator.sweep_sections import TuningRange, TuningSpace
+
+if TYPE_CHECKING:
+    from noise_search.search_result import SearchResult
+    from orchestrator.sweep.plan import SharedPlan
+    from orchestrator.sweep_config import SweepConfig
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,9 @@ def run_plans(cfg: SweepConfig, n_train: int, mechanism: str, space: TuningSpace
     return sorted(out)
 
 
-def calibrate_cells(cfg: SweepConfig, plan: Any, search: Any, cells: list[TunedCell]) -> list[TunedCell]:
+def calibrate_cells(
+    cfg: SweepConfig, plan: SharedPlan, search: SearchResult, cells: list[TunedCell]
+) -> list[TunedCell]:
     """Each private cell with its noise, per-run and tuned epsilon (``plan``: the sweep's
     :class:`~orchestrator.sweep.plan.SharedPlan`; ``search``: its noise search result, whose
     parameters seed the calibration and give LMO's shape)."""
@@ -161,7 +168,7 @@ def calibrate_cells(cfg: SweepConfig, plan: Any, search: Any, cells: list[TunedC
     return out
 
 
-def _calibrate_cell(cfg: SweepConfig, plan: Any, cell: TunedCell, start: dict[str, Any]) -> TunedCell:
+def _calibrate_cell(cfg: SweepConfig, plan: SharedPlan, cell: TunedCell, start: dict[str, Any]) -> TunedCell:
     from noise_search.accountants import RdpAccountant
     from noise_search.calibration import calibrate_parameter
     from noise_search.errors import CalibrationError

@@ -39,6 +39,14 @@ def test_account_json_matches_library_for_each_mechanism(capsys):
         assert r.out.count("\n") == 1  # one JSON object, nothing else on stdout
 
 
+def test_u0_its_deprecated_alias_u_and_param_give_one_epsilon(capsys):
+    args = ["--sample-rate", "0.01", "--steps", "100", "--delta", "1e-5", "--json"]
+    outs = [run_cli(capsys, "account", "--mechanism", "laplace", *flags, *args) for flags in
+            (["--u0", "0.5"], ["--u", "0.5"], ["--param", "u0=0.5"], ["--param", "u=0.5"])]  # fmt: skip
+    assert all(r.code == 0 for r in outs)
+    assert len({r.out for r in outs}) == 1
+
+
 def test_human_output_names_the_numbers(capsys):
     r = run_cli(
         capsys,
@@ -117,7 +125,12 @@ BAD_INPUTS = [
     (["--mechanism", "gaussian", "--sigma", "-1"], "--sigma"),
     (["--mechanism", "gaussian", "--sigma", "0"], "--sigma"),
     (["--mechanism", "gaussian"], "--sigma"),
-    (["--mechanism", "laplace", "--u", "0"], "--u"),
+    (["--mechanism", "laplace", "--u", "0"], "--u: must be in (0.0, 1000.0]"),
+    (["--mechanism", "laplace", "--u0", "0"], "--u0: must be in (0.0, 1000.0]"),
+    (["--mechanism", "laplace", "--u0", "1", "--u", "1"], "not allowed with argument"),
+    (["--mechanism", "laplace", "--param", "u0=2000"], "--param: u0: must be in (0.0, 1000.0]"),
+    (["--mechanism", "laplace", "--param", "b=2"], "--param: b: not a parameter of the laplace mechanism"),
+    (["--mechanism", "laplace", "--param", "u0"], "--param: expected KEY=VALUE"),
     (["--mechanism", "gaussian", "--sigma", "abc"], "--sigma"),
     (["--mechanism", "cauchy", "--sigma", "1"], "--mechanism"),
     (["--mechanism", "lmo", "--params", "/nonexistent/params.json"], "params"),

@@ -177,7 +177,7 @@ def test_per_run_noise_meets_the_target_per_run_and_states_the_larger_tuned_epsi
     # the search found no LMO at epsilon 1: that cell's runs are infeasible, with the reason
     lmo = next(c for c in cells if c.mechanism == "lmo" and c.epsilon == 1.0)
     assert lmo.params is None and "no parameters" in lmo.note
-    specs, infeasible = trial_specs(cfg, SEARCH, [c.to_dict() for c in cells])
+    specs, infeasible = trial_specs(cfg, SEARCH, cells)
     assert len(infeasible) == len(lmo.runs)
     assert {s.key for s in infeasible} == {f"eps=1_lmo_run={r.index}" for r in lmo.runs}
     assert all(s.params == gaussian.params for s in specs if s.mechanism == "gaussian" and s.epsilon == 1.0)
@@ -249,5 +249,5 @@ def test_runs_may_draw_the_trainable_set_and_the_noise_covers_every_plan(tmp_pat
     assert out.epsilon_tuned <= 8.0
     for q, t in plans:  # every plan alone is within the per-run epsilon
         assert RdpAccountant().compose(dp_sgd_event(Gaussian(sigma), q, t)).get_epsilon(1e-5) <= out.epsilon_per_run
-    specs, _ = trial_specs(cfg, SEARCH, [c.to_dict() for c in calibrate_cells(cfg, plan, SEARCH, [cell])])
+    specs, _ = trial_specs(cfg, SEARCH, calibrate_cells(cfg, plan, SEARCH, [cell]))
     assert [s.trainable for s in specs] == [r.trainable for r in cell.runs]

@@ -3,7 +3,7 @@
 ``b`` is in units of the clipping bound ``C`` (the noise is ``Laplace(0, b C)`` per coordinate),
 so ``b = 1/u0`` of lmo-dp's built-in ``laplace``. Accounting, sampling and objectives are the
 built-in Laplace's at ``u0 = 1/b``: ``lmo-dp account --mechanism laplace-b --param b=2`` prints
-what ``--mechanism laplace --u 0.5`` prints, under every accountant.
+what ``--mechanism laplace --u0 0.5`` prints, under every accountant.
 """
 
 from __future__ import annotations
