@@ -16,8 +16,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from noise_search.mechanisms import mechanisms
+from noise_search.mechanisms import LMO, Gaussian, Laplace, mechanisms
 from orchestrator.selection import headline_metric, select
+
+#: the baselines a search file holds beside the LMO, in the order the noise plot draws them
+BASELINES = (Laplace.name, Gaussian.name)
 
 
 def family_color(mechanism: str) -> str | None:
@@ -181,9 +184,8 @@ def plot_noise(search: dict[str, Any], path: Path) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     rows = sorted(search.get("results", []), key=lambda r: r["epsilon_target"])
     series = {
-        "lmo": [(r["epsilon_target"], r.get("objective")) for r in rows if r.get("feasible", True)],
-        "laplace": [(r["epsilon_target"], (r.get("laplace") or {}).get("objective")) for r in rows],
-        "gaussian": [(r["epsilon_target"], (r.get("gaussian") or {}).get("objective")) for r in rows],
+        LMO.name: [(r["epsilon_target"], r.get("objective")) for r in rows if r.get("feasible", True)],
+        **{fam: [(r["epsilon_target"], (r.get(fam) or {}).get("objective")) for r in rows] for fam in BASELINES},
     }
     for fam, pts in series.items():
         pts = [(e, v) for e, v in pts if v is not None and math.isfinite(v)]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from noise_search.evaluator import MAXIMISED
+from noise_search.mechanisms import LMO, Gaussian, Laplace
 from noise_search.search import SearchOutcome, SearchProblem
 from orchestrator.serialize import jsonable
 
@@ -57,7 +58,7 @@ def _frontier_rows(outcome: SearchOutcome) -> list[dict[str, Any]]:
         for j in range(grid.index.size):
             rows.append(
                 {
-                    "family": "lmo",
+                    "family": LMO.name,
                     "source": "grid",
                     "epsilon_target": "",
                     "index": int(grid.index[j]),
@@ -74,7 +75,7 @@ def _frontier_rows(outcome: SearchOutcome) -> list[dict[str, Any]]:
             params = r.lmo.to_dict()
             rows.append(
                 {
-                    "family": "lmo",
+                    "family": LMO.name,
                     "source": f"best:{r.source}",
                     "epsilon_target": t,
                     "epsilon": r.epsilon,
@@ -146,7 +147,7 @@ def _write_png(outcome: SearchOutcome, path: Path) -> None:
     best = [(r.epsilon_target, r.objective) for r in outcome.rows if r.feasible]
     if best:
         ax.plot(*zip(*best, strict=True), "o", color="tab:blue", mec="k", label="best LMO per target")
-    for fam, color in (("laplace", "tab:orange"), ("gaussian", "tab:green")):
+    for fam, color in ((Laplace.name, "tab:orange"), (Gaussian.name, "tab:green")):
         pts = [(r.epsilon_target, r.baseline(fam).objective) for r in outcome.rows if r.baseline(fam).objective]
         if pts:
             acc = outcome.rows[0].baseline(fam).accountant

@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from noise_search.errors import InputError, ParameterError
-from noise_search.mechanisms import mechanism_class, mechanism_names
+from noise_search.mechanisms import Gaussian, mechanism_class, mechanism_names
 from trainers.settings import PrivacySettings, TrainingSettings
 
 KINDS: tuple[str, ...] = ("head", "top", "lora", "full")
 #: the recipe families: L2 clipping (named after its mechanism, Gaussian noise), L1 clipping, no noise
-L2, L1, NONE = "gaussian", "l1", "none"
+L2, L1, NONE = Gaussian.name, "l1", "none"
 FAMILIES: tuple[str, ...] = (L2, L1, NONE)
 #: the family of each clipping norm
 FAMILY_OF_NORM: dict[str, str] = {"l2": L2, "l1": L1}

@@ -27,6 +27,7 @@ from typing import Any
 
 from noise_search.errors import ParameterError
 from noise_search.evaluator import OBJECTIVES
+from noise_search.mechanisms import Gaussian, Laplace
 from noise_search.search import STRATEGIES, SearchProblem
 from noise_search.search.problem import BASELINE_ACCOUNTANTS, LMO_ACCOUNTANTS
 from noise_search.spaces import SPACES, WIDE_DEFAULT_SIZE
@@ -163,14 +164,14 @@ def render(r: dict[str, Any]) -> str:
         f"objective {s['objective']}" + (f" (gamma {s['gamma']:g})" if s.get("gamma") else ""),
         f"  q = {s['sample_rate']:g}, T = {s['steps']}, delta = {s['delta']:g}; "
         f"{r['evaluated']:,} evaluations in {r['seconds']:.1f} s",
-        f"  accountants: LMO {s.get('lmo_accountant', 'rdp')}; Laplace {_accountant(r, 'laplace')}; "
-        f"Gaussian {_accountant(r, 'gaussian')}",
+        f"  accountants: LMO {s.get('lmo_accountant', 'rdp')}; Laplace {_accountant(r, Laplace.name)}; "
+        f"Gaussian {_accountant(r, Gaussian.name)}",
         "",
         f"  {'target':>7}  {'LMO eps':>8}  {'LMO obj':>9}  {'Laplace u0':>10}  {'Lap obj':>9}  "
         f"{'Gauss sigma':>11}  {'Gauss obj':>9}",
     ]
     for row in r["results"]:
-        lap, gau = row.get("laplace") or {}, row.get("gaussian") or {}
+        lap, gau = row.get(Laplace.name) or {}, row.get(Gaussian.name) or {}
         lines.append(
             f"  {row['epsilon_target']:>7g}  {_fmt(row['epsilon']):>8}  {_fmt(row['objective']):>9}  "
             f"{_fmt(lap.get('u')):>10}  {_fmt(lap.get('objective')):>9}  {_fmt(gau.get('sigma')):>11}  "
