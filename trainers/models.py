@@ -37,7 +37,6 @@ from trainers.model_folders import (
 )
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-TASKS: tuple[str, ...] = ("classification", "causal-lm")
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
