@@ -43,7 +43,7 @@ import torch
 from noise_search.accountants import compute_epsilon
 from noise_search.audit_bound import MAX_DENSE_ELEMENTS, OneRunAudit, audit_scores, check_audit_inputs
 from noise_search.errors import InputError, check_int
-from noise_search.mechanisms import LMO, Mechanism
+from noise_search.mechanisms import Mechanism
 from trainers.progress import progress_bar
 
 #: ``noise_fn(mech, shape, clip_bound, generator, *, dtype, device) -> Tensor``, like ``sample_noise``.
@@ -128,9 +128,9 @@ def draw_canaries(norm: str, canaries: int, dim: int, generator: torch.Generator
 
 
 def _steps_per_call(mech: Mechanism, dim: int) -> int:
-    """Whole steps drawn per noise call. A shared-``u`` LMO draws one ``u`` per call, so it is
-    called once per step; the other mechanisms draw independent coordinates."""
-    if isinstance(mech, LMO) and mech.variant == "shared":
+    """Whole steps drawn per noise call. A mechanism whose draw shares randomness across its
+    coordinates (a shared-``u`` LMO: one ``u`` per call) is called once per step."""
+    if not mech.independent_coordinates:
         return 1
     return max(1, CHUNK_ELEMENTS // dim)
 

@@ -232,6 +232,12 @@ class Mechanism:
         return math.inf
 
     # --- noise ----------------------------------------------------------------------------------
+    @property
+    def independent_coordinates(self) -> bool:
+        """Whether the coordinates of one draw are independent (a draw can then be split in
+        chunks anywhere); a mechanism sharing a random scale across a draw says False."""
+        return True
+
     def sample(self, shape: int | tuple[int, ...], clip_bound: float, rng: np.random.Generator) -> np.ndarray:
         """Noise of ``shape`` for clipping bound ``clip_bound``, from ``rng``."""
         raise NotImplementedError

@@ -184,6 +184,11 @@ class LMO(Mechanism):
         """``u`` scaled by a factor (:meth:`scaled`), from 1 (this mixture)."""
         return self.scaled, SCALE, 1.0
 
+    @property
+    def independent_coordinates(self) -> bool:
+        """A shared-``u`` draw uses one ``u`` for all its coordinates."""
+        return self.variant != "shared"
+
     def scaled(self, factor: float) -> LMO:
         """The same mixture with ``u`` multiplied by ``factor > 0`` (all weights scaled)."""
         factor = check_range("factor", factor, gt=0.0)
