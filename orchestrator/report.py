@@ -420,7 +420,7 @@ def _summary_html(rows: list[dict[str, Any]]) -> str:
     )
     return f"""<h2>Summary per target and mechanism</h2>
 <p>Counts of every trial, the best validation and test scores among them (the test column is for
-orientation only: the selection above uses validation), and the largest epsilon spent.</p>
+orientation only: the selection above uses validation), and the largest epsilon one trial spent.</p>
 <div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>
 {body}
 </tbody></table></div>

@@ -14,8 +14,8 @@ td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right;overflow-wrap:no
 th{position:sticky;top:0;background:#f4f4f4}
 .scroll{max-width:100%;overflow-x:auto;margin-bottom:1em}
 #trials-scroll{max-height:40em;overflow:auto}
-figure{display:inline-block;margin:.5em;max-width:100%}
-img{max-width:min(40em,100%);height:auto}
+figure{display:inline-block;vertical-align:top;margin:.5em;width:36em;max-width:100%}
+img{max-width:min(36em,100%);height:auto}
 .warning{background:#fff3cd;border:1px solid #e0b000;padding:.5em}
 </style>"""
 

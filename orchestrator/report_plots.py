@@ -52,6 +52,8 @@ def _epsilon_axis(ax, epsilons: list[float]) -> None:
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([f"{t:g}" for t in ticks])
+    if len(ticks) == 1:  # one target: a window around it, not a log axis fitted to the dodged markers
+        ax.set_xlim(ticks[0] / 1.25, ticks[0] * 1.25)
     ax.set_xlabel("target epsilon")
 
 
@@ -186,7 +188,7 @@ def plot_privacy(rows: list[dict[str, Any]], path: Path, tuning: dict[str, Any] 
     import matplotlib.pyplot as plt
 
     data = privacy_plot_data(rows, tuning)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 5.0))
     mechs, log = data["mechanisms"], data["scale"] == "log"
     for i, t in enumerate(data["targets"]):  # each target as a short level across its markers
         half = 1.04 + 0.02 * len(mechs)
@@ -203,17 +205,15 @@ def plot_privacy(rows: list[dict[str, Any]], path: Path, tuning: dict[str, Any] 
         ax.scatter([dodge(p[0], i, len(mechs)) for p in pts], [p[1] for p in pts], marker=marker, s=size,
                    color=color, label=f"{s['mechanism']}: {what}", zorder=3)  # fmt: skip
     _epsilon_axis(ax, data["targets"])
-    if len(data["targets"]) == 1:  # one target: a window around it, not a log axis of one point
-        t = data["targets"][0]
-        ax.set_xlim(t / 1.25, t * 1.25)
     if log:
         _plain_log_y(ax)
-    else:
-        ax.set_ylim(bottom=0)
+    else:  # from 0, with room above the highest point (the target's level)
+        top = max([*data["targets"], *(p[1] for s in data["series"] for p in s["points"])], default=1.0)
+        ax.set_ylim(0, 1.1 * top)
     ax.set_ylabel("epsilon")
     ax.set_title("privacy per trial: accountant's bound, audit's lower bound", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below: no point hidden
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -295,9 +295,6 @@ def plot_noise(
         ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=FAMILY_COLORS.get(s["family"]), label=label,
                 ms=9 if s["kind"] == "tuned" else 6)  # fmt: skip
     _epsilon_axis(ax, data["targets"])
-    if len(set(data["targets"])) == 1:
-        t = data["targets"][0]
-        ax.set_xlim(t / 1.25, t * 1.25)
     if objective in ("mean-abs", "variance"):
         _plain_log_y(ax)
     ax.set_ylabel(f"{objective} per coordinate (C = 1)")

@@ -243,7 +243,9 @@ def test_the_printed_url_opens_the_runs_table_with_the_dp_columns(ui_sweep) -> N
 LAYOUT_JS = """
 const box = document.getElementById('trials-scroll');
 box.scrollLeft = 200;
-const right = [...document.querySelectorAll('img, table, p, h1, h2')].map(e => e.getBoundingClientRect().right);
+const shown = [...document.querySelectorAll('img, table, p, h1, h2, .scroll')].filter(
+  e => e.classList.contains('scroll') || !e.closest('.scroll'));  // a box's content scrolls inside it
+const right = shown.map(e => e.getBoundingClientRect().right);
 return {inner: window.innerWidth, page: document.documentElement.scrollWidth, body: document.body.scrollWidth,
         box: box.scrollWidth, boxClient: box.clientWidth, left: box.scrollLeft,
         overflowX: getComputedStyle(box).overflowX, widest: Math.max(...right)};
