@@ -10,13 +10,18 @@
   epsilon are set slightly apart so none hides another. The non-private reference (best
   configuration, mean and min-max band) and the majority-class baseline are horizontal lines;
 * ``noise.png`` -- the noise search's objective (e.g. E|Z| per coordinate, C = 1) against the
-  target epsilon per family, from the parent run's ``search/search.json``;
+  target epsilon for the families the sweep ran, from the parent run's ``search/search.json``
+  (and a tuned sweep's noise from ``tuning.json``);
 * ``privacy.png`` -- epsilon spent (the accountant's upper bound) against the target for
-  every trial, with the audit's empirical lower bound where a trial was audited;
-* ``trials.csv`` and ``index.html`` -- the selected configuration per point, a table of every
-  trial with its trainable set and recipe (learning rate, clip, batch size, epochs, optimizer),
-  and the plots, inlined as data URIs: the page is one self-contained file that renders in the
-  MLflow artifact viewer or from S3.
+  every trial, with the audit's empirical lower bound where a trial was audited (and a tuned
+  sweep's per-run and tuned epsilon); ``plots.json`` holds both plots' numbers;
+* ``privacy.csv`` / ``privacy.json`` -- what each (target, mechanism) cell guarantees
+  (:mod:`orchestrator.report_privacy`);
+* ``trials.csv`` and ``index.html`` -- the privacy table, the selected configuration per point, a
+  table of every trial with its test score (``test_accuracy``), trainable set and recipe (learning
+  rate, clip, batch size, epochs, optimizer), and the plots, inlined as data URIs: the page is one
+  self-contained file that renders in the MLflow artifact viewer or from S3, and fits a
+  1,400-pixel window (tables scroll in their own boxes; :mod:`orchestrator.report_page`).
 """
 
 from __future__ import annotations
