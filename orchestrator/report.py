@@ -568,8 +568,11 @@ def _plots(
                 "Laplace/LMO: not directly comparable)",
             )
         )
-        if "lmo" in families:  # the search's notes are about its LMO pick
-            notes += [
-                f"epsilon {r['epsilon_target']:g}: {r['note']}" for r in search.get("results", []) if r.get("note")
-            ]
+        notes += search_notes(search, families)
     return images, notes, data
+
+
+def search_notes(search: dict[str, Any], families: set[str]) -> list[str]:
+    """The noise search's notes per target: they are about its LMO pick, so only for a sweep that ran LMO."""
+    results = search.get("results", []) if "lmo" in families else []
+    return [f"epsilon {r['epsilon_target']:g}: {r['note']}" for r in results if r.get("note")]

@@ -13,6 +13,7 @@ import math
 import pytest
 
 from noise_search.mechanisms import LMO, Gaussian, Laplace
+from orchestrator.report import families_run, search_notes
 from orchestrator.report_plots import noise_plot_data, privacy_plot_data
 from orchestrator.report_privacy import (
     lower_bound_text,
@@ -122,6 +123,9 @@ def test_a_tuned_cell_adds_its_per_run_and_tuned_bounds() -> None:
     assert [(s["family"], s["kind"]) for s in noise["series"]] == [("gaussian", "search"), ("gaussian", "tuned")]
     assert noise["series"][1]["points"] == [[8.0, pytest.approx(Gaussian(1.7).mean_abs())]]
     assert {s["family"] for s in noise_plot_data(search, {"gaussian", "lmo"})["series"]} == {"gaussian", "lmo"}
+    # the search's notes (on its LMO pick) only where the sweep ran LMO: none for a Gaussian-only sweep
+    assert families_run(rows()[:2]) == {"gaussian"} and search_notes(search, families_run(rows()[:2])) == []
+    assert search_notes(search, families_run(rows())) == ["epsilon 8: dominated"]
 
 
 def test_wide_epsilon_ranges_get_a_log_axis() -> None:
