@@ -12,6 +12,8 @@ body{font-family:sans-serif;margin:2em auto;padding:0 1em;max-width:75em;overflo
 table{border-collapse:collapse;font-size:.85em}
 td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right;overflow-wrap:normal}
 th{position:sticky;top:0;background:#f4f4f4}
+#privacy td{white-space:nowrap}
+#privacy td.wrap{white-space:normal;text-align:left;min-width:18em}
 .scroll{max-width:100%;overflow-x:auto;margin-bottom:1em}
 #trials-scroll{max-height:40em;overflow:auto}
 figure{display:inline-block;vertical-align:top;margin:.5em;width:36em;max-width:100%}

@@ -267,9 +267,11 @@ def privacy_html(cells: list[dict[str, Any]]) -> str:
         return ""
     cols = [c for c in PRIVACY_COLUMNS if any(cell.get(c) is not None for cell in cells)]
     head = "".join(f"<th>{html.escape(_HEADERS.get(c, c))}</th>" for c in cols)
-    body = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell_text(c, cell.get(c)))}</td>" for c in cols) + "</tr>" for cell in cells
-    )
+    tds = [
+        [(' class="wrap"' if c == "noise" else "", html.escape(cell_text(c, cell.get(c)))) for c in cols]
+        for cell in cells
+    ]
+    body = "\n".join("<tr>" + "".join(f"<td{cls}>{text}</td>" for cls, text in row) + "</tr>" for row in tds)
     text = (
         "What each target and mechanism guarantees: (epsilon, delta)-DP at the record level, accounted by the "
         "accountant named, for DP-SGD with Poisson sample rate q over T steps (epochs: the configured passes, "
