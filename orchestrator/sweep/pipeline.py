@@ -578,6 +578,7 @@ class _Run:
         seeds: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         from orchestrator.report import write_report
+        from orchestrator.report_privacy import read_privacy
         from orchestrator.report_statistics import read_verdicts, verdict_metrics
 
         tracker, parent_run_id = self.tracker, manifest["parent_run_id"]
@@ -640,6 +641,7 @@ class _Run:
             "cells": verdicts["cells"],
             "comparisons": verdicts["comparisons"],
             "statistics": verdicts["statistics"],
+            "privacy": read_privacy(report.parent),
             "baselines": {"majority": plan.get("majority")},
             "plan": {k: plan.get(k) for k in ("n_train", "batch_size", "sample_rate", "steps", "training")},
             "seconds": time.perf_counter() - self.started,
