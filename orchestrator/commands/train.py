@@ -151,5 +151,7 @@ def render(r: dict) -> str:
         from orchestrator.mlflow_view import browse_lines
 
         lines.append(f"  MLflow run {r['mlflow_run_id']}")
+        if r.get("model_uri"):
+            lines.append(f"  model {r['model_uri']} (lmo-dp predict --model {r['model_uri']} --text TEXT)")
         lines += [f"  {line}" for line in browse_lines(r["runs_url"], r.get("ui_command"))]
     return "\n".join(lines)
