@@ -248,10 +248,14 @@ def _csv_text(header: list[str], rows: list[dict[str, str]], table: Any) -> str:
 
 
 def privacy_line(privacy: dict[str, Any] | None) -> str:
+    """The guarantee in one line; the epsilon spent rounded up (it stays an upper bound)."""
     if not privacy or privacy.get("epsilon_spent") is None:
         return "non-private (no privacy guarantee)"
+    from orchestrator.report import upper_bound_text
+
+    spent = upper_bound_text(privacy["epsilon_spent"])
     return (
-        f"{privacy['mechanism']}: epsilon {privacy['epsilon_spent']:.6g} <= target {privacy['epsilon_target']:g} "
+        f"{privacy['mechanism']}: epsilon {spent} <= target {privacy['epsilon_target']:g} "
         f"at delta {privacy['delta']:g} ({privacy['accountant']}, q {privacy['sample_rate']:.4g}, "
         f"T {privacy['steps']})"
     )
