@@ -236,10 +236,11 @@ def selection_note(selected: Any, group: Sequence[Mapping[str, Any]]) -> str:
         )
     if selected.configurations == 1 and len(group) == 1 and selected.epsilon_selection is None:
         return "the cell's only trial: its epsilon covers this model"
+    seeds = "its only seed" if len(group) == 1 else f"its best of {len(group)} seeds"
     text = (
         f"chosen on private validation data: the configuration with the best mean validation {metric} among "
-        f"{selected.configurations}, then its best of {len(group)} seeds; the choice is a further release the "
-        "per-trial epsilon does not cover"
+        f"{selected.configurations}, then {seeds}; the choice is a further release the per-trial epsilon does "
+        "not cover"
     )
     if selected.epsilon_selection is not None:
         text += f" (early stopping's selection epsilon: {selected.epsilon_selection:.6g})"

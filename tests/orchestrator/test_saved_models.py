@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from cli_helpers import lmo_dp_executable, run_cli
+from cli_helpers import run_cli
 
 from noise_search.errors import ParameterError
 from trainers.config import TrialConfig
@@ -123,7 +123,7 @@ def sweep_config(tmp_path: Path) -> dict:
         "grid": {"gaussian": {"learning_rate": [0.05, 0.3]}},
         "non_private": True,
         "training": {"epochs": 2, "batch_size": 20, "eval_batch_size": 64},
-        "seeds": [0, 1],
+        "seeds": [0],
         "resources": {"cpus_per_trial": 1, "workers": 1},
         "max_concurrent_trials": 2,
         "max_retries": 0,
@@ -132,7 +132,9 @@ def sweep_config(tmp_path: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_a_sweep_keeps_one_model_per_cell_that_reproduces_its_test_accuracy_and_serves_predict(tmp_path, monkeypatch):
+def test_a_sweep_keeps_one_model_per_cell_that_reproduces_its_test_accuracy_and_serves_predict(
+    tmp_path, monkeypatch, capsys
+):
     from orchestrator.model_logging import CELL_TAG, SELECTED_TAG, SELECTION_TAG, chosen_trial
     from orchestrator.selection import select_groups
     from orchestrator.sweep import run_sweep
@@ -145,7 +147,7 @@ def test_a_sweep_keeps_one_model_per_cell_that_reproduces_its_test_accuracy_and_
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     result = run_sweep(SweepConfig.from_dict(sweep_config(tmp_path)))
     trials = result["trials"]
-    assert [t["status"] for t in trials] == ["finished"] * 6, trials
+    assert [t["status"] for t in trials] == ["finished"] * 3, trials
 
     # exactly one model per cell: the chosen configuration's best validation seed
     models = result["models"]
@@ -164,7 +166,8 @@ def test_a_sweep_keeps_one_model_per_cell_that_reproduces_its_test_accuracy_and_
         assert m.name == "model" and str(m.status).endswith("READY")
         assert m.tags[SELECTED_TAG] == "true" and m.tags[CELL_TAG] in ("eps_8.gaussian", "non-private")
     private = next(m for m in models if m["mechanism"] == "gaussian")
-    assert "among 2" in private["selection"] and "not cover" in private["selection"]
+    assert "among 2" in private["selection"] and "then its only seed" in private["selection"]
+    assert "not cover" in private["selection"]
     assert next(m for m in logged if m.tags[CELL_TAG] == "eps_8.gaussian").tags[SELECTION_TAG] == private["selection"]
 
     # a fresh process loads the kept model and reproduces its trial's logged test accuracy
@@ -186,15 +189,14 @@ def test_a_sweep_keeps_one_model_per_cell_that_reproduces_its_test_accuracy_and_
     assert privacy["sample_rate"] == pytest.approx(float(run.data.params["plan.sample_rate"]))
     assert privacy["steps"] == int(float(run.data.metrics["steps_taken"]))
 
-    # lmo-dp predict: two real sentences, then a CSV written to a file
+    # lmo-dp predict (in this process: the CLI's own code path; the fresh process is above): two real
+    # sentences, then a CSV, printed and written to a file
     sentences = ["A warm, funny and beautifully acted film.", "A dull, lifeless mess of a movie."]
-    predict = subprocess.run(
-        [*lmo_dp_executable(), "predict", "--model", private["model_uri"],
-         "--text", sentences[0], "--text", sentences[1], "--json"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
-    assert predict.returncode == 0, predict.stderr[-3000:]
-    out = json.loads(predict.stdout)
+    predict = run_cli(
+        capsys, "predict", "--model", private["model_uri"], "--text", sentences[0], "--text", sentences[1], "--json"
+    )
+    assert predict.code == 0, predict.err[-3000:]
+    out = predict.json()
     assert [p["text"] for p in out["predictions"]] == sentences
     for p in out["predictions"]:
         assert p["label"] in ("negative", "positive")
@@ -206,14 +208,14 @@ def test_a_sweep_keeps_one_model_per_cell_that_reproduces_its_test_accuracy_and_
     table = tmp_path / "reviews.csv"
     table.write_text('id,text\n7,"Gripping, tender, unforgettable."\n8,"Tedious and far too long."\n')
     written = tmp_path / "labelled.csv"
-    predict_csv = subprocess.run(
-        [*lmo_dp_executable(), "predict", "--model", f"models:/{private['model_id']}",
-         "--input", str(table), "--output", str(written)],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
-    assert predict_csv.returncode == 0, predict_csv.stderr[-3000:]
-    assert f"2 rows labelled: {written}" in predict_csv.stdout
+    model_id_uri = f"models:/{private['model_id']}"
+    predict_csv = run_cli(capsys, "predict", "--model", model_id_uri, "--input", table, "--output", written)
+    assert predict_csv.code == 0, predict_csv.err[-3000:]
+    assert f"2 rows labelled: {written}" in predict_csv.out
     with written.open() as f:
         rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == ["7", "8"]
     assert all(r["label"] in ("negative", "positive") and 0.5 <= float(r["probability"]) <= 1 for r in rows)
+    printed = run_cli(capsys, "predict", "--model", model_id_uri, "--input", table)
+    assert printed.code == 0 and printed.out.splitlines()[0] == "id,text,label,probability"
+    assert list(csv.DictReader(printed.out.splitlines())) == rows
