@@ -164,6 +164,8 @@ def _write_atomic(path: Path, text: str) -> None:
 def load_model(uri: str) -> Any:
     """The pyfunc model at ``uri``; a run, model or folder that is not there is bad input (exit 2),
     a tracking store that cannot be reached a runtime failure (exit 1)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub: never download
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
