@@ -84,6 +84,7 @@ def render(r: dict) -> str:
     if r.get("trials_failed"):
         lines.append(f"{r['trials_failed']} trial(s) failed (see their lmodp.error tags); exit code 3")
     lines += selected_summary(r)
+    lines += model_lines(r)
     lines += report_lines(r)
     lines += browse_lines(r["runs_url"], r.get("ui_command"))
     return "\n".join(lines)
@@ -96,6 +97,18 @@ def trial_epsilon(t: dict, *, tuned: bool) -> str:
         return ""
     spent = upper_bound_text(t["epsilon"])
     return f"epsilon {spent} this run" if tuned else f"epsilon {spent} <= {t['epsilon_target']:g}"
+
+
+def model_lines(r: dict) -> list[str]:
+    """The logged model kept per cell (``training.save_model``), for ``lmo-dp predict --model``."""
+    models = r.get("models") or []
+    if not models:
+        return []
+    lines = ["models (lmo-dp predict --model URI --text TEXT):"]
+    for m in models:
+        cell = "non-private" if m["epsilon_target"] is None else f"epsilon {m['epsilon_target']:g} {m['mechanism']}"
+        lines.append(f"  {cell:<24} {m['model_uri'] or 'none (the selected trial logged no model)'}")
+    return lines
 
 
 def report_lines(r: dict) -> list[str]:
