@@ -32,6 +32,7 @@ COMMANDS: tuple[str, ...] = (
     "calibrate",
     "search",
     "train",
+    "predict",
     "sweep",
     "submit",
     "check-cluster",

@@ -10,13 +10,18 @@
   epsilon are set slightly apart so none hides another. The non-private reference (best
   configuration, mean and min-max band) and the majority-class baseline are horizontal lines;
 * ``noise.png`` -- the noise search's objective (e.g. E|Z| per coordinate, C = 1) against the
-  target epsilon per family, from the parent run's ``search/search.json``;
+  target epsilon for the families the sweep ran, from the parent run's ``search/search.json``
+  (and a tuned sweep's noise from ``tuning.json``);
 * ``privacy.png`` -- epsilon spent (the accountant's upper bound) against the target for
-  every trial, with the audit's empirical lower bound where a trial was audited;
-* ``trials.csv`` and ``index.html`` -- the selected configuration per point, a table of every
-  trial with its trainable set and recipe (learning rate, clip, batch size, epochs, optimizer),
-  and the plots, inlined as data URIs: the page is one self-contained file that renders in the
-  MLflow artifact viewer or from S3.
+  every trial, with the audit's empirical lower bound where a trial was audited (and a tuned
+  sweep's per-run and tuned epsilon); ``plots.json`` holds both plots' numbers;
+* ``privacy.csv`` / ``privacy.json`` -- what each (target, mechanism) cell guarantees
+  (:mod:`orchestrator.report_privacy`);
+* ``trials.csv`` and ``index.html`` -- the privacy table, the selected configuration per point, a
+  table of every trial with its test score (``test_accuracy``), trainable set and recipe (learning
+  rate, clip, batch size, epochs, optimizer), and the plots, inlined as data URIs: the page is one
+  self-contained file that renders in the MLflow artifact viewer or from S3, and fits a
+  1,400-pixel window (tables scroll in their own boxes; :mod:`orchestrator.report_page`).
 """
 
 from __future__ import annotations
@@ -25,13 +30,22 @@ import base64
 import csv
 import html
 import json
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from noise_search.errors import InputError, LmoDpError
+from noise_search.mechanisms import LMO
+from orchestrator.report_page import STYLE, TABLE_SCRIPT
 from orchestrator.report_plots import plot_noise, plot_privacy, plot_utility
+from orchestrator.report_privacy import (
+    lower_bound_text,
+    privacy_cells,
+    privacy_fields,
+    privacy_html,
+    upper_bound_text,
+    write_privacy,
+)
 from orchestrator.report_statistics import analyse_sweep, cells_html, comparisons_html, write_verdicts
 from orchestrator.selection import Selected, headline_metric, select, with_selection_bound, with_tuning
 from orchestrator.tracking import KIND_TAG, PARENT_TAG, Tracker
@@ -87,6 +101,7 @@ def trial_rows(tracker: Tracker, parent: Any) -> list[dict[str, Any]]:
                 "val_perplexity": m.get("val_perplexity"),
                 "steps": m.get("steps_taken"),
                 "mlflow_run_id": run.info.run_id,
+                **privacy_fields(p),
             }
         )
     rows.sort(
@@ -199,27 +214,15 @@ def _fmt(x: Any, column: str = "") -> str:
         return ""
     if isinstance(x, float):
         if column in UPPER_BOUNDS:
-            return _round_sig(x, math.ceil)
+            return upper_bound_text(x)
         if column == "epsilon_lower_bound":
-            return _round_sig(x, math.floor)
+            return lower_bound_text(x)
         return f"{x:.4g}"
     return str(x)
 
 
 #: columns holding an accountant's upper bound on epsilon
 UPPER_BOUNDS = frozenset({"epsilon", "epsilon_max", "epsilon_per_run", "epsilon_tuned", "epsilon_selection"})
-
-
-def upper_bound_text(x: float) -> str:
-    """An upper bound on epsilon to 4 significant digits, rounded up (it stays a bound)."""
-    return _round_sig(x, math.ceil)
-
-
-def _round_sig(x: float, rounding: Any) -> str:
-    if not math.isfinite(x) or x == 0.0:
-        return f"{x:.4g}"
-    scale = 10.0 ** (3 - math.floor(math.log10(abs(x))))
-    return f"{rounding(x * scale) / scale:.4g}"
 
 
 COLUMNS = [
@@ -246,11 +249,15 @@ COLUMNS = [
 ]
 
 
+#: what a column is called on the page and in ``trials.csv`` where its row key says less
+LABELS = {"accuracy": "test_accuracy", "perplexity": "test_perplexity"}
+
+
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+        w = csv.writer(f)
+        w.writerow([LABELS.get(c, c) for c in COLUMNS])
+        w.writerows([r.get(c) for c in COLUMNS] for r in rows)
 
 
 SELECTED_COLUMNS = [
@@ -340,14 +347,16 @@ def _selected_html(
             f"Private hyperparameter selection: for each target epsilon and mechanism the sweep drew a random number "
             f"of runs ({law}; 'runs' is the number drawn), each with hyperparameters drawn at random, and returns "
             f"the run with the best validation {metric}; its test {metric} is shown.{base} epsilon_tuned is the "
-            f"epsilon of the returned run, the choice included (Papernot and Steinke 2022, RDP accountant); "
-            f"epsilon_per_run is what one run alone can spend; {noise}."
+            f"epsilon of the returned run, the choice included (Papernot and Steinke 2022, RDP accountant): the "
+            f"number the target bounds; epsilon_per_run is the most any one run of the space can spend alone (its "
+            f"longest plan); each trial's own epsilon in the trials table is what that run spent, at most "
+            f"epsilon_per_run; {noise}."
         )
     return f"""<h2>Selected configuration per target</h2>
 <p>{html.escape(text)}</p>
-<table><thead><tr>{head}</tr></thead><tbody>
+<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>
 {"".join(body)}
-</tbody></table>
+</tbody></table></div>
 """
 
 
@@ -417,52 +426,11 @@ def _summary_html(rows: list[dict[str, Any]]) -> str:
     )
     return f"""<h2>Summary per target and mechanism</h2>
 <p>Counts of every trial, the best validation and test scores among them (the test column is for
-orientation only: the selection above uses validation), and the largest epsilon spent.</p>
-<table><thead><tr>{head}</tr></thead><tbody>
+orientation only: the selection above uses validation), and the largest epsilon one trial spent.</p>
+<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>
 {body}
-</tbody></table>
+</tbody></table></div>
 """
-
-
-#: Sorting (click a column header) and filtering of the trials table, inline so the page stays one file.
-_TABLE_SCRIPT = """<script>
-(function () {
-  var table = document.getElementById("trials");
-  if (!table) return;
-  var body = table.tBodies[0];
-  var rows = Array.prototype.slice.call(body.rows);
-  function key(row, i) {
-    var t = row.cells[i].textContent.trim();
-    if (t === "") return null;
-    var n = Number(t);
-    return isNaN(n) ? t.toLowerCase() : n;
-  }
-  function compare(x, y) {
-    if (x === null || y === null) return x === y ? 0 : (x === null ? 1 : -1);
-    if (typeof x !== typeof y) return typeof x === "number" ? -1 : 1;
-    return x < y ? -1 : x > y ? 1 : 0;
-  }
-  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
-    th.style.cursor = "pointer";
-    th.title = "sort";
-    th.addEventListener("click", function () {
-      var up = th.getAttribute("data-sort") !== "asc";
-      rows.sort(function (a, b) {
-        var x = key(a, i), y = key(b, i);
-        if (x === null || y === null) return compare(x, y);  // empty cells last either way
-        return compare(x, y) * (up ? 1 : -1);
-      });
-      th.setAttribute("data-sort", up ? "asc" : "desc");
-      rows.forEach(function (r) { body.appendChild(r); });
-    });
-  });
-  var filter = document.getElementById("trials-filter");
-  filter.addEventListener("input", function () {
-    var q = filter.value.toLowerCase();
-    rows.forEach(function (r) { r.style.display = r.textContent.toLowerCase().indexOf(q) < 0 ? "none" : ""; });
-  });
-})();
-</script>"""
 
 
 def _html(
@@ -473,9 +441,10 @@ def _html(
     notes: list[str],
     selected_html: str = "",
     warnings: list[str] | None = None,
+    privacy_table: str = "",
 ) -> str:
     cols = [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    head = "".join(f"<th>{html.escape(LABELS.get(c, c))}</th>" for c in cols)
     body = "\n".join(
         "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c), c))}</td>" for c in cols) + "</tr>" for r in rows
     )
@@ -488,25 +457,26 @@ def _html(
     warn_html = "".join(f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in warnings or [])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lmo-dp sweep {html.escape(experiment)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:75em}}table{{border-collapse:collapse;font-size:.85em}}
-td,th{{border:1px solid #ccc;padding:.25em .5em;text-align:right}}figure{{display:inline-block;margin:.5em}}
-img{{max-width:40em}}.warning{{background:#fff3cd;border:1px solid #e0b000;padding:.5em}}</style></head><body>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+{STYLE}</head><body>
 <h1>Sweep <code>{html.escape(experiment)}</code></h1>
 {warn_html}
 {_provenance_html(parent.data.tags)}
 <p>Parent MLflow run <code>{html.escape(parent.info.run_id)}</code>, {len(rows)} trials. Epsilon values are the
-accountant's proven upper bounds; audit lower bounds (where present) are empirical.</p>
+accountant's proven upper bounds; audit lower bounds (where present) are empirical. A trial's epsilon is what
+that trial spent; what a selection among trials spends is stated with the selection.</p>
 <ul>{note_html}</ul>
 {figs}
+{privacy_table}
 {selected_html}
 {_summary_html(rows)}
 <h2>Trials</h2>
 <p>Click a column header to sort; type to show only the rows containing the text:
 <input id="trials-filter" type="search" placeholder="filter, e.g. laplace or failed"></p>
-<table id="trials"><thead><tr>{head}</tr></thead><tbody>
+<div class="scroll" id="trials-scroll"><table id="trials"><thead><tr>{head}</tr></thead><tbody>
 {body}
-</tbody></table>
-{_TABLE_SCRIPT}
+</tbody></table></div>
+{TABLE_SCRIPT}
 </body></html>
 """
 
@@ -538,29 +508,12 @@ def write_report(
     majority = parent.data.metrics.get("baseline.majority_test_accuracy")
     verdicts = analyse_sweep(rows, parent, _json_artifact(tracker, parent, "statistics.json"))
     write_verdicts(verdicts, out)
-    images: list[tuple[Path, str]] = []
-    notes: list[str] = []
-    if rows:
-        plot_utility(rows, out / "utility.png", majority, verdicts["cells"])
-        metric, _ = headline_metric(rows)
-        images.append((out / "utility.png", f"test {metric} vs target epsilon per mechanism, with 95% intervals"))
-        plot_privacy(rows, out / "privacy.png")
-        images.append((out / "privacy.png", "epsilon spent (and audit lower bound) per trial"))
-    search = search_result(tracker, parent)
-    if search is not None:
-        objective = plot_noise(search, out / "noise.png")
-        images.append(
-            (
-                out / "noise.png",
-                f"noise search: {objective} per coordinate vs target epsilon per family, for sensitivity 1 in each "
-                "mechanism's own norm (L2 for Gaussian, L1 for Laplace/LMO: not directly comparable)",
-            )
-        )
-        for r in search.get("results", []):
-            if r.get("note"):
-                notes.append(f"epsilon {r['epsilon_target']:g}: {r['note']}")
     tuning = tuning_result(tracker, parent)
     early = early_stopping_result(tracker, parent)
+    images, notes, plots = _plots(rows, out, majority, verdicts["cells"], search_result(tracker, parent), tuning)
+    (out / "plots.json").write_text(json.dumps(plots, indent=1))
+    privacy = privacy_cells(rows, tuning, early)
+    write_privacy(privacy, out)
     chosen = select(rows)
     if early is not None:
         chosen = with_selection_bound(chosen, early["cells"])
@@ -576,5 +529,51 @@ def write_report(
     index = out / "index.html"
     selected_html = cells_html(verdicts, majority) + comparisons_html(verdicts)
     selected_html += _selected_html(chosen, majority, tuning, early)
-    index.write_text(_html(experiment, parent, rows, images, notes, selected_html, warnings))
+    index.write_text(_html(experiment, parent, rows, images, notes, selected_html, warnings, privacy_html(privacy)))
     return index, warnings
+
+
+def families_run(rows: list[dict[str, Any]]) -> set[str]:
+    """The noise families the sweep's trials used (a variant counts as its family)."""
+    return {(r.get("noise") or {}).get("mechanism") or r["mechanism"] for r in rows if r.get("mechanism")} - {"none"}
+
+
+def _plots(
+    rows: list[dict[str, Any]],
+    out: Path,
+    majority: float | None,
+    cells: list[dict[str, Any]],
+    search: dict[str, Any] | None,
+    tuning: dict[str, Any] | None,
+) -> tuple[list[tuple[Path, str]], list[str], dict[str, Any]]:
+    """The plots (path and caption), the search's notes on the families the sweep ran, and the
+    plots' data (``plots.json``)."""
+    images: list[tuple[Path, str]] = []
+    notes: list[str] = []
+    data: dict[str, Any] = {}
+    families = families_run(rows)
+    if rows:
+        plot_utility(rows, out / "utility.png", majority, cells)
+        metric, _ = headline_metric(rows)
+        images.append((out / "utility.png", f"test {metric} vs target epsilon per mechanism, with 95% intervals"))
+        data["privacy"] = plot_privacy(rows, out / "privacy.png", tuning)
+        images.append((out / "privacy.png", data["privacy"]["caption"]))
+    if search is not None and families:
+        data["noise"] = plot_noise(search, out / "noise.png", families, tuning)
+        tuned = " and the noise the tuned runs used (calibrated for the selection)" if tuning is not None else ""
+        images.append(
+            (
+                out / "noise.png",
+                f"noise search: {data['noise']['objective']} per coordinate vs target epsilon for the families "
+                f"this sweep ran{tuned}, for sensitivity 1 in each mechanism's own norm (L2 for Gaussian, L1 for "
+                "Laplace/LMO: not directly comparable)",
+            )
+        )
+        notes += search_notes(search, families)
+    return images, notes, data
+
+
+def search_notes(search: dict[str, Any], families: set[str]) -> list[str]:
+    """The noise search's notes per target: they are about its LMO pick, so only for a sweep that ran LMO."""
+    results = search.get("results", []) if LMO.name in families else []
+    return [f"epsilon {r['epsilon_target']:g}: {r['note']}" for r in results if r.get("note")]

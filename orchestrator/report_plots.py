@@ -5,8 +5,14 @@
   cells below the majority-class baseline), markers of different mechanisms at the same epsilon
   set slightly apart (:func:`dodge`), the non-private reference (mean and its interval as a band)
   and the majority-class baseline as horizontal lines;
-* :func:`plot_privacy` -- epsilon spent (upper bound) per trial, audit lower bounds;
-* :func:`plot_noise` -- the noise search's objective per family.
+* :func:`plot_privacy` -- epsilon spent (upper bound) per trial against its target, audit lower
+  bounds, and for a tuned sweep the bound on one run and on the returned run (selection included);
+  linear from 0 unless the values span more than a factor 30;
+* :func:`plot_noise` -- the noise search's objective for the families the sweep ran, and the
+  tuned runs' noise.
+
+Each plot's data (:func:`privacy_plot_data`, :func:`noise_plot_data`) is returned too: the report
+keeps it as ``plots.json``.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ def _epsilon_axis(ax, epsilons: list[float]) -> None:
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([f"{t:g}" for t in ticks])
+    if len(ticks) == 1:  # one target: a window around it, not a log axis fitted to the dodged markers
+        ax.set_xlim(ticks[0] / 1.25, ticks[0] * 1.25)
     ax.set_xlabel("target epsilon")
 
 
@@ -134,71 +142,174 @@ def plot_utility(
     plt.close(fig)
 
 
-def plot_privacy(rows: list[dict[str, Any]], path: Path) -> None:
+def _scale_of(values: list[float]) -> str:
+    """``log`` when the positive values span more than a factor 30, else ``linear`` (from 0)."""
+    pos = [v for v in values if v > 0]
+    return "log" if pos and max(pos) / min(pos) > 30 else "linear"
+
+
+def privacy_plot_data(rows: list[dict[str, Any]], tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the privacy plot draws: the targets, the y scale and one series per (mechanism, kind):
+    ``spent`` (each trial's epsilon, the accountant's upper bound), ``audit`` (each audited
+    trial's empirical lower bound), and for a tuned sweep ``per_run`` (the most one run of the
+    cell's space can spend) and ``tuned`` (the returned run, selection included). Points are
+    ``[target, epsilon]``."""
+    targets = sorted({r["epsilon_target"] for r in rows if r["epsilon_target"]})
+    mechs = sorted({r["mechanism"] for r in rows if r["mechanism"] and r["mechanism"] != "none"})
+    series = []
+    for mech in mechs:
+        pts = [r for r in rows if r["mechanism"] == mech and r["epsilon"] is not None]
+        series.append(
+            {"mechanism": mech, "kind": "spent", "points": [[r["epsilon_target"], r["epsilon"]] for r in pts]}
+        )
+        audited = [r for r in pts if r.get("epsilon_lower_bound") is not None]
+        if audited:
+            points = [[r["epsilon_target"], r["epsilon_lower_bound"]] for r in audited]
+            series.append({"mechanism": mech, "kind": "audit", "points": points})
+        cells = [c for c in (tuning or {}).get("cells", []) if c["mechanism"] == mech and c.get("epsilon_tuned")]
+        if cells:
+            series.append(
+                {"mechanism": mech, "kind": "per_run", "points": [[c["epsilon"], c["epsilon_per_run"]] for c in cells]}
+            )
+            series.append(
+                {"mechanism": mech, "kind": "tuned", "points": [[c["epsilon"], c["epsilon_tuned"]] for c in cells]}
+            )
+    values = targets + [p[1] for s in series for p in s["points"]]
+    return {"targets": targets, "mechanisms": mechs, "scale": _scale_of(values), "series": series}
+
+
+#: how each kind of privacy point is drawn and named in the legend
+_PRIVACY_KINDS = {
+    "spent": ("o", 36, "spent per trial (upper bound)"),
+    "audit": ("v", 36, "audit lower bound per trial"),
+    "per_run": ("_", 160, "any one run at most (upper bound)"),
+    "tuned": ("*", 130, "returned run, selection included (tuned)"),
+}
+
+
+def plot_privacy(rows: list[dict[str, Any]], path: Path, tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The privacy plot; returns its data (:func:`privacy_plot_data`) with ``caption``: what a
+    reader needs besides the axes (e.g. audit lower bounds of 0 left out on a log scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    targets = [r["epsilon_target"] for r in rows if r["epsilon_target"]]
-    if targets:
-        lo, hi = min(targets), max(targets)
-        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="target")
-    mechs = sorted({r["mechanism"] for r in rows if r["mechanism"] and r["mechanism"] != "none"})
-    for i, mech in enumerate(mechs):
-        pts = [r for r in rows if r["mechanism"] == mech and r["epsilon"] is not None]
-        ax.scatter(
-            [dodge(r["epsilon_target"], i, len(mechs)) for r in pts],
-            [r["epsilon"] for r in pts],
-            color=family_color(mech),
-            label=f"{mech}: spent (upper bound)",
-        )
-        lbs = [r for r in pts if r["epsilon_lower_bound"] is not None and r["epsilon_lower_bound"] > 0]
-        if lbs:
-            ax.scatter(
-                [dodge(r["epsilon_target"], i, len(mechs)) for r in lbs],
-                [r["epsilon_lower_bound"] for r in lbs],
-                marker="v",
-                color=family_color(mech),
-                label=f"{mech}: audit lower bound",
-            )
-    _epsilon_axis(ax, targets)
-    _plain_log_y(ax)
-    ax.set_ylabel("epsilon (audit lower bounds of 0 not drawn)")
-    ax.set_title("privacy spent per trial")
+    data = privacy_plot_data(rows, tuning)
+    fig, ax = plt.subplots(figsize=(6.4, 5.0))
+    mechs, log = data["mechanisms"], data["scale"] == "log"
+    for i, t in enumerate(data["targets"]):  # each target as a short level across its markers
+        half = 1.04 + 0.02 * len(mechs)
+        ax.hlines(t, t / half, t * half, colors="k", linestyles="--", lw=1, label="target" if i == 0 else None)
+    zeros = 0
+    for s in data["series"]:
+        i = mechs.index(s["mechanism"])
+        pts = [p for p in s["points"] if not (log and p[1] <= 0)]
+        zeros += len(s["points"]) - len(pts)
+        if not pts:
+            continue
+        marker, size, what = _PRIVACY_KINDS[s["kind"]]
+        color = family_color(s["mechanism"])
+        ax.scatter([dodge(p[0], i, len(mechs)) for p in pts], [p[1] for p in pts], marker=marker, s=size,
+                   color=color, label=f"{s['mechanism']}: {what}", zorder=3)  # fmt: skip
+    _epsilon_axis(ax, data["targets"])
+    if log:
+        _plain_log_y(ax)
+    else:  # from 0, with room above the highest point (the target's level)
+        top = max([*data["targets"], *(p[1] for s in data["series"] for p in s["points"])], default=1.0)
+        ax.set_ylim(0, 1.1 * top)
+    ax.set_ylabel("epsilon")
+    ax.set_title("privacy per trial: accountant's bound, audit's lower bound", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below: no point hidden
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    caption = "epsilon spent per trial (the accountant's upper bound) against its target"
+    if any(s["kind"] == "audit" for s in data["series"]):
+        caption += ", with the audit's empirical lower bound"
+    if any(s["kind"] == "tuned" for s in data["series"]):
+        caption += (
+            "; a tuned sweep also shows, per cell, the most any one run can spend and the returned run's "
+            "epsilon with the selection included (the one the target bounds)"
+        )
+    if zeros:
+        caption += f"; {zeros} audit lower bound(s) of 0 are not drawn (log scale)"
+    return {**data, "caption": caption}
 
 
-def plot_noise(search: dict[str, Any], path: Path) -> str:
-    import matplotlib
+def _objective_of(mech: Any, objective: str, gamma: float | None) -> float | None:
+    if objective == "mean-abs":
+        return mech.mean_abs()
+    if objective == "variance":
+        return mech.variance()
+    if objective == "usefulness" and gamma is not None:
+        return mech.usefulness(gamma)
+    return None
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    objective = search.get("settings", {}).get("objective", "objective")
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+def noise_plot_data(search: dict[str, Any], families: set[str], tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the noise plot draws, for the noise families the sweep ran only: per family the
+    ``search`` series (the noise search's pick per target: LMO's best mixture, the calibrated
+    Laplace and Gaussian) and, for a tuned sweep, the ``tuned`` series (the noise its runs used,
+    calibrated for the selection; the objective computed from the mechanism). Points are
+    ``[target, objective]``."""
+    from noise_search.mechanisms import mechanism_from_dict
+
+    settings = search.get("settings", {})
+    objective = settings.get("objective", "objective")
     rows = sorted(search.get("results", []), key=lambda r: r["epsilon_target"])
-    series = {
+    picks = {
         LMO.name: [(r["epsilon_target"], r.get("objective")) for r in rows if r.get("feasible", True)],
         **{fam: [(r["epsilon_target"], (r.get(fam) or {}).get("objective")) for r in rows] for fam in BASELINES},
     }
-    for fam, pts in series.items():
-        pts = [(e, v) for e, v in pts if v is not None and math.isfinite(v)]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=family_color(fam), label=fam)
-    _epsilon_axis(ax, [r["epsilon_target"] for r in rows])
+    series = []
+    for fam, pts in picks.items():
+        pts = [[e, v] for e, v in pts if v is not None and math.isfinite(v)]
+        if fam in families and pts:
+            series.append({"family": fam, "kind": "search", "points": pts})
+    for fam in sorted(families):
+        tuned = []
+        for c in (tuning or {}).get("cells", []):
+            if c["mechanism"] == fam and c.get("params"):
+                value = _objective_of(mechanism_from_dict({**c["params"], "mechanism": fam}), objective,
+                                      settings.get("gamma"))  # fmt: skip
+                if value is not None:
+                    tuned.append([c["epsilon"], value])
+        if tuned:
+            series.append({"family": fam, "kind": "tuned", "points": sorted(tuned)})
+    return {"objective": objective, "targets": [r["epsilon_target"] for r in rows], "series": series}
+
+
+def plot_noise(
+    search: dict[str, Any], path: Path, families: set[str], tuning: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The noise plot; returns its data (:func:`noise_plot_data`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = noise_plot_data(search, families, tuning)
+    objective = data["objective"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    tuned = any(s["kind"] == "tuned" for s in data["series"])
+    for s in data["series"]:
+        pts = s["points"]
+        style, label = ("o-", s["family"]) if s["kind"] == "search" else ("*--", f"{s['family']}: tuned runs")
+        if tuned and s["kind"] == "search":
+            label = f"{s['family']}: one run at the target"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=family_color(s["family"]), label=label,
+                ms=9 if s["kind"] == "tuned" else 6)  # fmt: skip
+    _epsilon_axis(ax, data["targets"])
     if objective in ("mean-abs", "variance"):
         _plain_log_y(ax)
     ax.set_ylabel(f"{objective} per coordinate (C = 1)")
-    ax.set_title("noise at the searched parameters")
+    ax.set_title("noise at the searched parameters" + (" and the tuned runs' noise" if tuned else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    if data["series"]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return objective
+    return data

@@ -177,9 +177,10 @@ def cells_html(verdicts: dict[str, Any], majority: float | None) -> str:
     )
     return f"""<h2>Cells: mean and 95% interval</h2>
 <p>{html.escape(text)}</p>
-<table id="cells"><thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr></thead><tbody>
+<div class="scroll"><table id="cells">
+<thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr></thead><tbody>
 {"".join(rows)}
-</tbody></table>
+</tbody></table></div>
 """
 
 
@@ -215,7 +216,8 @@ def comparisons_html(verdicts: dict[str, Any]) -> str:
     )
     return f"""<h2>Comparisons: paired verdicts</h2>
 <p>{html.escape(text)}</p>
-<table id="comparisons"><thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr></thead><tbody>
+<div class="scroll"><table id="comparisons">
+<thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr></thead><tbody>
 {"".join(rows)}
-</tbody></table>
+</tbody></table></div>
 """

@@ -5,7 +5,8 @@ A trial run holds: params (the flattened trial config with the recipe's values f
 noise), per-step
 ``loss`` / ``epsilon`` / ``batch_size`` metrics, the final evaluation metrics with
 ``epsilon_spent``, ``epsilon_planned`` and ``epsilon_target``, and artifacts ``noise.json``,
-``dataset.json`` and ``result.json``.
+``dataset.json`` and ``result.json``; unless ``training.save_model: none``, the trained model as
+the run's logged model ``model`` (:mod:`orchestrator.model_logging`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class StepLogger:
 RESUMED_TAG = "lmodp.resumed_from_step"
 
 #: config keys that are not hyperparameters of a trial (how it runs, not what it computes)
-NOT_PARAMS: tuple[str, ...] = ("training.checkpoint_every",)
+NOT_PARAMS: tuple[str, ...] = ("training.checkpoint_every", "training.save_model")
 
 
 def trial_params(trial_cfg: Any) -> dict[str, Any]:
@@ -135,4 +136,8 @@ def train_and_log(
     summary = result.summary()
     summary["mlflow_run_id"] = run_id
     log_result(tracker, run_id, result, summary)
+    from orchestrator.model_logging import log_trial_model, wants_model
+
+    if wants_model(trial_cfg, result):  # training.save_model (orchestrator.model_logging)
+        summary.update(log_trial_model(tracker, run_id, result))
     return result, summary

@@ -55,7 +55,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 #: version of the file layout; a file of another version is refused (delete it to start over)
 FORMAT_VERSION = 1
 #: config keys that cannot change what a trial computes, left out of its identity
-NOT_IDENTITY: tuple[str, ...] = ("training.checkpoint_every", "name", "experiment")
+NOT_IDENTITY: tuple[str, ...] = ("training.checkpoint_every", "training.save_model", "name", "experiment")
 
 
 class TrainingInterrupted(LmoDpError):

@@ -230,6 +230,7 @@ def train(
         cache=trainable.cache,
         resumed_from=_resumed_steps(session),
         pruned_at_epoch=rungs.stopped[0] if rungs is not None and rungs.stopped else None,
+        trained=trainable,
     )
 
 

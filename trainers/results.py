@@ -59,6 +59,9 @@ class TrainResult:
     #: early stopping (a :class:`trainers.loop.RungHook` said stop): the last epoch trained; the
     #: metrics are then that epoch's validation scores only, and ``epsilon`` the whole plan's
     pruned_at_epoch: int | None = None
+    #: the trained model and what it reads (a :class:`trainers.trainable.Trainable`; rank 0 and
+    #: single-process runs), for :mod:`trainers.saved_model`
+    trained: Any = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """The ``lmo-dp train --json`` object (``mlflow_run_id`` is filled by the CLI)."""

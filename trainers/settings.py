@@ -409,6 +409,12 @@ class TrainingSettings(Section):
         "null = only on SIGTERM and when training ends. Sweeps: checkpoints go to Tune, which restores a "
         "trial whose worker died from the latest; null = no checkpoints. Not part of the trial's identity",
     )
+    save_model: Literal["none", "best", "all"] = Field(
+        "best",
+        description="which trained models become MLflow logged models: best (sweeps: the selected trial of "
+        "every (target, mechanism) cell; lmo-dp train: the trial's model), all (every finished trial), none. "
+        "Not part of the trial's identity",
+    )
 
     @field_validator("device")
     @classmethod

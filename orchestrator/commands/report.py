@@ -3,7 +3,9 @@
 ``--json`` adds the sweep's ``cells`` (mean test score and 95% interval per target and
 mechanism), ``comparisons`` (paired verdicts) and ``statistics`` (how they were computed), the
 same objects as ``lmo-dp sweep --json`` (docs/statistics.md); they are also in the output folder
-as ``verdicts.json``, ``cells.csv`` and ``comparisons.csv``.
+as ``verdicts.json``, ``cells.csv`` and ``comparisons.csv``. ``privacy`` lists per target and
+mechanism what the cell guarantees (delta, accountant, q, T, clip, noise, epsilon spent;
+:mod:`orchestrator.report_privacy`), also as ``privacy.json`` and ``privacy.csv``.
 
 A sweep that did not finish, or has failed trials, is reported with a warning on stderr and on
 the page (``warnings`` in ``--json``); one that did not finish and has no trial runs exits 1. A
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> dict:
     from orchestrator.checks import check_output_dir
     from orchestrator.mlflow_view import runs_url, ui_command
     from orchestrator.report import find_parent_run, write_report
+    from orchestrator.report_privacy import read_privacy
     from orchestrator.report_statistics import read_verdicts
     from orchestrator.sweep.resume import close_abandoned_runs
     from orchestrator.tracking import Tracker
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> dict:
         "cells": verdicts["cells"],
         "comparisons": verdicts["comparisons"],
         "statistics": verdicts["statistics"],
+        "privacy": read_privacy(index.parent),
         "runs_url": runs_url(tracker.uri, parent.info.experiment_id),
         "ui_command": ui_command(tracker.uri),
     }

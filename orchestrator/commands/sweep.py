@@ -71,17 +71,44 @@ def render(r: dict) -> str:
         lines = [header]
         if reused:
             lines.append(f"  ({reused} trials read back from their finished MLflow runs, not rerun: marked 'earlier')")
+        if r.get("tuning"):
+            lines.append(
+                "  (each line's epsilon is what that run spent on its own; the target bounds the run each cell "
+                "returns, the selection included: see the tuning lines below)"
+            )
         for t in trials:
             metric = next((f"{k} {v:.4g}" for k, v in t["metrics"].items() if k in ("accuracy", "perplexity")), "")
-            eps = "" if t["epsilon"] is None else f"epsilon {upper_bound_text(t['epsilon'])} <= {t['epsilon_target']:g}"
+            eps = trial_epsilon(t, tuned=bool(r.get("tuning")))
             status = f"{t['status']}{' (earlier)' if t.get('reused') else ''}"
             lines.append(f"  {t['key']:<36} {status:<19} {eps:<24} {metric}")
     if r.get("trials_failed"):
         lines.append(f"{r['trials_failed']} trial(s) failed (see their lmodp.error tags); exit code 3")
     lines += selected_summary(r)
+    lines += model_lines(r)
     lines += report_lines(r)
     lines += browse_lines(r["runs_url"], r.get("ui_command"))
     return "\n".join(lines)
+
+
+def trial_epsilon(t: dict, *, tuned: bool) -> str:
+    """A trial line's epsilon: against its target, or, in a tuned sweep (where the target bounds
+    the selection, not each run), as that run's own spend."""
+    if t["epsilon"] is None:
+        return ""
+    spent = upper_bound_text(t["epsilon"])
+    return f"epsilon {spent} this run" if tuned else f"epsilon {spent} <= {t['epsilon_target']:g}"
+
+
+def model_lines(r: dict) -> list[str]:
+    """The logged model kept per cell (``training.save_model``), for ``lmo-dp predict --model``."""
+    models = r.get("models") or []
+    if not models:
+        return []
+    lines = ["models (lmo-dp predict --model URI --text TEXT):"]
+    for m in models:
+        cell = "non-private" if m["epsilon_target"] is None else f"epsilon {m['epsilon_target']:g} {m['mechanism']}"
+        lines.append(f"  {cell:<24} {m['model_uri'] or 'none (the selected trial logged no model)'}")
+    return lines
 
 
 def report_lines(r: dict) -> list[str]:
@@ -175,7 +202,8 @@ def tuned_summary(r: dict, selected: list[dict], metric: str) -> list[str]:
     t = r["tuning"]
     lines = [
         f"private hyperparameter selection ({t['distribution']}, mean {t['mean']:g}; noise: {t['noise']}): "
-        f"test {metric} of the run chosen on validation, K runs drawn, epsilon of the returned run:"
+        f"test {metric} of the run chosen on validation, K runs drawn, epsilon of the returned run (the one "
+        "the target bounds):"
     ]
     chosen = {(s["mechanism"], s["epsilon_target"]): s for s in selected}
     for c in t["cells"]:
@@ -183,8 +211,8 @@ def tuned_summary(r: dict, selected: list[dict], metric: str) -> list[str]:
         where = f"epsilon {c['epsilon']:g} {c['mechanism']}" if c["epsilon"] is not None else "non-private"
         score = "no finished run" if s is None else f"{metric} {s['test_mean']:.3f}"
         eps = "" if c.get("epsilon_tuned") is None else (
-            f", epsilon {upper_bound_text(c['epsilon_tuned'])} tuned "
-            f"({upper_bound_text(c['epsilon_per_run'])} per run, {c['accountant']})"
+            f", epsilon {upper_bound_text(c['epsilon_tuned'])} for the returned run, selection included "
+            f"(any one run alone: at most {upper_bound_text(c['epsilon_per_run'])}; {c['accountant']})"
         )  # fmt: skip
         note = f" ({c['note']})" if c.get("note") else ""
         lines.append(f"  {where:<24} {score}, K = {c['runs']}{eps}{note}")

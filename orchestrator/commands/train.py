@@ -1,10 +1,13 @@
-"""``lmo-dp train --config FILE.yaml [--checkpoint-dir DIR] [--json]``: one DP fine-tuning trial, locally.
+"""``lmo-dp train --config FILE.yaml [--checkpoint-dir DIR] [--model-out DIR] [--json]``: one DP trial, locally.
 
 Prints ``{"mechanism", "epsilon_target", "epsilon", "delta", "steps", "sample_rate",
 "metrics", "mlflow_run_id", ...}``. When ``MLFLOW_TRACKING_URI`` is set the trial is a run of
 experiment ``experiment`` (config key): params (the flattened config, plan and noise),
 per-step ``loss`` and ``epsilon``, the evaluation metrics, and as artifacts the config as
-given, the noise parameters, the dataset record and the result.
+given, the noise parameters, the dataset record and the result, and -- unless
+``training.save_model: none`` -- the trained model as the run's logged model ``model``
+(``model_uri`` and ``model_id`` in the output). ``--model-out DIR`` also writes that model to a
+local MLflow model folder (tracked or not; ``model_dir`` in the output).
 
 With ``--checkpoint-dir DIR`` the trial keeps a checkpoint in ``DIR`` (every
 ``training.checkpoint_every`` steps, when training ends, and on SIGTERM, after which it exits
@@ -22,6 +25,7 @@ from typing import Any
 from orchestrator.cli import add_json_flag
 
 CHECKPOINT_FLAG = "--checkpoint-dir"
+MODEL_OUT_FLAG = "--model-out"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "same steps and epsilon as an uninterrupted run; a finished run's checkpoint goes straight to "
         "evaluation. A checkpoint of a different config is refused (exit 2). Not with an audit section",
     )
+    p.add_argument(
+        MODEL_OUT_FLAG,
+        metavar="DIR",
+        default=None,
+        help="also write the trained model to DIR as an MLflow model folder (DIR must not exist or be empty; "
+        "lmo-dp predict --model DIR). Tracked trials log it to their run anyway (training.save_model)",
+    )
     add_json_flag(p)
     p.set_defaults(handler=run, render=render)
 
@@ -48,12 +59,48 @@ def run(args: argparse.Namespace) -> dict:
 
     config = TrialConfig.from_yaml(args.config)
     checkpoints = _checkpointing(args.checkpoint_dir, config)
+    model_out = _check_model_out(args.model_out)
     if tracking_configured():
         _check_tracked(config, Path(args.config))
     dataset = load_settings_dataset(config.data, config.model.task)
     if not tracking_configured():
-        return train(config, dataset=dataset, checkpoints=checkpoints).summary()
-    return _run_tracked(config, Path(args.config), dataset, checkpoints)
+        result = train(config, dataset=dataset, checkpoints=checkpoints)
+        summary = result.summary()
+    else:
+        result, summary = _run_tracked(config, Path(args.config), dataset, checkpoints)
+    if model_out is not None:
+        summary["model_dir"] = str(_write_model_out(result, model_out, summary.get("mlflow_run_id")))
+    return summary
+
+
+def _check_model_out(directory: str | None) -> Path | None:
+    """``--model-out DIR``: a folder that does not exist or is empty, checked before any work."""
+    if directory is None:
+        return None
+    from noise_search.errors import ParameterError
+    from orchestrator.checks import check_output_dir
+
+    folder = check_output_dir(directory, MODEL_OUT_FLAG)
+    if folder.is_dir() and any(folder.iterdir()):
+        raise ParameterError(MODEL_OUT_FLAG, f"{folder} is not empty (the model is written into a new folder)")
+    return folder
+
+
+def _write_model_out(result: Any, folder: Path, run_id: str | None) -> Path:
+    """The trained model as an MLflow model folder (the same layout a tracked trial logs)."""
+    import shutil
+    import tempfile
+
+    from orchestrator.model_logging import SINGLE_TRIAL_NOTE, model_metadata, write_model_folder
+
+    metadata = model_metadata(result, trial_key=None, run_id=run_id, note=SINGLE_TRIAL_NOTE)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".lmodp-model-", dir=folder.parent) as scratch:
+        written = write_model_folder(result, Path(scratch) / "model", metadata)
+        if folder.is_dir():
+            folder.rmdir()  # empty (checked): replaced whole, never half-written
+        shutil.move(str(written), str(folder))
+    return folder
 
 
 def _check_tracked(config: Any, path: Path) -> None:
@@ -95,7 +142,7 @@ def _say_resuming(path: Path, state: Any) -> None:
     print(f"lmo-dp train: {path} holds a checkpoint of this trial: {what}", file=sys.stderr, flush=True)
 
 
-def _run_tracked(config: Any, path: Path, dataset: Any, checkpoints: Any) -> dict:
+def _run_tracked(config: Any, path: Path, dataset: Any, checkpoints: Any) -> tuple[Any, dict]:
     from noise_search.errors import ParameterError
     from orchestrator.mlflow_view import runs_url, trials_view, ui_command
     from orchestrator.tracking import KIND_TAG, Tracker, check_artifact_store
@@ -116,8 +163,8 @@ def _run_tracked(config: Any, path: Path, dataset: Any, checkpoints: Any) -> dic
     with tracker.run(config.experiment, run_name=config.name or path.stem, tags=tags) as run_id:
         tracker.log_params(run_id, trial_params(config))
         tracker.log_text(run_id, path.read_text(), "config.yaml")
-        _, summary = train_and_log(tracker, run_id, config, dataset=dataset, checkpoints=checkpoints)
-    return {**summary, "runs_url": runs_url(tracker.uri, experiment_id), "ui_command": ui_command(tracker.uri)}
+        result, summary = train_and_log(tracker, run_id, config, dataset=dataset, checkpoints=checkpoints)
+    return result, {**summary, "runs_url": runs_url(tracker.uri, experiment_id), "ui_command": ui_command(tracker.uri)}
 
 
 def _check_plan(config: Any, n_train: int) -> None:
@@ -147,9 +194,13 @@ def render(r: dict) -> str:
         lines.append(f"  resumed from a checkpoint after step {r['resumed_from_step']}")
     if r.get("stop_reason"):
         lines.append(f"  {r['stop_reason']}")
+    if r.get("model_dir"):
+        lines.append(f"  model folder {r['model_dir']} (lmo-dp predict --model {r['model_dir']} --text TEXT)")
     if r.get("mlflow_run_id"):
         from orchestrator.mlflow_view import browse_lines
 
         lines.append(f"  MLflow run {r['mlflow_run_id']}")
+        if r.get("model_uri"):
+            lines.append(f"  model {r['model_uri']} (lmo-dp predict --model {r['model_uri']} --text TEXT)")
         lines += [f"  {line}" for line in browse_lines(r["runs_url"], r.get("ui_command"))]
     return "\n".join(lines)

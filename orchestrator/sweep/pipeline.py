@@ -383,6 +383,8 @@ class _Run:
         stopping: list[dict[str, Any]] | None = None,
         seeds: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        from orchestrator.report_privacy import read_privacy
+
         tracker, parent_run_id = self.tracker, manifest["parent_run_id"]
         early = None
         if stopping is not None:
@@ -407,7 +409,8 @@ class _Run:
         if early is not None:
             chosen = with_selection_bound(chosen, early["cells"])
         selected = [s.to_dict() for s in chosen]
-        tracker.log_dict(parent_run_id, {"trials": trials, "selected": selected}, "trials.json")
+        models = _keep_models(tracker, self.experiment_id, parent_run_id, self.cfg, chosen, trials)
+        tracker.log_dict(parent_run_id, {"trials": trials, "selected": selected, "models": models}, "trials.json")
         tracker.end_run(parent_run_id, "FINISHED" if failed == 0 else "FAILED")
         self.parent_run_id = None  # closed: nothing left to abandon
         manifest["status"] = "finished" if failed == 0 else "finished-with-errors"
@@ -431,17 +434,33 @@ class _Run:
             "trials_run": sum(not t["reused"] and t["status"] != "infeasible" for t in trials),
             "trials_reused": sum(t["reused"] for t in trials),
             "selected": selected,
+            "models": models,
             **({"tuning": tuning} if tuning is not None else {}),
             **({"early_stopping": early} if early is not None else {}),
             "cells": verdicts["cells"],
             "comparisons": verdicts["comparisons"],
             "statistics": verdicts["statistics"],
+            "privacy": read_privacy(report.parent),
             "baselines": {"majority": plan.get("majority")},
             "plan": {k: plan.get(k) for k in ("n_train", "batch_size", "sample_rate", "steps", "training")},
             "seconds": time.perf_counter() - self.started,
             "trials_seconds": trials_seconds,
             **self.timings,
         }
+
+
+def _keep_models(
+    tracker: Tracker, experiment_id: str, parent_run_id: str, cfg: SweepConfig, chosen: list[Any], trials: list[Any]
+) -> list[dict[str, Any]]:
+    """``training.save_model``: tag each cell's model, delete those not kept
+    (:func:`orchestrator.model_logging.keep_cell_models`); ``chosen`` carries the tuning and
+    early-stopping figures of each cell's selection."""
+    from orchestrator.model_logging import keep_cell_models
+    from orchestrator.selection import select_groups
+
+    by_cell = {(s.mechanism, s.epsilon_target): s for s in chosen}
+    groups = [(by_cell.get((s.mechanism, s.epsilon_target), s), g) for s, g in select_groups(selection_rows(trials))]
+    return keep_cell_models(tracker, experiment_id, parent_run_id, groups, trials, cfg.training.save_model)
 
 
 def _short(exc: BaseException, limit: int = 150) -> str:

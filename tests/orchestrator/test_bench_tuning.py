@@ -60,6 +60,8 @@ def test_quick_tuning_benchmark_and_what_the_tuned_sweep_records(tmp_path: Path,
 
     import mlflow
 
+    from noise_search.mechanisms import Gaussian
+
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     parent = client.get_run(out["tuned_parent"])
     assert parent.info.status == "FINISHED"
@@ -91,3 +93,25 @@ def test_quick_tuning_benchmark_and_what_the_tuned_sweep_records(tmp_path: Path,
     assert best.info.run_id in tuned_page
     grid_page = html.unescape(Path(out["grid_report"]).read_text())
     assert "is not covered by the per-trial epsilon" in grid_page and "epsilon_tuned" not in grid_page
+    # the grid sweep ran Gaussian only: no LMO note, no LMO or Laplace curve
+    notes = grid_page.split("<ul>", 1)[1].split("</ul>", 1)[0]
+    assert "dominated" not in grid_page and notes == "", notes
+    grid_plots = json.loads((Path(out["grid_report"]).parent / "plots.json").read_text())
+    assert [(s["family"], s["kind"]) for s in grid_plots["noise"]["series"]] == [("gaussian", "search")]
+    assert {s["kind"] for s in grid_plots["privacy"]["series"]} == {"spent"}
+    # the tuned sweep's plots show the tuned noise and epsilon beside the per-run ones
+    tuned_dir = Path(out["tuned_report"]).parent
+    plots = json.loads((tuned_dir / "plots.json").read_text())
+    privacy = {s["kind"]: s["points"] for s in plots["privacy"]["series"]}
+    assert privacy["tuned"] == [[8.0, pytest.approx(cells[0]["epsilon_tuned"])]]
+    assert privacy["per_run"] == [[8.0, pytest.approx(cells[0]["epsilon_per_run"])]]
+    assert len(privacy["spent"]) == k
+    assert all(p[1] <= cells[0]["epsilon_per_run"] * (1 + 1e-9) for p in privacy["spent"])
+    noise = {s["kind"]: s["points"] for s in plots["noise"]["series"]}
+    assert noise["tuned"] == [[8.0, pytest.approx(Gaussian(cells[0]["params"]["sigma"]).mean_abs())]]
+    assert noise["tuned"][0][1] > noise["search"][0][1]  # noisier than one run at the target: the selection is paid
+    assert plots["privacy"]["scale"] == "linear" and plots["privacy"]["targets"] == [8.0]
+    (cell,) = json.loads((tuned_dir / "privacy.json").read_text())
+    assert cell["epsilon_tuned"] == pytest.approx(cells[0]["epsilon_tuned"])
+    assert cell["noise"]["sigma"] == pytest.approx(cells[0]["params"]["sigma"])
+    assert "epsilon tuned" in tuned_page and "the number the target bounds" in tuned_page

@@ -167,14 +167,22 @@ def read_table(command: str, url: str, tmp_path: Path, browser: str, driver_path
     return rows, headers, page, current
 
 
+@pytest.fixture(scope="module")
+def ui_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """The sweep both tests read (run once): its folder, its config and the ``lmo-dp sweep`` process."""
+    _browser()
+    tmp_path = tmp_path_factory.mktemp("ui")
+    config = _sweep_config(tmp_path)
+    return tmp_path, config, _lmo_dp(tmp_path, "sweep", "--config", str(config))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_the_printed_url_opens_the_runs_table_with_the_dp_columns(tmp_path: Path) -> None:
+def test_the_printed_url_opens_the_runs_table_with_the_dp_columns(ui_sweep) -> None:
     browser, driver_path = _browser()
     from orchestrator.tracking import Tracker
 
-    config = _sweep_config(tmp_path)
-    first = _lmo_dp(tmp_path, "sweep", "--config", str(config))
+    tmp_path, config, first = ui_sweep
     command, url = _browse(first.stdout)
     store = f"sqlite:///{tmp_path / 'mlruns-lmodp' / 'mlflow.db'}"
     assert command == f"mlflow ui --backend-store-uri {store} --port 5000"
@@ -229,3 +237,67 @@ def test_the_printed_url_opens_the_runs_table_with_the_dp_columns(tmp_path: Path
                 assert text == "-"
                 continue
             assert float(text) == pytest.approx(run.data.metrics[name], rel=1e-3), (name, text)
+
+
+#: the report page's layout in the window: widths, and whether the trials table scrolls in its box
+LAYOUT_JS = """
+const box = document.getElementById('trials-scroll');
+box.scrollLeft = 200;
+const shown = [...document.querySelectorAll('img, table, p, h1, h2, .scroll')].filter(
+  e => e.classList.contains('scroll') || !e.closest('.scroll'));  // a box's content scrolls inside it
+const right = shown.map(e => e.getBoundingClientRect().right);
+return {inner: window.innerWidth, page: document.documentElement.scrollWidth, body: document.body.scrollWidth,
+        box: box.scrollWidth, boxClient: box.clientWidth, left: box.scrollLeft,
+        overflowX: getComputedStyle(box).overflowX, widest: Math.max(...right)};
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_report_fits_a_1400_pixel_window_and_states_each_cells_privacy(ui_sweep) -> None:
+    """The sweep's report in headless Chromium, 1,400 pixels wide: no sideways page scroll, the
+    trials table scrolls inside its own box; its privacy table names delta, q, T, the accountant
+    and the noise of every cell (LMO's E[u] and E|Z| those of the mechanism it logged)."""
+    import html
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from noise_search.mechanisms import LMO
+
+    browser, driver_path = _browser()
+    tmp_path, _, first = ui_sweep
+    line = next(x for x in first.stdout.splitlines() if x.startswith("report: "))
+    index = Path(line.removeprefix("report: ").split(" (on ", 1)[0])
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for arg in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900",
+        "--no-first-run", "--disable-background-networking", f"--user-data-dir={tmp_path / 'chromium-report'}",
+    ):  # fmt: skip
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        driver.get(index.resolve().as_uri())
+        layout = driver.execute_script(LAYOUT_JS)
+        driver.save_screenshot(str(tmp_path / "report-1400.png"))
+    finally:
+        driver.quit()
+    assert layout["inner"] <= 1400 and layout["page"] <= layout["inner"], layout  # no sideways page scroll
+    assert layout["widest"] <= layout["inner"], layout  # nothing sticks out of the window
+    assert layout["overflowX"] == "auto" and layout["box"] > layout["boxClient"] and layout["left"] > 0, layout
+
+    page = html.unescape(index.read_text())
+    table = page[page.index('<table id="privacy">') :].split("</table>", 1)[0]
+    for header in ("delta", "accountant", "<th>q</th>", "<th>T</th>", "epochs", "clip", "noise", "E[u]", "E|Z|"):
+        assert header in table, header
+    cells = {c["mechanism"]: c for c in json.loads((index.parent / "privacy.json").read_text())}
+    assert set(cells) == {"gaussian", "laplace", "lmo"}
+    for mech, cell in cells.items():
+        row = next(tr for tr in table.split("<tr>") if f"<td>{mech}</td>" in tr)
+        assert "<td>1e-05</td>" in row and "<td>rdp</td>" in row and f"<td>{cell['steps']}</td>" in row, row
+        assert cell["sample_rate"] > 0 and cell["noise"]["mechanism"] == mech
+    lmo = LMO.from_dict(cells["lmo"]["noise"])
+    assert cells["lmo"]["mean_u"] == pytest.approx(lmo.mean_u()) and cells["lmo"]["mean_abs"] == pytest.approx(
+        lmo.mean_abs()
+    )

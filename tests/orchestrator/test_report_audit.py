@@ -7,12 +7,14 @@ Real local Ray, real MLflow (SQLite), real MiniLM on 32 real movie-review senten
 from __future__ import annotations
 
 import csv
+import html
 import math
 from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
 
+from noise_search.mechanisms import mechanism_from_dict
 from orchestrator.report import COLUMNS, _fmt
 from orchestrator.sweep_config import SweepConfig
 from orchestrator.tracking import PARENT_TAG, Tracker
@@ -85,3 +87,31 @@ def test_audited_sweep_logs_and_reports_a_lower_bound_for_every_trial(tmp_path, 
         # the bound is printed rounded up, the audit's lower bound rounded down
         assert f"<td>{_fmt(upper, 'epsilon')}</td><td>{_fmt(lower, 'epsilon_lower_bound')}</td>" in line
     assert (out / "privacy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the privacy table: per cell what the runs logged, on the page, in privacy.csv and in --json
+    cells = {c["mechanism"]: c for c in r.json()["privacy"]}
+    assert set(cells) == {"gaussian", "laplace"}
+    text = html.unescape(page)
+    table = text[text.index('<table id="privacy">') :].split("</table>", 1)[0]
+    for mech, cell in cells.items():
+        run = next(run for run in by_key.values() if run.data.params["privacy.mechanism"] == mech)
+        p, m = run.data.params, run.data.metrics
+        assert (cell["delta"], cell["accountant"]) == (1e-5, "rdp")
+        assert (cell["sample_rate"], cell["steps"]) == (float(p["plan.sample_rate"]), int(p["plan.steps"]))
+        assert (cell["clip"], cell["clip_norm"]) == (1.0, "L2" if mech == "gaussian" else "L1")
+        key = "sigma" if mech == "gaussian" else "u0"
+        assert cell["noise"][key] == float(p[f"noise.{key}"])
+        mechanism = mechanism_from_dict({"mechanism": mech, key: float(p[f"noise.{key}"])})
+        assert cell["mean_abs"] == pytest.approx(mechanism.mean_abs())
+        assert (cell["epsilon_spent"], cell["epsilon_lower_bound"]) == (m["epsilon_spent"], m["epsilon_lower_bound"])
+        line = next(tr for tr in table.split("<tr>") if tr.startswith(f"<td>8</td><td>{mech}</td>"))
+        for shown in ("1e-05", "rdp", f"{cell['sample_rate']:.4g}", str(cell["steps"])):
+            assert f"<td>{shown}</td>" in line, (shown, line)
+        assert f'<td class="wrap">{key} {cell["noise"][key]:.4g}</td>' in line, line
+        upper, lower = _fmt(m["epsilon_spent"], "epsilon"), _fmt(m["epsilon_lower_bound"], "epsilon_lower_bound")
+        assert f"<td>{upper}</td><td>{lower}</td>" in line, line  # rounded up, rounded down
+    with (out / "privacy.csv").open() as f:
+        assert {row["mechanism"]: row["delta"] for row in csv.DictReader(f)} == {
+            "gaussian": "1e-05",
+            "laplace": "1e-05",
+        }

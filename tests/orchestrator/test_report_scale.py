@@ -78,7 +78,7 @@ def test_a_thousand_trials_render_and_the_table_sorts_and_filters(tmp_path):
     proc = subprocess.run(["node", str(harness)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    accuracy = head.index("accuracy")
+    accuracy = head.index("test_accuracy")
     numbers = [float(r[accuracy]) for r in body if r[accuracy]]
     assert [float(x) for x in result["asc"][: len(numbers)]] == sorted(numbers)
     assert result["asc"][len(numbers) :] == [""] * (len(body) - len(numbers))  # empty cells last
@@ -120,9 +120,9 @@ CHECK = """
 function column(name) {
   var i = HEAD.indexOf(name); return tbody.children.map(function (r) { return r.children[i].text; });
 }
-var th = hr.children[HEAD.indexOf("accuracy")];
-th.handlers.click(); var asc = column("accuracy");
-th.handlers.click(); var desc = column("accuracy");
+var th = hr.children[HEAD.indexOf("test_accuracy")];
+th.handlers.click(); var asc = column("test_accuracy");
+th.handlers.click(); var desc = column("test_accuracy");
 hr.children[HEAD.indexOf("mechanism")].handlers.click(); var mech = column("mechanism");
 filterBox.value = "FAILED"; filterBox.handlers.input();
 var visible = tbody.children.filter(function (r) { return r.style.display !== "none"; }).length;

@@ -303,6 +303,12 @@ def test_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
     assert not [r for r in all_runs if r.info.status == "RUNNING"]
     parents = [r for r in all_runs if r.data.tags.get("lmodp.kind") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    # training.save_model (default best): the cell's one model, its chosen trial's, neither lost by the
+    # kill nor duplicated by the resume (a model of the killed attempt is deleted at the end)
+    logged = tracker.client.search_logged_models([exp.experiment_id])
+    assert [m["model_id"] for m in result["models"]] == [m.model_id for m in logged]
+    assert [m["mlflow_run_id"] for m in result["models"]] == [m.source_run_id for m in logged]
+    assert logged[0].tags["lmodp.selected"] == "true" and logged[0].source_run_id in {r.info.run_id for r in active}
     # and the sweep cannot be started again by accident
     again = subprocess.run(
         [*lmo_dp_executable(), "sweep", "--config", str(cfg_path)],
