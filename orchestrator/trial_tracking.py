@@ -18,7 +18,10 @@ from orchestrator.provenance import CONFIG_HASH_TAG, config_sha256
 from orchestrator.tracking import Tracker
 
 if TYPE_CHECKING:  # torch is imported only when a trial runs
+    from collections.abc import Sequence
+
     from trainers.checkpoint import Checkpointing
+    from trainers.hooks import LoopHook
 
 
 class StepLogger:
@@ -103,7 +106,7 @@ def train_and_log(
     train_fn: Any = None,
     dataset: Any = None,
     checkpoints: Checkpointing | None = None,
-    rungs: Any = None,
+    hooks: Sequence[LoopHook] = (),
 ) -> tuple[Any, dict[str, Any]]:
     """The one train-and-track path of ``lmo-dp train`` and of every sweep trial.
 
@@ -113,24 +116,24 @@ def train_and_log(
     trains. Returns ``(result, summary)``; ``summary`` is the ``lmo-dp train --json`` object.
 
     ``checkpoints`` (a :class:`trainers.checkpoint.Checkpointing`) is passed on to ``train_fn``
-    only when given. On a resume the trainer replays the restored steps through ``on_step``, so
-    ``run_id`` (a fresh run) gets the whole per-step history.
+    only when given; ``hooks`` (early stopping's :class:`~trainers.loop_hooks.RungHook`, say)
+    join the loop after the per-step logger. On a resume the trainer replays the restored steps
+    through the hooks, so ``run_id`` (a fresh run) gets the whole per-step history.
     """
     from trainers.engine import train
+    from trainers.loop_hooks import OnStep
 
     train_fn = train_fn or train
     kwargs: dict[str, Any] = {} if dataset is None else {"dataset": dataset}
     if checkpoints is not None:
         kwargs["checkpoints"] = checkpoints
-    if rungs is not None:  # early stopping (a trainers.loop.RungHook)
-        kwargs["rungs"] = rungs
     if tracker is None or run_id is None:
-        result = train_fn(trial_cfg, **kwargs)
+        result = train_fn(trial_cfg, hooks=tuple(hooks), **kwargs)
         return result, result.summary()
     tracker.set_tags(run_id, {CONFIG_HASH_TAG: config_sha256(trial_cfg.to_dict())})
     steps = StepLogger(tracker, run_id)
     try:
-        result = train_fn(trial_cfg, on_step=steps, **kwargs)
+        result = train_fn(trial_cfg, hooks=(OnStep(steps), *hooks), **kwargs)
     finally:
         steps.flush()
     summary = result.summary()

@@ -20,7 +20,7 @@ model is loaded):
    skip-step mechanism), so the release is the same as one pass; before each step the
    :class:`~trainers.budget.BudgetGuard` (the run's accountant, attached to the optimizer's
    step) checks that it stays within the target; the step's noise composes one step event into
-   it, and the epsilon spent is reported with the loss through ``on_step``;
+   it, and the epsilon spent is reported with the loss to the loop's hooks (:mod:`trainers.hooks`);
 6. evaluate on the validation and test splits;
 7. with ``config.audit``: the trial-level privacy audit (:mod:`trainers.audit_canaries`) --
    gradient canaries join the clipped sums through the optimizer's ``extra_contributions``
@@ -37,7 +37,7 @@ loop saves the trainable parameters, optimizer state, step history, budget guard
 states every ``every`` steps, when it ends, and after the current step on SIGTERM (then it
 raises :class:`~trainers.checkpoint.TrainingInterrupted`). A trial started on a folder that
 holds a checkpoint of the same trial resumes from it (its history is replayed through
-``on_step``) and ends with the same steps, epsilon and -- on the same machine and thread count --
+the hooks) and ends with the same steps, epsilon and -- on the same machine and thread count --
 the same parameters and metrics as an uninterrupted run. Not with ``config.audit`` (the canaries'
 state is not saved) nor under ``torch.distributed``: both are refused before any work.
 
@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -60,9 +61,10 @@ from trainers.budget import BudgetGuard, make_step_plan, plan_noise
 from trainers.checkpoint import Checkpointing, CheckpointSession, check_checkpointable, trial_identity
 from trainers.config import TrialConfig
 from trainers.data import TextDataset, load_dataset
-from trainers.loop import RunContext, RungHook, evaluate_all, run_steps
-from trainers.optimizer import ExtraContributions
-from trainers.results import StepCallback, StepRecord, TrainResult
+from trainers.hooks import LoopHook
+from trainers.loop import RunContext, evaluate_all, run_steps
+from trainers.loop_hooks import Checkpoints, Contributions, KeepUpdate, RungHook
+from trainers.results import StepRecord, TrainResult
 from trainers.seeds import SEED_AUDIT, SEED_MODEL, derive_seed
 from trainers.settings import DataSettings
 from trainers.trainable import build_trainable
@@ -118,41 +120,45 @@ def _distributed() -> tuple[bool, int, int]:
 def train(
     config: TrialConfig,
     *,
-    on_step: StepCallback | None = None,
-    extra_contributions: ExtraContributions | None = None,
+    hooks: Sequence[LoopHook] = (),
     dataset: TextDataset | None = None,
     keep_update: bool = False,
     checkpoints: Checkpointing | None = None,
-    rungs: RungHook | None = None,
 ) -> TrainResult:
     """Run one trial. Raises :class:`~noise_search.errors.InputError` for a bad config or a
     plan over budget (before any training), other ``LmoDpError`` for runtime failures.
 
-    ``extra_contributions`` is the audit hook of :mod:`trainers.optimizer` (private runs only;
-    not together with ``config.audit``, which installs its own).
+    ``hooks`` attach to the training loop (:class:`~trainers.hooks.LoopHook`, built-ins in
+    :mod:`trainers.loop_hooks`): :class:`~trainers.loop_hooks.OnStep` per-step callbacks,
+    :class:`~trainers.loop_hooks.Contributions` for the optimizer's extra contributions (private
+    runs only; not together with ``config.audit``, which installs its own),
+    :class:`~trainers.loop_hooks.RungHook` for early stopping (single process; a trial it stops
+    ends with its last validation scores as metrics, :attr:`TrainResult.pruned_at_epoch` set and
+    its whole plan's epsilon as :attr:`TrainResult.epsilon`).
     ``dataset`` replaces loading ``config.data`` (tests); the config's limits still apply.
     ``keep_update`` fills :attr:`TrainResult.parameter_update`.
     ``checkpoints``: save checkpoints and resume from the one in its folder (single process,
     without ``config.audit``; see :mod:`trainers.checkpoint`). A checkpoint of another trial is
     refused (:class:`~noise_search.errors.ParameterError` naming ``checkpoints.field``) before
     the model is loaded; SIGTERM during the steps raises
-    :class:`~trainers.checkpoint.TrainingInterrupted` after saving one. A caller's
-    ``extra_contributions`` keeps its own state: after a resume it is called with the step
-    index where the run left off.
-    ``rungs`` (single process): early stopping; a trial it stops ends with its last validation
-    scores as metrics, :attr:`TrainResult.pruned_at_epoch` set and its whole plan's epsilon as
-    :attr:`TrainResult.epsilon` (see :class:`trainers.loop.RungHook`).
+    :class:`~trainers.checkpoint.TrainingInterrupted` after saving one. On a resume the restored
+    steps are replayed through the hooks (:meth:`~trainers.hooks.LoopHook.replay`); a
+    contributions hook keeps its own state and is called with the step index where the run left
+    off.
     """
     started = time.perf_counter()
     cfg, t = config, config.training
-    if cfg.audit is not None and extra_contributions is not None:
+    hooks = list(hooks)
+    if cfg.audit is not None and any(h.contributions() is not None for h in hooks):
         raise ValueError("extra_contributions: config.audit installs its own canary hook; pass one or the other")
+    rungs = next((h for h in hooks if isinstance(h, RungHook)), None)
     private = cfg.privacy.mechanism != "none"
     distributed, rank, world = _distributed()
     if checkpoints is not None:
         check_checkpointable(cfg, checkpoints, distributed=distributed)
-    if rungs is not None and distributed:
-        raise ValueError("rungs: early stopping runs in a single process, not under torch.distributed")
+    for h in hooks:
+        if h.single_process and distributed:
+            raise ValueError(f"{type(h).__name__}: runs in a single process, not under torch.distributed")
     device = resolve_device(t.device)
 
     ds = prepare_dataset(cfg, dataset)
@@ -188,12 +194,15 @@ def train(
             trainable.model.to(device)
             ctx = RunContext(cfg, trainable, ds, plan, privacy_plan, guard, device, distributed, rank)
             audit = _start_audit(ctx) if rank == 0 else None
-            observe = None
-            if audit is not None:
-                extra_contributions, observe = audit.contributions, audit.observe
-            history, stop_reason, update = run_steps(
-                ctx, on_step, extra_contributions, keep_update, observe, checkpoints=session, rungs=rungs
-            )
+            update = KeepUpdate() if keep_update else None
+            attached = [
+                *([update] if update is not None else []),
+                *([Contributions(audit.contributions, audit.observe)] if audit is not None else []),
+                *(h for h in hooks if not h.may_stop),
+                *([Checkpoints(session)] if session is not None else []),
+                *(h for h in hooks if h.may_stop),  # after the step's checkpoint is saved
+            ]
+            history, stop_reason = run_steps(ctx, attached)
             audit_result = audit.finish(cfg.privacy.delta) if audit is not None else None
             # a trial stopped by early stopping keeps its last validation scores and never sees the test split
             metrics = dict(rungs.stopped[1]) if rungs is not None and rungs.stopped else evaluate_all(ctx)
@@ -206,7 +215,7 @@ def train(
         metrics["train_loss"] = float(np.mean(train_losses))
     spent = guard.spent if guard is not None else None
     if rungs is not None and rungs.stopped is not None and privacy_plan is not None:
-        # stopped at a rung chosen from the data: charged the whole plan (see trainers.loop.RungHook)
+        # stopped at a rung chosen from the data: charged the whole plan (see trainers.loop_hooks.RungHook)
         spent = privacy_plan.planned
     return TrainResult(
         config=cfg,
@@ -225,7 +234,7 @@ def train(
         model={**trainable.describe(), "world_size": world},
         history=history,
         seconds=time.perf_counter() - started,
-        parameter_update=update,
+        parameter_update=None if update is None else update.update,
         audit=audit_result,
         cache=trainable.cache,
         resumed_from=_resumed_steps(session),

@@ -3,8 +3,8 @@
 :func:`run_steps` takes the run's ``T`` steps (stopping before one the budget guard forbids);
 :func:`take_step` is one step, in passes of at most ``training.physical_batch_size`` examples;
 :func:`evaluate_all` scores the validation and test splits (rank 0, broadcast under DDP).
-A :class:`RungHook` (early stopping in sweeps) scores the validation split after chosen epochs
-and may stop the loop there.
+Everything optional attaches as a :class:`~trainers.hooks.LoopHook` (per-step callbacks, the
+audit, checkpoints, early stopping: :mod:`trainers.loop_hooks`).
 :func:`capture_state` / :func:`restore_state` move the loop's state into and out of a
 :class:`~trainers.checkpoint.TrialState` (checkpoints, :mod:`trainers.checkpoint`).
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,57 +21,19 @@ import torch
 
 from noise_search.errors import LmoDpError
 from trainers.budget import BudgetGuard, NoisePlan, StepPlan
-from trainers.checkpoint import (
-    CheckpointSession,
-    TerminationRequest,
-    TrainingInterrupted,
-    TrialState,
-    termination_watch,
-)
+from trainers.checkpoint import TrialState
 from trainers.config import TrialConfig
 from trainers.data import TextDataset
 from trainers.evaluate import evaluate
-from trainers.optimizer import ExtraContributions, make_dp_optimizer
+from trainers.hooks import Loop, LoopHook
+from trainers.optimizer import make_dp_optimizer
 from trainers.progress import progress_bar
-from trainers.results import StepCallback, StepRecord
+from trainers.results import StepRecord
 from trainers.sampling import poisson_batches
 from trainers.seeds import SEED_NOISE, SEED_SAMPLING, derive_seed
 from trainers.trainable import Trainable
 
 log = logging.getLogger(__name__)
-
-
-class RungHook:
-    """Early stopping: after each epoch in ``epochs`` the loop scores the validation split and
-    calls ``decide(epoch, validation metrics, epsilon charged)``; False stops training there.
-
-    Epoch ``e`` ends at step ``round(e / q)`` (Poisson sampling: an epoch is ``1/q`` expected
-    steps); a rung at or beyond the plan's last step is never asked (the trial ends anyway). The
-    noise stays calibrated for the whole plan, and a trial is charged its whole plan's epsilon
-    (None without privacy) wherever it stops: the accountant's value at a stopping step chosen
-    from the data is not a bound (docs/privacy.md section 8). After a stop, :attr:`stopped`
-    holds ``(epoch, validation metrics)``. While ``decide`` runs, :attr:`plan` is the trial's
-    step plan and :attr:`step` the step the loop has reached (what a stop at this rung keeps).
-    """
-
-    def __init__(self, epochs: tuple[int, ...], decide: Callable[[int, dict[str, float], float | None], bool]):
-        if any(e < 1 for e in epochs):
-            raise ValueError(f"rung epochs must be >= 1, got {epochs}")
-        self.epochs = tuple(sorted(set(epochs)))
-        self.decide = decide
-        self.stopped: tuple[int, dict[str, float]] | None = None
-        self.plan: StepPlan | None = None
-        self.step: int | None = None
-
-    def steps(self, plan: StepPlan) -> dict[int, int]:
-        """``{step: epoch}`` of the rungs inside ``plan`` (steps 1 .. T-1)."""
-        self.plan = plan
-        out = {}
-        for e in self.epochs:
-            step = max(1, round(e / plan.sample_rate))
-            if step < plan.steps:
-                out[step] = e
-        return out
 
 
 @dataclass(frozen=True)
@@ -109,32 +71,26 @@ class _Parts:
     noise_gen: torch.Generator | None
 
 
-def run_steps(
-    ctx: RunContext,
-    on_step: StepCallback | None,
-    extra_contributions: ExtraContributions | None,
-    keep_update: bool,
-    observe: Callable[[list[torch.Tensor]], None] | None = None,
-    checkpoints: CheckpointSession | None = None,
-    rungs: RungHook | None = None,
-) -> tuple[list[StepRecord], str | None, list[torch.Tensor] | None]:
-    """Train; ``observe`` (private runs) gets every step's privatized gradients ``p.grad``;
-    ``rungs`` (single process) may stop the loop after an epoch (early stopping).
-
-    With ``checkpoints`` (single process only): a checkpoint to resume from is restored first
-    and its history replayed through ``on_step``; a checkpoint is saved every
-    ``checkpoints.checkpointing.every`` steps, when the loop ends, and after the current step
-    on SIGTERM (then :class:`~trainers.checkpoint.TrainingInterrupted` is raised).
-    """
+def run_steps(ctx: RunContext, hooks: Sequence[LoopHook] = ()) -> tuple[list[StepRecord], str | None]:
+    """Train; returns the history (restored steps included) and the stop reason (None: every
+    planned step ran). ``hooks`` attach per-step callbacks, the audit, checkpoints and early
+    stopping (:mod:`trainers.hooks` states when each of their methods is called)."""
     cfg, plan, privacy_plan, guard = ctx.cfg, ctx.plan, ctx.privacy_plan, ctx.guard
     device, distributed, rank = ctx.device, ctx.distributed, ctx.rank
+    hooks = tuple(hooks)
+    if distributed:
+        for h in hooks:
+            if h.single_process:
+                raise ValueError(f"{type(h).__name__}: runs in a single process, not under torch.distributed")
+    contributions = [c for h in hooks if (c := h.contributions()) is not None]
+    if len(contributions) > 1:
+        raise ValueError("extra_contributions: at most one hook may add contributions to the noisy sum")
     t = cfg.training
     model = ctx.trainable.model
     params = ctx.trainable.parameters
     if distributed:
         for p in params:  # identical start on every rank
             torch.distributed.broadcast(p.data, src=0)
-    initial = [p.detach().float().cpu().clone() for p in params] if keep_update else None
     base = make_base_optimizer(params, cfg)
     noise_gen = None
     if privacy_plan is not None:
@@ -148,7 +104,7 @@ def run_steps(
             max_grad_norm=cfg.privacy.clip,
             expected_batch_size=plan.sample_rate * plan.n_train,
             generator=noise_gen,
-            extra_contributions=extra_contributions,
+            extra_contributions=contributions[0] if contributions else None,
             distributed=distributed,
         )
         if guard is not None:
@@ -157,42 +113,37 @@ def run_steps(
         train_model, optimizer = model, base
     sample_gen = torch.Generator().manual_seed(derive_seed(t.seed, SEED_SAMPLING, rank))
     parts = _Parts(base, optimizer, train_model, sample_gen, noise_gen)
-    history: list[StepRecord] = []
+    loop = Loop(ctx, parts)
     stop_reason = None
-    finished = False
-    resume = None if checkpoints is None else checkpoints.resume
-    if resume is not None:
-        restore_state(ctx, parts, resume)
-        history, stop_reason, finished = list(resume.history), resume.stop_reason, resume.finished
-        if on_step is not None:
-            for record in history:
-                on_step(record)
-    if not finished:
-        stop_reason = _train(ctx, parts, history, on_step, observe, checkpoints, rungs)
-        if checkpoints is not None:
-            checkpoints.save(capture_state(ctx, parts, history, finished=True, stop_reason=stop_reason))
+    try:
+        for h in hooks:
+            h.start(loop)
+        resume = next((state for h in hooks if (state := h.restore()) is not None), None)
+        finished = False
+        if resume is not None:
+            restore_state(ctx, parts, resume)
+            loop.history, stop_reason, finished = list(resume.history), resume.stop_reason, resume.finished
+            for record in loop.history:
+                for h in hooks:
+                    h.replay(record)
+        if not finished:
+            stop_reason = _train(ctx, loop, hooks)
+        for h in hooks:
+            h.end(loop, stop_reason)
+    finally:
+        for h in hooks:
+            h.close()
     if privacy_plan is not None:
         optimizer.zero_grad(set_to_none=True)
         train_model.to_standard_module()  # type: ignore[operator]  # remove Opacus hooks and attributes
-    update = None
-    if initial is not None:
-        update = [p.detach().float().cpu() - i for p, i in zip(params, initial, strict=True)]
-    return history, stop_reason, update
+    return loop.history, stop_reason
 
 
-def _train(
-    ctx: RunContext,
-    parts: _Parts,
-    history: list[StepRecord],
-    on_step: StepCallback | None,
-    observe: Callable[[list[torch.Tensor]], None] | None,
-    checkpoints: CheckpointSession | None,
-    rungs: RungHook | None = None,
-) -> str | None:
-    """The steps after the ``len(history)`` already done; appends to ``history``, returns the stop reason."""
+def _train(ctx: RunContext, loop: Loop, hooks: tuple[LoopHook, ...]) -> str | None:
+    """The steps after the ``len(loop.history)`` already done; appends to it, returns the stop reason."""
     cfg, plan, guard = ctx.cfg, ctx.plan, ctx.guard
     device, distributed = ctx.device, ctx.distributed
-    params = ctx.trainable.parameters
+    parts, history = loop.parts, loop.history
     inputs = ctx.trainable.inputs["train"]
     private = ctx.privacy_plan is not None
     batches = poisson_batches(
@@ -203,89 +154,56 @@ def _train(
         distributed=distributed,
     )
     stop_reason = None
-    rung_at = {} if rungs is None else rungs.steps(plan)
     ctx.trainable.model.train()
     bar = progress_bar(plan.steps, f"train {cfg.privacy.mechanism}")
     bar.update(len(history))
     try:
-        with termination_watch(enabled=checkpoints is not None) as termination:
-            for idx in batches:
-                if guard is not None and not guard.allows_next_step():
-                    nxt = guard.next_spent().epsilon
-                    stop_reason = (
-                        f"stopped before step {guard.steps + 1}: epsilon would reach {nxt:.6g} > "
-                        f"target {guard.target:g}"
-                    )
-                    log.warning(stop_reason)
-                    break
-                n = len(idx)
-                loss_sum = take_step(ctx, parts.train_model, parts.optimizer, inputs, idx, private=private)
-                if observe is not None:
-                    observe([p.grad for p in params])
-                total_n = n
-                if distributed:
-                    on = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
-                    stats = torch.tensor([float(loss_sum), float(n)], dtype=torch.float64, device=on)
-                    torch.distributed.all_reduce(stats)
-                    loss_sum, total_n = float(stats[0]), int(stats[1])
-                spent = None
-                if guard is not None:
-                    if guard.steps != len(history) + 1:  # the optimizer's step hook composes each noisy step
-                        raise LmoDpError(
-                            f"accounting: {guard.steps} noisy steps composed after {len(history) + 1} steps"
-                        )
-                    spent = guard.spent
-                record = StepRecord(
-                    step=len(history) + 1,
-                    loss=float(loss_sum) / total_n if total_n > 0 else None,
-                    epsilon=None if spent is None else spent.epsilon,
-                    batch_size=total_n,
+        for idx in batches:
+            if guard is not None and not guard.allows_next_step():
+                nxt = guard.next_spent().epsilon
+                stop_reason = (
+                    f"stopped before step {guard.steps + 1}: epsilon would reach {nxt:.6g} > target {guard.target:g}"
                 )
-                history.append(record)
-                if on_step is not None:
-                    on_step(record)
-                bar.update(1)
-                if record.loss is not None and not math.isfinite(record.loss):
-                    raise LmoDpError(
-                        f"training diverged at step {record.step} (loss {record.loss}); lower the learning rate"
-                    )
-                if checkpoints is not None:
-                    _checkpoint_after_step(ctx, parts, history, checkpoints, termination)
-                if record.step in rung_at and rungs is not None:
-                    epoch = rung_at[record.step]
-                    scores = evaluate_splits(ctx, ("validation",))
-                    ctx.trainable.model.train()
-                    charged = None if ctx.privacy_plan is None else ctx.privacy_plan.planned.epsilon
-                    rungs.step = record.step
-                    if not rungs.decide(epoch, scores, charged):
-                        rungs.stopped = (epoch, scores)
-                        stop_reason = f"early stopping: stopped after epoch {epoch} (step {record.step}/{plan.steps})"
-                        break
+                log.warning(stop_reason)
+                break
+            n = len(idx)
+            loss_sum = take_step(ctx, parts.train_model, parts.optimizer, inputs, idx, private=private)
+            total_n = n
+            if distributed:
+                on = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+                stats = torch.tensor([float(loss_sum), float(n)], dtype=torch.float64, device=on)
+                torch.distributed.all_reduce(stats)
+                loss_sum, total_n = float(stats[0]), int(stats[1])
+            spent = None
+            if guard is not None:
+                if guard.steps != len(history) + 1:  # the optimizer's step hook composes each noisy step
+                    raise LmoDpError(f"accounting: {guard.steps} noisy steps composed after {len(history) + 1} steps")
+                spent = guard.spent
+            record = StepRecord(
+                step=len(history) + 1,
+                loss=float(loss_sum) / total_n if total_n > 0 else None,
+                epsilon=None if spent is None else spent.epsilon,
+                batch_size=total_n,
+            )
+            history.append(record)
+            bar.update(1)
+            if record.loss is not None and not math.isfinite(record.loss):  # before a hook saves or scores it
+                raise LmoDpError(
+                    f"training diverged at step {record.step} (loss {record.loss}); lower the learning rate"
+                )
+            for h in hooks:
+                stop_reason = h.after_step(loop, record)
+                if stop_reason is not None:
+                    break
+            if stop_reason is not None:
+                break
     finally:
         bar.close()
     return stop_reason
 
 
-def _checkpoint_after_step(
-    ctx: RunContext,
-    parts: _Parts,
-    history: list[StepRecord],
-    checkpoints: CheckpointSession,
-    termination: TerminationRequest,
-) -> None:
-    """Save when SIGTERM asked for it (then stop) or a periodic checkpoint is due (not after the
-    last step: the loop's end saves that one)."""
-    done, planned = len(history), ctx.plan.steps
-    if termination.requested:
-        state = capture_state(ctx, parts, history, finished=done == planned, stop_reason=None)
-        path = checkpoints.save(state)
-        raise TrainingInterrupted(path, done, planned)
-    if done < planned and checkpoints.checkpointing.due(done):
-        checkpoints.save(capture_state(ctx, parts, history, finished=False, stop_reason=None))
-
-
 def capture_state(
-    ctx: RunContext, parts: _Parts, history: list[StepRecord], *, finished: bool, stop_reason: str | None
+    ctx: RunContext, parts: _Parts, history: list[StepRecord], *, finished: bool, stop_reason: str | None = None
 ) -> TrialState:
     """The trial's state after ``len(history)`` steps (its identity is filled in when saved)."""
     device = ctx.device

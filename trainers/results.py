@@ -56,7 +56,7 @@ class TrainResult:
     cache: dict[str, Any] = field(default_factory=dict)
     #: steps restored from a checkpoint (0: the run started at step 0; see trainers.checkpoint)
     resumed_from: int = 0
-    #: early stopping (a :class:`trainers.loop.RungHook` said stop): the last epoch trained; the
+    #: early stopping (a :class:`trainers.loop_hooks.RungHook` said stop): the last epoch trained; the
     #: metrics are then that epoch's validation scores only, and ``epsilon`` the whole plan's
     pruned_at_epoch: int | None = None
     #: the trained model and what it reads (a :class:`trainers.trainable.Trainable`; rank 0 and

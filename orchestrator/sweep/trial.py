@@ -41,7 +41,8 @@ SWEEP_TAG = "lmodp.sweep"
 #: tag of a sweep's parent run: its run folder (where its lock is; ``lmo-dp report`` asks it)
 RUN_DIR_TAG = "lmodp.run_dir"
 
-#: ``trial_fn(trial_config, on_step) -> TrainResult``; the default runs the real trainer.
+#: ``trial_fn(trial_config, hooks=..., **kwargs) -> TrainResult`` (:func:`trainers.engine.train`'s
+#: signature); the default runs the real trainer.
 TrialFn = Callable[..., Any]
 
 
@@ -153,7 +154,7 @@ RUNG_EPOCH, RUNG_SCORE = "rung_epoch", "rung_score"
 
 
 def asha_rungs(sweep: SweepConfig, trial_cfg: TrialConfig, tracker: Tracker, run_id: str) -> Any:
-    """The trial's :class:`~trainers.loop.RungHook` for ``early_stopping``: at each rung it logs
+    """The trial's :class:`~trainers.loop_hooks.RungHook` for ``early_stopping``: at each rung it logs
     the validation score, then reports to Tune a result that is the trial's outcome should ASHA
     stop it there (status ``stopped``, its full plan's epsilon); ASHA's stop reaches the trial as
     ``SystemExit`` from ``tune.report``, which tells the loop to stop."""
@@ -163,7 +164,7 @@ def asha_rungs(sweep: SweepConfig, trial_cfg: TrialConfig, tracker: Tracker, run
     from ray import tune
 
     from orchestrator.sweep.outcomes import hyperparameters
-    from trainers.loop import RungHook
+    from trainers.loop_hooks import RungHook
 
     # after a stop Tune waits this long for the trial's thread (its run's last MLflow writes)
     # before it gives the actor to the next trial; Tune's default is 2 s
@@ -218,7 +219,12 @@ def _run_local(
     with tune_checkpoints(trial_cfg, *earlier) as checkpoints:
         try:
             result, _ = train_and_log(
-                tracker, run_id, trial_cfg, train_fn=trial_fn, checkpoints=checkpoints, rungs=rungs
+                tracker,
+                run_id,
+                trial_cfg,
+                train_fn=trial_fn,
+                checkpoints=checkpoints,
+                hooks=() if rungs is None else (rungs,),
             )
         except InputError as exc:  # e.g. a plan over budget: retrying cannot help
             return TrialOutcome("refused", mlflow_run_id=run_id, error=one_line(exc))

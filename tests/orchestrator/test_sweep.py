@@ -160,7 +160,7 @@ def child_runs(tracker: Tracker, experiment: str, parent_id: str, *, view: str =
 def flaky_trial_fn(marker_dir: str, fail_key: str):
     """Train for real, but raise on the first attempt of the trial whose key is ``fail_key``."""
 
-    def trial(trial_cfg, on_step=None):
+    def trial(trial_cfg, hooks=()):
         from trainers.engine import train
 
         marker = Path(marker_dir) / f"{trial_cfg.name}.attempts"
@@ -168,7 +168,7 @@ def flaky_trial_fn(marker_dir: str, fail_key: str):
         marker.write_text(str(attempts))
         if trial_cfg.name == fail_key and attempts == 1:
             raise RuntimeError("injected failure on the first attempt")
-        return train(trial_cfg, on_step=on_step)
+        return train(trial_cfg, hooks=hooks)
 
     return trial
 
@@ -348,12 +348,12 @@ def test_multi_node_sweeps_need_a_tracking_server(monkeypatch):
 def killing_trial_fn(kill_key: str | None):
     """Train for real, but the worker running ``kill_key`` dies (SIGKILL) on every attempt."""
 
-    def trial(trial_cfg, on_step=None, **kwargs):
+    def trial(trial_cfg, hooks=(), **kwargs):
         from trainers.engine import train
 
         if trial_cfg.name == kill_key:
             os.kill(os.getpid(), signal.SIGKILL)
-        return train(trial_cfg, on_step=on_step, **kwargs)
+        return train(trial_cfg, hooks=hooks, **kwargs)
 
     return trial
 
@@ -374,7 +374,7 @@ def failing_trial_fn(kill_key: str, refuse_key: str):
     ``refuse_key`` is refused by the trainer's own budget check at plan time (its target lowered
     below what its noise gives: exit-2 kind of error, not retried)."""
 
-    def trial(trial_cfg, on_step=None, **kwargs):
+    def trial(trial_cfg, hooks=(), **kwargs):
         from trainers.engine import train
 
         if trial_cfg.name == kill_key:
@@ -382,7 +382,7 @@ def failing_trial_fn(kill_key: str, refuse_key: str):
         if trial_cfg.name == refuse_key:
             privacy = trial_cfg.privacy.model_copy(update={"epsilon": 0.5})
             trial_cfg = trial_cfg.model_copy(update={"privacy": privacy})
-        return train(trial_cfg, on_step=on_step, **kwargs)
+        return train(trial_cfg, hooks=hooks, **kwargs)
 
     return trial
 
@@ -466,17 +466,16 @@ def test_lost_workers_refused_trials_and_cut_tune_state_leave_nothing_running_an
 def killed_once_at_step(marker: Path, step: int):
     """Train for real, but the first attempt's worker dies (SIGKILL) right after ``step``."""
 
-    def trial(trial_cfg, on_step=None, **kwargs):
+    def trial(trial_cfg, hooks=(), **kwargs):
         from trainers.engine import train
+        from trainers.loop_hooks import OnStep
 
         def watch(record) -> None:
-            if on_step is not None:
-                on_step(record)
             if record.step == step and not marker.exists():
                 marker.write_text(str(os.getpid()))
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        return train(trial_cfg, on_step=watch, **kwargs)
+        return train(trial_cfg, hooks=(*hooks, OnStep(watch)), **kwargs)
 
     return trial
 

@@ -34,6 +34,7 @@ from trainers.audit_simulation import draw_canaries
 from trainers.config import TrialConfig
 from trainers.data import load_dataset
 from trainers.engine import train
+from trainers.loop_hooks import Contributions
 from trainers.noise import sample_noise as real_sample_noise
 from trainers.optimizer import CLIP_MARGIN, MechanismDPOptimizer
 from trainers.seeds import SEED_AUDIT, derive_seed
@@ -236,7 +237,7 @@ def test_sweep_audit_reaches_every_trial_config(tmp_path):
 
 def test_a_second_canary_hook_is_refused_before_any_work():
     with pytest.raises(ValueError, match=r"config\.audit installs its own"):
-        train(TrialConfig.from_dict(real_config()), extra_contributions=lambda step: None)
+        train(TrialConfig.from_dict(real_config()), hooks=[Contributions(lambda step: None)])
 
 
 # --- real runs ---------------------------------------------------------------------------------

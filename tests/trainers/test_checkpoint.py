@@ -33,6 +33,7 @@ from trainers.checkpoint import (
 from trainers.config import PrivacySettings, TrialConfig
 from trainers.data import TextDataset, load_dataset
 from trainers.engine import train
+from trainers.loop_hooks import OnStep
 from trainers.results import StepRecord
 
 LMO_PARAMS = {"a1": 1.0, "a3": 0.0, "a4": 0.5, "G_k": 4.0, "G_theta": 1.0, "E_lambda": 1.0, "U_a": 0.5, "U_b": 1.5}
@@ -203,7 +204,7 @@ def test_a_resumed_run_is_the_uninterrupted_run(
         cfg,
         dataset=reviews,
         keep_update=True,
-        on_step=replayed.append,
+        hooks=[OnStep(replayed.append)],
         checkpoints=Checkpointing(folder, every=5, on_save=lambda _f, s: saves.append(s)),
     )
     assert saves == [5, 10, 15, 20, 25, 30]  # every 5 steps, the last one when the loop ends
@@ -231,7 +232,7 @@ def test_sigterm_saves_after_the_step_and_stops_then_the_run_resumes(
             os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(TrainingInterrupted) as stopped:
-        train(cfg, dataset=reviews, on_step=terminate_at_7, checkpoints=Checkpointing(folder))
+        train(cfg, dataset=reviews, hooks=[OnStep(terminate_at_7)], checkpoints=Checkpointing(folder))
     assert signal.getsignal(signal.SIGTERM) == handler
     assert isinstance(stopped.value, LmoDpError) and stopped.value.steps == 7
     assert str(folder / CHECKPOINT_FILE) in str(stopped.value) and "--checkpoint-dir" in str(stopped.value)
@@ -317,11 +318,11 @@ def test_checkpoint_every_is_validated_and_is_not_a_logged_hyperparameter(tmp_pa
 
     calls: list[dict[str, Any]] = []
 
-    def fake(trial_config: Any, on_step: Any = None, **kwargs: Any) -> Result:
+    def fake(trial_config: Any, hooks: Any = (), **kwargs: Any) -> Result:
         calls.append(kwargs)
         return Result()
 
-    def plain(trial_config: Any, on_step: Any = None) -> Result:  # the sweep tests' fakes
+    def plain(trial_config: Any, hooks: Any = ()) -> Result:  # the sweep tests' fakes
         return Result()
 
     ck = Checkpointing(tmp_path / "ckpt")

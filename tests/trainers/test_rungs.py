@@ -1,4 +1,4 @@
-"""Early stopping in the loop (:class:`trainers.loop.RungHook`): rungs at epoch ends, a stop keeps
+"""Early stopping in the loop (:class:`trainers.loop_hooks.RungHook`): rungs at epoch ends, a stop keeps
 the steps taken and their epsilon, and scoring at a rung does not change the run.
 
 Trains a head on a tiny random BERT's cached features over 200 real movie-review sentences.
@@ -15,7 +15,7 @@ from trainers.budget import make_step_plan
 from trainers.config import TrialConfig
 from trainers.data import TextDataset, load_dataset
 from trainers.engine import train
-from trainers.loop import RungHook
+from trainers.loop_hooks import RungHook
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_scoring_at_rungs_leaves_the_run_unchanged(tiny_bert: Path, tmp_path: Pa
     cfg = head_config(tiny_bert, tmp_path / "features")
     reference = train(cfg, dataset=reviews)
     going_on = Recorder(stop_at=None)
-    hooked = train(cfg, dataset=reviews, rungs=RungHook((1, 3), going_on))
+    hooked = train(cfg, dataset=reviews, hooks=[RungHook((1, 3), going_on)])
     assert (hooked.steps, hooked.epsilon, hooked.metrics, hooked.history) == (
         reference.steps, reference.epsilon, reference.metrics, reference.history,
     )  # fmt: skip
@@ -79,7 +79,7 @@ def test_a_stopped_trial_keeps_its_steps_epsilon_and_validation_scores_only(
     reference = train(cfg, dataset=reviews)
     stopper = Recorder(stop_at=3)
     hook = RungHook((1, 3), stopper)
-    stopped = train(cfg, dataset=reviews, rungs=hook)
+    stopped = train(cfg, dataset=reviews, hooks=[hook])
     assert stopped.pruned_at_epoch == 3 and stopped.stopped_early
     # what the sweep logs at a rung before Tune may stop it: the step reached and the plan
     assert hook.step == stopped.steps == 30 and hook.plan is not None and hook.plan.steps == 40

@@ -16,6 +16,7 @@ from noise_search.mechanisms import LMO, Gaussian, Laplace
 from trainers.config import TrialConfig
 from trainers.data import load_dataset
 from trainers.engine import train
+from trainers.loop_hooks import Contributions, OnStep
 
 LMO_PARAMS = {"a1": 1.0, "a3": 0.0, "a4": 0.5, "G_k": 4.0, "G_theta": 1.0, "E_lambda": 1.0, "U_a": 0.5, "U_b": 1.5}
 
@@ -73,7 +74,7 @@ def test_private_run_completes_with_each_mechanism(movie_reviews, privacy, kind)
         return None
 
     records = []
-    result = train(cfg, dataset=movie_reviews, on_step=records.append, extra_contributions=extra)
+    result = train(cfg, dataset=movie_reviews, hooks=[OnStep(records.append), Contributions(extra)])
     assert isinstance(result.mechanism, kind)
     assert result.steps == result.planned_steps == 5 and calls == [0, 1, 2, 3, 4]
     q = 20 / 300
