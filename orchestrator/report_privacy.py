@@ -135,9 +135,9 @@ def noise_moments(noise: dict[str, Any]) -> tuple[float | None, float | None]:
 
 
 def _norm(noise: dict[str, Any]) -> str | None:
-    from noise_search.mechanisms import MECHANISMS
+    from noise_search.mechanisms import mechanisms
 
-    cls = MECHANISMS.get(str(noise.get("mechanism")))
+    cls = mechanisms().get(str(noise.get("mechanism")))
     return None if cls is None else str(cls.norm).upper()
 
 
