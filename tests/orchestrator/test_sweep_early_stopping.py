@@ -89,7 +89,9 @@ def grid_of_200(tmp_path: Path) -> Path:
     cfg.update(experiment="t-asha-200", non_private=True, seeds=[0, 1, 2, 3], max_concurrent_trials=2)
     # the example's slice (1,000 / 300 sentences): its cached features serve the other sweep tests too
     cfg["privacy"].update(epsilons=[1.0, 2.0, 4.0, 8.0], mechanisms=list(MECHANISMS))
-    cfg["training"] = {"epochs": 2}  # one rung, after epoch 1
+    # one rung, after epoch 1; no models: a stopped trial logs none anyway, and models are
+    # tests/orchestrator/test_saved_models.py's subject, not this test's
+    cfg["training"] = {"epochs": 2, "save_model": "none"}
     cfg["grid"] = {
         "gaussian": {"learning_rate": [0.03, 0.1, 0.3, 1e-5]},
         "laplace": {"learning_rate": [0.1, 0.2, 0.4, 1e-5]},
