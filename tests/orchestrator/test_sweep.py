@@ -285,8 +285,10 @@ def test_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
     result = json.loads(resumed.stdout)
     assert [t["status"] for t in result["trials"]] == ["finished", "finished"]
     # what was read back from MLflow and what this run trained, in the JSON
-    assert result["resumed"] and (result["trials_reused"], result["trials_run"]) == (len(before), 2 - len(before))
-    assert {t["key"] for t in result["trials"] if t["reused"]} == set(before)
+    # a trial whose Ray worker outlived the killed driver may still finish before the resume reads
+    # MLflow: it is then reused too, never trained twice
+    assert result["resumed"] and result["trials_reused"] + result["trials_run"] == 2
+    assert {t["key"] for t in result["trials"] if t["reused"]} >= set(before)
 
     tracker = Tracker(uri)
     active = child_runs(tracker, "t-resume", result["parent_run_id"])
