@@ -268,12 +268,13 @@ def submit(
     working_dir: Path,
     env_vars: Mapping[str, str] | None = None,
     submission_id: str | None = None,
-    agent_wait_s: float = 60.0,
+    agent_wait_s: float = 180.0,
 ) -> str:
     """Submit ``lmo-dp <command_args>`` as a Ray job; returns its submission id.
 
     A head whose job agent has not registered yet (just started, or busy) answers "No available
-    agent ... try again later"; that answer is retried for up to ``agent_wait_s`` seconds (60).
+    agent ... try again later"; that answer is retried for up to ``agent_wait_s`` seconds (180: a
+    loaded 2-core head took over 60 s to register its agent).
     """
     deadline = time.monotonic() + agent_wait_s
     while True:

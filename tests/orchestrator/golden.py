@@ -58,6 +58,8 @@ def normalise(value: Any, roots: tuple[str | os.PathLike[str], ...] = ()) -> Any
     texts = tuple(sorted(set(texts), key=len, reverse=True))
 
     def walk(v: Any, key: str = "") -> Any:
+        if key in _VOLATILE and v is not None:  # a whole volatile object too (feature_cache)
+            return _VOLATILE[key]
         if isinstance(v, dict):
             return {k: walk(x, str(k)) for k, x in v.items()}
         if isinstance(v, list):
